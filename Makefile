@@ -1,0 +1,35 @@
+# `make serve` and `make test` work on a fresh clone: they create .venv and install the project first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+export BENTOML_DO_NOT_TRACK := True
+export DO_NOT_TRACK := 1
+
+.PHONY: install serve train test bench drift dashboard score simulate build clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip "uv==0.13.9"
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+train: install
+	$(BIN)/python -m training.train
+
+serve: install
+	$(BIN)/python -m training.train --if-missing
+	$(BIN)/bentoml serve . --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+build: install
+	$(BIN)/python -m training.train --if-missing
+	$(BIN)/bentoml build .
+
+clean:
+	rm -rf $(VENV) artifacts bench/results .pytest_cache

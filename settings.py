@@ -1,0 +1,92 @@
+"""The one place for configuration: every knob is an environment variable, documented in the README.
+
+Serving, training, scoring and monitoring read their settings from here, so a deployment is described by its
+environment alone.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Both tools send usage events unless told not to; set before either is imported anywhere.
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+DEFAULT_MODELS = ("purchase_gbm", "purchase_lr", "drive_stats_a", "drive_stats_b")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # NoDecode: plain comma lists in the environment, not JSON.
+    served_models: Annotated[list[str], NoDecode] = Field(
+        default=[f"{name}:latest" for name in DEFAULT_MODELS],
+        description="SERVED_MODELS: comma-separated model tags (name or name:version) loaded at start.",
+    )
+    default_purchase_model: str = Field(
+        default="purchase_gbm", description="DEFAULT_PURCHASE_MODEL: the model behind /predict and /batch_predict."
+    )
+    ab_weights: Annotated[dict[str, float], NoDecode] = Field(
+        default={},
+        description="AB_WEIGHTS: e.g. 'purchase_gbm=0.9,purchase_lr=0.1'; empty means no A/B split.",
+    )
+    batching: bool = Field(default=True, description="BATCHING: coalesce concurrent /predict calls.")
+    batch_max_size: int = Field(default=64, ge=2, description="BATCH_MAX_SIZE: most records in one model call.")
+    batch_max_latency_ms: int = Field(
+        default=1000, ge=1, description="BATCH_MAX_LATENCY_MS: a /predict call waiting longer gets 503."
+    )
+    max_records: int = Field(default=10_000, ge=1, description="MAX_RECORDS: most records in one request.")
+    max_predict_items: int = Field(default=16, ge=1, description="MAX_PREDICT_ITEMS: most items in /v1/predict.")
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="MAX_BODY_BYTES: larger bodies get 413.")
+    workers: int = Field(default=1, ge=1, description="WORKERS: BentoML worker processes.")
+    prediction_log_path: Path = Field(
+        default=Path("artifacts/prediction_log.jsonl"), description="PREDICTION_LOG_PATH: JSONL prediction log."
+    )
+    prediction_log: bool = Field(default=True, description="PREDICTION_LOG: write the prediction log.")
+    prediction_log_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="PREDICTION_LOG_MAX_BYTES: rotate the log past this size."
+    )
+    prediction_log_flush_s: float = Field(default=0.2, gt=0, description="PREDICTION_LOG_FLUSH_S: flush interval.")
+    drift_state_path: Path = Field(
+        default=Path("artifacts/drift/latest.json"),
+        description="DRIFT_STATE_PATH: the last drift job's summary, exported as gauges on /metrics.",
+    )
+    seed: int = Field(default=42, description="SEED: random seed of data generation and training.")
+    purchase_rows: int = Field(default=60_000, ge=1_000, description="PURCHASE_ROWS: synthetic training rows.")
+    drive_rows: int = Field(default=200_000, ge=1_000, description="DRIVE_ROWS: synthetic drive-days.")
+    fleet_size: int = Field(default=1_000, ge=10, description="FLEET_SIZE: drives in the bound latest-day dataset.")
+
+    @field_validator("served_models", mode="before")
+    @classmethod
+    def _split_tags(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [tag.strip() for tag in value.split(",") if tag.strip()]
+        return value
+
+    @field_validator("ab_weights", mode="before")
+    @classmethod
+    def _parse_weights(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("AB_WEIGHTS must look like 'purchase_gbm=0.9,purchase_lr=0.1'")
+            return {name.strip(): float(weight) for name, weight in pairs}
+        return value
+
+    @field_validator("ab_weights")
+    @classmethod
+    def _check_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(weight < 0 for weight in value.values()) or (value and sum(value.values()) <= 0):
+            raise ValueError("AB_WEIGHTS must be non-negative and not all zero")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,46 @@
+"""Shared fixtures: a real model store in a temporary BENTOML_HOME, trained once per session by the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports bentoml: the store lives in a temporary home for the whole session.
+_HOME = Path(tempfile.mkdtemp(prefix="bentoml-home-"))
+os.environ["BENTOML_HOME"] = str(_HOME)
+os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prom-"))
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600):
+    """Run one of the project's CLIs the way a user does, in the session's store."""
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def bentoml_home() -> Path:
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def trained_store(bentoml_home: Path) -> str:
+    """The four default models, trained by `python -m training.train`; returns its printed metrics table."""
+    return run_cli("-m", "training.train").stdout
