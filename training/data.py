@@ -192,7 +192,7 @@ def load_dataset(path: str | Path, task: Task, max_reported: int = 5) -> pd.Data
     if len(rejects) or bad_label.any():
         lines = [f"row {i + 2}: {reason}" for i, reason in rejects["reason"].head(max_reported).items()]
         lines += [f"row {i + 2}: {task.label} must be 0 or 1" for i in labels[bad_label].index[:max_reported]]
-        total = len(rejects) + int(bad_label.sum())
+        total = len(set(rejects.index) | set(labels.index[bad_label]))
         raise DataError(f"{path}: {total} invalid row(s) (row numbers count the header as row 1):\n" + "\n".join(lines))
     valid[task.label] = labels.astype(np.int64).to_numpy()
-    return valid
+    return valid.reset_index(drop=True)

@@ -74,7 +74,8 @@ def validate_frame(frame: pd.DataFrame, schema: dict[str, Any]) -> tuple[pd.Data
     """Split a frame into typed valid rows and rejected rows with a `reason` naming every broken field.
 
     The valid part holds exactly the schema's columns, cast to their types; the rejects keep every input column
-    as read, plus the reason, so nothing is lost.
+    as read, plus the reason, so nothing is lost. Both are indexed by row position in the input, so callers can
+    join other columns back with `frame.iloc[valid.index]`.
     """
     missing = missing_columns(frame, schema)
     if missing:
@@ -98,4 +99,4 @@ def validate_frame(frame: pd.DataFrame, schema: dict[str, Any]) -> tuple[pd.Data
     valid = clean[ok].astype(integers)
     rejects = frame[~ok].copy()
     rejects[REASON] = pd.Series(reasons[~ok], index=rejects.index).str.strip().str.rstrip(";")
-    return valid.reset_index(drop=True), rejects
+    return valid, rejects
