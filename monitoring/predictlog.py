@@ -46,28 +46,31 @@ def to_lines(
     endpoint: str,
     model_name: str,
     model_version: str,
-    routing_key: str | None = None,
+    routing_key: str | None | list[str | None] = None,
     variant: str | None = None,
     ts: str | None = None,
 ) -> bytes:
-    """Serialize one batch of predictions as JSON lines: what is shared by the batch is encoded once."""
-    shared = {
+    """Serialize one batch of predictions as JSON lines. What the batch shares is encoded once; `request_id` and
+    `routing_key` may be per row (an adaptive batch mixes requests)."""
+    shared: dict[str, object] = {
         "ts": ts or now_iso(),
         "endpoint": endpoint,
         "model_name": model_name,
         "model_version": model_version,
-        "routing_key": routing_key,
         "variant": variant,
     }
-    columns = list(inputs.columns)
-    values = [inputs[column].tolist() for column in columns]
+    columns: list[str] = []
+    values: list[list] = []
+    for key, value in (("request_id", request_id), ("routing_key", routing_key)):
+        if isinstance(value, list):
+            columns.append(key)
+            values.append(value)
+        else:
+            shared[key] = value
+    columns += list(inputs.columns)
+    values += [inputs[column].tolist() for column in inputs.columns]
     columns += ["probability", "prediction"]
     values += [np.asarray(probability, dtype=np.float64).tolist(), np.asarray(prediction, dtype=np.int64).tolist()]
-    if isinstance(request_id, str):
-        shared["request_id"] = request_id
-    else:
-        columns.insert(0, "request_id")
-        values.insert(0, list(request_id))
     prefix = orjson.dumps(shared)[:-1] + b","
     # `dumps(...)[1:]` drops the row's opening brace so the shared prefix can stand in front of it.
     lines = [prefix + orjson.dumps(dict(zip(columns, row)))[1:] for row in zip(*values)]

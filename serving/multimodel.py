@@ -1,0 +1,140 @@
+"""POST /v1/predict: several models in one request (seed 000), for ensembles and A/B comparisons.
+
+Each item resolves its model and inputs on its own, so one bad item is a `BadRequest` (or `InternalError`) while
+the others succeed. Shared inputs are validated once per input schema, not once per item; the model calls then
+run concurrently in threads (scikit-learn releases the GIL in its heavy loops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import anyio
+import numpy as np
+import pandas as pd
+
+from serving.predictor import Predictor
+from serving.registry import ModelEntry, ModelUnavailable
+from serving.schemas import Ensemble, EnsemblePrediction, ModelPrediction, ModelPredictRequest, V1PredictRequest, V1PredictResponse
+from serving.validation import RecordsValidator
+
+logger = logging.getLogger(__name__)
+ENDPOINT = "/v1/predict"
+
+
+def _ms(since: float) -> int:
+    return max(0, round((time.perf_counter() - since) * 1000))
+
+
+@dataclass
+class Planned:
+    """An item whose model and inputs are resolved, or the answer it already has."""
+
+    item: ModelPredictRequest
+    started: float
+    entry: ModelEntry | None = None
+    frame: pd.DataFrame | None = None
+    answer: ModelPrediction | None = None
+
+    def fail(self, status: str, message: str) -> None:
+        version = self.entry.version if self.entry else self.item.model_version
+        self.answer = ModelPrediction(
+            status=status,  # type: ignore[arg-type]
+            model_name=self.item.model_name,
+            model_version=version,
+            duration_ms=_ms(self.started),
+            error_message=message,
+        )
+
+
+def _plan(index: int, item: ModelPredictRequest, body: V1PredictRequest, predictor: Predictor,
+          shared: dict[int, pd.DataFrame | ValueError]) -> Planned:
+    plan = Planned(item, time.perf_counter())
+    try:
+        plan.entry = predictor.registry.get(item.model_name, item.model_version)
+    except ModelUnavailable as exc:
+        plan.fail("InternalError", str(exc))
+        return plan
+    except LookupError as exc:
+        plan.fail("BadRequest", str(exc.args[0]))
+        return plan
+    model, validator = plan.entry.model, plan.entry.validator
+    assert model is not None and validator is not None
+    try:
+        if item.inputs is not None:
+            plan.frame = validator.records(item.inputs, f"predictions[{index}].inputs")
+        elif body.inputs is not None:
+            plan.frame = _shared_frame(validator, body.inputs, shared)
+        elif model.bound is not None:
+            plan.frame = model.bound[validator.columns]
+        else:
+            raise ValueError(f"model {item.model_name!r} has no bound dataset: send `inputs` with the item or request")
+    except ValueError as exc:
+        plan.fail("BadRequest", str(exc))
+    return plan
+
+
+def _shared_frame(validator: RecordsValidator, inputs: list, cache: dict[int, pd.DataFrame | ValueError]) -> pd.DataFrame:
+    key = id(validator)  # one validator per input schema (the registry shares them)
+    if key not in cache:
+        try:
+            cache[key] = validator.records(inputs, "inputs")
+        except ValueError as exc:
+            cache[key] = exc
+    result = cache[key]
+    if isinstance(result, ValueError):
+        raise result
+    return result
+
+
+async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPrediction:
+    if plan.answer is not None:
+        return plan.answer
+    assert plan.entry is not None and plan.frame is not None
+    try:
+        scored = await anyio.to_thread.run_sync(
+            lambda: predictor.score(plan.entry, plan.frame, endpoint=ENDPOINT, request_id=request_id)
+        )
+    except Exception as exc:  # noqa: BLE001 - one model raising must not fail the other items
+        logger.exception("model %s raised", plan.entry.requested)
+        plan.fail("InternalError", f"model {plan.item.model_name!r} raised {type(exc).__name__}; see the server log")
+        return plan.answer  # type: ignore[return-value]
+    return ModelPrediction(
+        status="Success",
+        model_name=plan.item.model_name,
+        model_version=plan.entry.version,
+        prediction=scored.proba.tolist(),
+        duration_ms=_ms(plan.started),
+    )
+
+
+def combine(spec: Ensemble, answers: list[ModelPrediction]) -> EnsemblePrediction:
+    """The weighted mean of the successful items' predictions, which must cover the same records."""
+    ok = [a for a in answers if a.status == "Success" and a.prediction is not None]
+    weights = [float((spec.weights or {}).get(a.model_name, 1.0 if spec.weights is None else 0.0)) for a in ok]
+    result = EnsemblePrediction(method=spec.method, models=[a.model_name for a in ok], weights=weights)
+    if not ok:
+        result.error_message = "no item succeeded"
+    elif len({len(a.prediction) for a in ok}) > 1:  # type: ignore[arg-type]
+        result.error_message = "items predicted different numbers of records; an ensemble needs the same inputs"
+    elif sum(weights) <= 0:
+        result.error_message = "ensemble weights of the successful items sum to zero"
+    else:
+        stacked = np.asarray([a.prediction for a in ok], dtype=np.float64)
+        result.prediction = (np.asarray(weights) @ stacked / sum(weights)).tolist()
+    return result
+
+
+async def predict_many(body: V1PredictRequest, predictor: Predictor, request_id: str) -> V1PredictResponse:
+    started = time.perf_counter()
+    shared: dict[int, pd.DataFrame | ValueError] = {}
+    plans = [_plan(i, item, body, predictor, shared) for i, item in enumerate(body.predictions)]
+    answers = list(await asyncio.gather(*(_run(plan, predictor, request_id) for plan in plans)))
+    ensemble = None
+    if body.ensemble is not None:
+        spec = Ensemble() if body.ensemble == "mean" else body.ensemble
+        ensemble = combine(spec, answers)  # type: ignore[arg-type]
+    return V1PredictResponse(duration_ms=_ms(started), predictions=answers, ensemble=ensemble)

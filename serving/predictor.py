@@ -1,0 +1,101 @@
+"""Scoring a validated batch with one served model, and what every scored batch leaves behind: metrics, live
+feature signals and prediction-log lines. The HTTP layer (service.py) only parses, routes and answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from monitoring.predictlog import PredictionLog, to_lines
+from serving import metrics
+from serving.registry import ModelEntry, Registry
+from serving.routing import ABRouter
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Scored:
+    entry: ModelEntry
+    proba: np.ndarray
+    classes: np.ndarray
+
+
+class Predictor:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.registry = Registry(settings.served_models, settings.max_records)
+        self.router = ABRouter(settings.ab_weights, settings.default_purchase_model)
+        self.log = (
+            PredictionLog(settings.prediction_log_path, settings.prediction_log_max_bytes, on_failure=self._log_failed)
+            if settings.prediction_log
+            else None
+        )
+        self.signals: dict[str, metrics.FeatureSignals] = {}
+        for entry in self.registry.entries:
+            metrics.MODEL_LOADED.labels(entry.name, entry.version or "none").set(1 if entry.model else 0)
+            metrics.MODEL_LOAD_SECONDS.labels(entry.name, entry.version or "none").set(entry.load_seconds)
+            if entry.model is not None and entry.requested not in self.signals:
+                try:
+                    self.signals[entry.requested] = metrics.FeatureSignals(entry.model)
+                except Exception as exc:  # noqa: BLE001 - a missing reference sample costs the signal, not the model
+                    logger.warning("no live feature signals for %s: %s", entry.requested, exc)
+
+    @staticmethod
+    def _log_failed(_: BaseException) -> None:
+        metrics.LOG_FAILURES.inc()
+
+    def purchase_model(self, routing_key: str | None) -> ModelEntry:
+        """The purchase variant for this caller (A/B when configured). Raises LookupError when not loaded."""
+        return self.registry.get(self.router.choose(routing_key))
+
+    def score(
+        self,
+        entry: ModelEntry,
+        frame: pd.DataFrame,
+        *,
+        endpoint: str,
+        request_id: str | list[str],
+        routing_key: str | None = None,
+    ) -> Scored:
+        """Predict, then count, observe and log the batch; logging problems never fail the prediction."""
+        model = entry.model
+        assert model is not None, "registry.get only returns loaded models"
+        started = time.perf_counter()
+        proba = model.predict_proba(frame)
+        metrics.INFERENCE.labels(model.name).observe(time.perf_counter() - started)
+        classes = model.classify(proba)
+        metrics.BATCH_ROWS.labels(endpoint).observe(len(frame))
+        metrics.observe_predictions(model, endpoint, proba, classes)
+        signals = self.signals.get(entry.requested)
+        if signals is not None:
+            signals.observe(frame)
+        if self.log is not None:
+            try:
+                lines = to_lines(
+                    frame,
+                    proba,
+                    classes,
+                    request_id=request_id,
+                    endpoint=endpoint,
+                    model_name=model.name,
+                    model_version=model.version,
+                    routing_key=routing_key,
+                    variant=model.labels.get("variant"),
+                )
+            except Exception:  # noqa: BLE001 - a line we cannot encode is a logging fault, counted like one
+                logger.exception("cannot encode prediction-log lines")
+                metrics.LOG_FAILURES.inc()
+            else:
+                self.log.write(lines)
+        return Scored(entry, proba, classes)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()

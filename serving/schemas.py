@@ -1,0 +1,137 @@
+"""Request and response payloads of every endpoint: the field names are the seeds' contracts, verbatim.
+
+Limits come from settings, so the OpenAPI document states the limits actually enforced.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serving.registry import NAME_PATTERN
+from settings import get_settings
+from training.schema import PredictRequest
+
+_settings = get_settings()
+Record = dict[str, Any]
+
+
+class BatchPredictRequest(BaseModel):
+    """Seed 001: student records, scored in one vectorized pass."""
+
+    records: list[PredictRequest] = Field(min_length=1, max_length=_settings.max_records)
+
+
+class PredictResponse(BaseModel):
+    predicted_purchase_probability: float = Field(ge=0, le=1, examples=[0.7834])
+    predicted_purchase: Literal[0, 1] = Field(examples=[1])
+    model_name: str | None = Field(None, description="The model that answered (A/B analysis).")
+    model_version: str | None = None
+
+
+class BatchPrediction(BaseModel):
+    predicted_purchase_probability: float = Field(ge=0, le=1)
+    predicted_purchase: Literal[0, 1]
+
+
+class BatchPredictResponse(BaseModel):
+    predictions: list[BatchPrediction] = Field(description="One per input record, in input order.")
+    model_name: str | None = Field(None, description="The model that answered (A/B analysis).")
+    model_version: str | None = None
+
+
+class Detail(BaseModel):
+    """An error: a message, or FastAPI's list of field errors with `loc` = ["body", "records", i, field]."""
+
+    detail: str | list[dict[str, Any]]
+
+
+class ModelPredictRequest(BaseModel):
+    """Seed 000's PredictRequest, plus an optional version and inputs of its own."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_name: str = Field(pattern=NAME_PATTERN, examples=["drive_stats_a"])
+    model_version: str | None = Field(None, pattern=NAME_PATTERN, description="Defaults to the served default.")
+    inputs: list[Record] | None = Field(
+        None,
+        max_length=_settings.max_records,
+        description="Records for this model. Without them the request's shared `inputs`, else the model's bound dataset.",
+    )
+
+
+class Ensemble(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["mean"] = "mean"
+    weights: dict[str, float] | None = Field(None, description="Per model name; default equal weights.")
+
+
+class V1PredictRequest(BaseModel):
+    """Seed 000's BatchPredictRequest."""
+
+    model_config = ConfigDict(extra="forbid")
+    predictions: list[ModelPredictRequest] = Field(min_length=1, max_length=_settings.max_predict_items)
+    inputs: list[Record] | None = Field(
+        None, max_length=_settings.max_records, description="Records shared by every item that has none of its own."
+    )
+    ensemble: Literal["mean"] | Ensemble | None = Field(
+        None, description="Add the combined prediction of the successful items (same inputs required)."
+    )
+
+    @model_validator(mode="after")
+    def _no_repeated_items(self) -> V1PredictRequest:
+        # The same model and version twice would compute the same answer twice: almost surely a client bug.
+        seen: dict[tuple[str, str | None], int] = {}
+        for index, item in enumerate(self.predictions):
+            key = (item.model_name, item.model_version)
+            if key in seen and item.inputs is None:
+                raise ValueError(
+                    f"predictions[{index}] repeats predictions[{seen[key]}] "
+                    f"(model_name {item.model_name!r}, model_version {item.model_version!r})"
+                )
+            seen.setdefault(key, index)
+        return self
+
+
+PredictStatus = Literal["Success", "BadRequest", "InternalError"]
+
+
+class ModelPrediction(BaseModel):
+    """Seed 000's PredictResponse."""
+
+    model_config = ConfigDict(protected_namespaces=())
+    status: PredictStatus
+    model_name: str
+    model_version: str | None = None
+    prediction: list[float] | None = None
+    duration_ms: int = Field(ge=0)
+    error_message: str | None = None
+
+
+class EnsemblePrediction(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    method: Literal["mean"]
+    models: list[str]
+    weights: list[float]
+    prediction: list[float] | None = None
+    error_message: str | None = None
+
+
+class V1PredictResponse(BaseModel):
+    duration_ms: int = Field(ge=0)
+    predictions: list[ModelPrediction]
+    ensemble: EnsemblePrediction | None = None
+
+
+class ServedModel(BaseModel):
+    model_config = ConfigDict(protected_namespaces=(), extra="allow")
+    name: str
+    requested: str
+    version: str | None
+    status: Literal["loaded", "failed"]
+    error: str | None
+    load_seconds: float
+
+
+class ModelsResponse(BaseModel):
+    models: list[ServedModel]

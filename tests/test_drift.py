@@ -1,0 +1,357 @@
+"""Drift job and traffic simulator: real prediction logs written by predictlog from real model predictions.
+
+The drift CLI pays Evidently's import (~10 s) per run, so it runs for real twice (training-like traffic, then
+shifted traffic into the same workspace and state file); error paths exit before Evidently is imported and are
+tested through `main()` in-process, plus two through a subprocess to see what a user sees.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring import drift, simulate
+from monitoring.predictlog import PredictionLog, to_lines
+from settings import get_settings
+from tests.conftest import run_cli
+from training.data import generate_purchase
+from training.schema import PURCHASE
+
+MODEL = "purchase_gbm"
+ROWS = 2_000  # windows of 1,000+ rows are clean on training-like traffic (see drift.DEFAULT_MIN_ROWS)
+START = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
+TORN = b'{"ts": "2026-11-22T10:00:00+00:00", "request_id": "torn", "model_name": "purchase_gbm", "student_coun'
+
+
+@pytest.fixture(scope="module")
+def model(trained_store):
+    from training.store import load_model
+
+    return load_model(f"{MODEL}:latest")
+
+
+def write_log(path: Path, model, frame: pd.DataFrame, *, start: datetime, version: str | None = None,
+              name: str | None = None, batch: int = 500) -> None:
+    """Log the model's real predictions on `frame`, a batch per second from `start`."""
+    log = PredictionLog(path, max_bytes=1 << 30)
+    for number, begin in enumerate(range(0, len(frame), batch)):
+        part = frame.iloc[begin : begin + batch]
+        proba = model.predict_proba(part)
+        log.write(to_lines(
+            part, proba, model.classify(proba), request_id=f"req-{number}", endpoint="/batch_predict",
+            model_name=name or model.name, model_version=version or model.version,
+            ts=(start + timedelta(seconds=number)).isoformat(),
+        ))
+    log.close()
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+# ------------------------------------------------------------------------------------------------ simulate
+
+
+def test_draws_look_like_requests_and_the_shift_moves_country_and_minutes():
+    normal = simulate.draw_traffic(20_000, seed=5)
+    shifted = simulate.draw_traffic(20_000, seed=5, shift=True)
+    for frame in (normal, shifted):
+        assert list(frame.columns) == PURCHASE.columns
+        assert (frame["practice_exams_passed"] <= frame["practice_exams_started"]).all()
+        assert (frame[PURCHASE.numerical] >= 0).all().all() and frame.notna().all().all()
+    pd.testing.assert_frame_equal(normal, simulate.draw_traffic(20_000, seed=5))
+    assert simulate.DEFAULT_SEED != get_settings().seed, "simulated traffic must not replay the training draw"
+    assert not normal.equals(generate_purchase(20_000, seed=get_settings().seed)[PURCHASE.columns])
+
+    boosted = ["India", "Nigeria", "Pakistan"]
+    assert normal["student_country"].isin(boosted).mean() == pytest.approx(0.25, abs=0.02)
+    assert shifted["student_country"].isin(boosted).mean() == pytest.approx(0.70, abs=0.02)
+    assert set(shifted["student_country"]) <= set(normal["student_country"])  # same vocabulary, other mix
+    ratio = shifted["minutes_watched"].median() / normal["minutes_watched"].median()
+    assert ratio == pytest.approx(3.0, rel=0.02)
+    assert sum(simulate.shifted_country_shares().values()) == pytest.approx(1.0)
+
+
+class _StubService(BaseHTTPRequestHandler):
+    """Answers /batch_predict like the service: one prediction per record, every third one positive."""
+
+    bodies: list[dict] = []
+    status = 200
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        type(self).bodies.append({"path": self.path, "body": body})
+        if type(self).status != 200:
+            payload = {"detail": "Model is not loaded."}
+        else:
+            payload = {"predictions": [{"predicted_purchase_probability": 0.5, "predicted_purchase": int(i % 3 == 0)}
+                                       for i, _ in enumerate(body["records"])]}
+        data = json.dumps(payload).encode()
+        self.send_response(type(self).status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub_url():
+    _StubService.bodies, _StubService.status = [], 200
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StubService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_simulate_posts_batches_of_records_and_reports_what_came_back(stub_url, capsys):
+    assert simulate.main(["--url", stub_url, "--rows", "1200", "--batch", "500", "--shift", "--seed", "3"]) == 0
+    assert [len(b["body"]["records"]) for b in _StubService.bodies] == [500, 500, 200]
+    assert {b["path"] for b in _StubService.bodies} == {"/batch_predict"}
+    assert all(set(b["body"]) == {"records"} for b in _StubService.bodies)
+    sent = pd.DataFrame([r for b in _StubService.bodies for r in b["body"]["records"]])
+    pd.testing.assert_frame_equal(sent, simulate.draw_traffic(1200, seed=3, shift=True), check_dtype=False)
+    out = capsys.readouterr().out
+    assert "1200 predictions came back" in out and "33.4% predicted to purchase" in out and "3 requests" in out
+
+
+def test_simulate_stops_on_an_error_answer(stub_url, capsys):
+    _StubService.status = 503
+    assert simulate.main(["--url", stub_url, "--rows", "1000", "--batch", "100"]) == 2
+    assert len(_StubService.bodies) == 1, "the first error stops the run"
+    assert "503" in capsys.readouterr().err
+
+
+def test_simulate_is_bounded():
+    with pytest.raises(SystemExit):
+        simulate.main(["--rows", str(simulate.MAX_ROWS + 1)])
+    with pytest.raises(SystemExit):
+        simulate.main(["--rows", "10", "--batch", str(simulate.MAX_BATCH + 1)])
+
+
+# ------------------------------------------------------------------------------- drift: the real CLI twice
+
+
+@pytest.fixture(scope="module")
+def drift_runs(model, tmp_path_factory):
+    """Run 1: training-like traffic (plus another version's rows, another model's rows and a torn last line).
+    Run 2: a log whose recent part is shifted traffic, analysed --since the shift. Same workspace and state file,
+    the state file seeded with another model's entry."""
+    from training.store import load_model
+
+    root = tmp_path_factory.mktemp("drift")
+    state = root / "state" / "latest.json"
+    state.parent.mkdir()
+    state.write_text(json.dumps({"drive_stats_a": {"model_version": "x", "drift_share": 0.1, "features": {}}}))
+    env = {"DRIFT_STATE_PATH": str(state)}
+
+    normal_log = root / "normal" / "prediction_log.jsonl"
+    write_log(normal_log, model, simulate.draw_traffic(ROWS, seed=11), start=START)
+    write_log(normal_log, model, simulate.draw_traffic(300, seed=12), start=START, version="0ldversion")
+    other = load_model("purchase_lr:latest")
+    write_log(normal_log, other, simulate.draw_traffic(600, seed=13, shift=True), start=START)
+    with open(normal_log, "ab") as handle:
+        handle.write(TORN)  # a worker was killed mid-write
+    workspace = root / "workspace"
+    first = run_cli("-m", "monitoring.drift", "--model", MODEL, "--log", str(normal_log), "--out", str(root / "out1"),
+                    "--workspace", str(workspace), "--fail-on-drift", env=env, check=False)
+
+    shifted_log = root / "shifted" / "prediction_log.jsonl"
+    write_log(shifted_log, model, simulate.draw_traffic(1_500, seed=21), start=START)
+    shift_start = START + timedelta(hours=1)
+    write_log(shifted_log, model, simulate.draw_traffic(ROWS, seed=22, shift=True), start=shift_start)
+    second = run_cli("-m", "monitoring.drift", "--model", model.tag, "--log", str(shifted_log),
+                     "--out", str(root / "out2"), "--workspace", str(workspace), "--since", shift_start.isoformat(),
+                     "--fail-on-drift", env=env, check=False)
+    return {"root": root, "state": state, "workspace": workspace, "first": first, "second": second,
+            "summaries": [root / "out1" / f"{MODEL}_drift.json", root / "out2" / f"{MODEL}_drift.json"]}
+
+
+def test_training_like_traffic_shows_no_dataset_drift(drift_runs, model):
+    result = drift_runs["first"]
+    assert result.returncode == 0, result.stdout + result.stderr  # --fail-on-drift, and nothing drifted
+    summary = read_json(drift_runs["summaries"][0])
+    assert summary["dataset_drift"] is False and summary["drifted_columns"] == 0
+    assert not [name for name, f in summary["features"].items() if f["drifted"]]
+    assert set(summary["features"]) == {*PURCHASE.columns, drift.PREDICTION_COLUMN}
+    assert all(0 <= f["score"] < f["threshold"] == 0.1 for f in summary["features"].values())
+    assert summary["model_version"] == model.version and summary["reference_rows"] == 5_000
+    assert summary["window"]["first_ts"] == START.isoformat() and summary["window"]["since"] is None
+    header = result.stdout.splitlines()[0].split()
+    assert header == ["feature", "method", "score", "threshold", "drifted"]
+    for column in [*PURCHASE.columns, drift.PREDICTION_COLUMN]:
+        assert column in result.stdout
+    assert "no dataset drift" in result.stdout
+    html = Path(summary["report_html"])
+    assert html.parent == drift_runs["root"] / "out1" and html.stat().st_size > 100_000
+
+
+def test_torn_lines_are_skipped_and_counted_other_versions_reported_not_mixed(drift_runs):
+    result = drift_runs["first"]
+    summary = read_json(drift_runs["summaries"][0])
+    assert summary["lines_skipped"] == 1
+    assert summary["other_versions"] == {"0ldversion": 300}
+    assert summary["rows"] == ROWS, "neither the other version nor the other model was mixed in"
+    assert "1 unparseable log line(s) skipped" in result.stdout
+    assert "300 rows of other versions left out: 0ldversion (300 rows)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_shifted_traffic_is_reported_as_drift_naming_country_and_minutes(drift_runs, model):
+    result = drift_runs["second"]
+    assert result.returncode == 1, result.stdout + result.stderr  # --fail-on-drift
+    summary = read_json(drift_runs["summaries"][1])
+    assert summary["dataset_drift"] is True
+    assert summary["model"] == MODEL and summary["model_version"] == model.version
+    assert summary["rows"] == ROWS, "--since keeps only the shifted part of the log"
+    assert summary["window"]["first_ts"] >= (START + timedelta(hours=1)).isoformat()
+    features = summary["features"]
+    assert set(features) == {*PURCHASE.columns, drift.PREDICTION_COLUMN}
+    assert features["student_country"]["drifted"] and features["minutes_watched"]["drifted"]
+    assert features["student_country"]["method"].startswith("Jensen-Shannon")
+    assert features["minutes_watched"]["method"].startswith("Wasserstein")
+    assert not features["days_on_platform"]["drifted"]
+    assert summary["drift_share"] >= summary["drift_share_threshold"] == drift.DEFAULT_DRIFT_SHARE
+    assert summary["drifted_columns"] == sum(f["drifted"] for f in features.values())
+    assert "DATASET DRIFT" in result.stdout and "DRIFTED" in result.stdout
+    html = Path(summary["report_html"])
+    assert html.stat().st_size > 100_000 and b"minutes_watched" in html.read_bytes()
+
+
+def test_state_file_merges_models_and_the_workspace_keeps_both_runs(drift_runs, model):
+    state = read_json(drift_runs["state"])
+    assert set(state) == {"drive_stats_a", MODEL}, "other models' entries are kept"
+    entry = state[MODEL]
+    assert entry["model_version"] == model.version and entry["dataset_drift"] is True and entry["rows"] == ROWS
+    assert entry["features"]["student_country"]["drifted"] is True
+    assert set(entry["features"]["minutes_watched"]) == {"score", "method", "threshold", "drifted"}
+    assert abs(entry["ts"] - datetime.now(timezone.utc).timestamp()) < 600
+    assert not list(drift_runs["state"].parent.glob(".latest.json.*")), "no temporary file left behind"
+
+    workspace = drift_runs["workspace"]
+    projects = [read_json(p) | {"dir": p.parent} for p in workspace.glob("*/metadata.json")]
+    assert [p["name"] for p in projects] == [MODEL], "one project per model, reused by the second run"
+    assert len(list((projects[0]["dir"] / "snapshots").glob("*.json"))) == 2
+    dashboard = read_json(projects[0]["dir"] / "dashboard.json")
+    assert len(dashboard["panels"]) == 3 and len(dashboard["tabs"][0]["panels"]) == 3, "panels added once"
+    assert [read_json(p)["workspace_runs"] for p in drift_runs["summaries"]] == [1, 2]
+
+
+# ------------------------------------------------------------------------------ drift: errors and windows
+
+
+def run_main(capsys, *args: str) -> tuple[int, str, str]:
+    code = drift.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_missing_log_is_a_one_line_error_through_the_cli(trained_store, tmp_path):
+    result = run_cli("-m", "monitoring.drift", "--model", MODEL, "--log", str(tmp_path / "none.jsonl"),
+                     "--out", str(tmp_path), check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "no prediction log at" in result.stderr and "none.jsonl" in result.stderr
+
+
+def test_unknown_model_is_a_one_line_error_through_the_cli(model, tmp_path):
+    log = tmp_path / "log.jsonl"
+    write_log(log, model, simulate.draw_traffic(50, seed=1), start=START)
+    result = run_cli("-m", "monitoring.drift", "--model", "no_such_model", "--log", str(log),
+                     "--out", str(tmp_path), check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    assert "unknown model 'no_such_model'" in result.stderr and MODEL in result.stderr
+
+
+def test_too_few_rows_names_the_minimum_and_the_count(model, tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    write_log(log, model, simulate.draw_traffic(150, seed=1), start=START)
+    code, _, err = run_main(capsys, "--model", MODEL, "--log", str(log), "--out", str(tmp_path),
+                            "--state", str(tmp_path / "state.json"))
+    assert code == 2
+    assert "too few rows: 150 logged rows" in err and "at least 1000 needed (--min-rows)" in err
+    code, _, err = run_main(capsys, "--model", MODEL, "--log", str(log), "--out", str(tmp_path),
+                            "--state", str(tmp_path / "state.json"), "--min-rows", "500")
+    assert code == 2 and "at least 500 needed" in err
+    assert not (tmp_path / "state.json").exists(), "a refused run writes no state"
+
+
+def test_rows_of_another_version_are_reported_not_mixed_in(model, tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    write_log(log, model, simulate.draw_traffic(1_200, seed=1), start=START, version="v0ld")
+    write_log(log, model, simulate.draw_traffic(40, seed=2), start=START, version="v0lder")
+    code, _, err = run_main(capsys, "--model", MODEL, "--log", str(log), "--out", str(tmp_path),
+                            "--state", str(tmp_path / "state.json"))
+    assert code == 2
+    assert f"0 logged rows of {model.tag}" in err
+    assert "1240 rows of other versions left out: v0ld (1200 rows), v0lder (40 rows)" in err
+    assert f"--model {MODEL}:VERSION" in err
+
+
+def test_window_reader_counts_torn_lines_reads_rotated_files_and_applies_last_and_since(model, tmp_path):
+    log = tmp_path / "prediction_log.jsonl"
+    write_log(log, model, simulate.draw_traffic(1_000, seed=1), start=START, batch=100)
+    log.rename(tmp_path / "prediction_log.jsonl.20261120T000000000000.1")  # a rotated file
+    write_log(log, model, simulate.draw_traffic(500, seed=2), start=START + timedelta(hours=1), batch=100)
+    write_log(log, model, simulate.draw_traffic(70, seed=3), start=START, name="purchase_lr")
+    with open(log, "ab") as handle:
+        handle.write(TORN)
+
+    window = drift.load_window(log, MODEL, model.version)
+    assert window.rows == 1_500 and window.skipped_lines == 1 and window.other_versions == {}
+    assert window.frame["ts"].is_monotonic_increasing
+    assert drift.load_window(log, MODEL, model.version, last=300).rows == 300
+    since = drift.load_window(log, MODEL, model.version, since=START + timedelta(minutes=30))
+    assert since.rows == 500 and since.bounds()[0] == (START + timedelta(hours=1)).isoformat()
+    with pytest.raises(drift.DriftError, match="no prediction log"):
+        drift.load_window(tmp_path / "absent.jsonl", MODEL, model.version)
+
+
+def test_frames_are_typed_from_the_schema_with_the_prediction_as_a_number(model):
+    traffic = simulate.draw_traffic(300, seed=4)
+    traffic["probability"] = model.predict_proba(traffic)
+    reference, current, numerical, categorical = drift.prepare(model.input_schema, model.reference(), traffic)
+    assert categorical == ["student_country"]
+    assert numerical == [*PURCHASE.numerical, drift.PREDICTION_COLUMN]
+    assert list(reference.columns) == list(current.columns) == [*numerical, *categorical]
+    assert len(reference) == 5_000 and len(current) == 300
+    assert all(current[c].dtype == np.float64 for c in numerical)
+    with pytest.raises(drift.DriftError, match="lack column.*minutes_watched"):
+        drift.prepare(model.input_schema, model.reference(), traffic.drop(columns="minutes_watched"))
+    traffic["courses_started"] = np.nan
+    with pytest.raises(drift.DriftError, match="courses_started hold no values"):
+        drift.prepare(model.input_schema, model.reference(), traffic)
+
+
+def test_since_accepts_iso_times_and_durations():
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+    assert drift.parse_since("24h", now) == now - timedelta(hours=24)
+    assert drift.parse_since("90m", now) == now - timedelta(minutes=90)
+    assert drift.parse_since("2026-11-22T10:00:00", now) == datetime(2026, 11, 22, 10, tzinfo=timezone.utc)
+    assert drift.parse_since("2026-11-22T10:00:00Z", now) == datetime(2026, 11, 22, 10, tzinfo=timezone.utc)
+    with pytest.raises(drift.DriftError, match="ISO 8601"):
+        drift.parse_since("yesterday", now)
+
+
+def test_state_file_update_is_a_merge(tmp_path):
+    path = tmp_path / "drift" / "latest.json"
+    drift.update_state(path, "a", {"drift_share": 0.1})
+    drift.update_state(path, "b", {"drift_share": 0.5})
+    drift.update_state(path, "a", {"drift_share": 0.2})
+    assert read_json(path) == {"a": {"drift_share": 0.2}, "b": {"drift_share": 0.5}}
+    path.write_text("{torn")
+    drift.update_state(path, "c", {"drift_share": 0.0})
+    assert read_json(path) == {"c": {"drift_share": 0.0}}
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
