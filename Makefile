@@ -27,6 +27,19 @@ serve: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+DRIFT_MODEL ?= purchase_gbm
+drift: install
+	$(BIN)/python -m monitoring.drift --model $(DRIFT_MODEL) $(DRIFT_ARGS)
+
+dashboard: install
+	$(BIN)/evidently ui --workspace artifacts/drift/workspace --host 127.0.0.1 --port 8000
+
+simulate: install
+	$(BIN)/python -m monitoring.simulate --url http://127.0.0.1:$(PORT) --rows $(or $(ROWS),5000) $(SIM_ARGS)
+
+soak: install
+	$(BIN)/python -m bench.soak --seconds $(or $(SECONDS),300) --concurrency 32
+
 build: install
 	$(BIN)/python -m training.train --if-missing
 	$(BIN)/bentoml build .

@@ -17,7 +17,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -87,6 +89,8 @@ class PredictionLog:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._inode: int | None = None
+        self.failures = 0
+        self._last_warning = -math.inf
 
     def _open(self) -> int:
         # Reopen when another process rotated the file under us; stat is a few microseconds.
@@ -97,7 +101,7 @@ class PredictionLog:
         if self._fd is None or inode != self._inode:
             self._close_fd()
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             self._inode = os.fstat(self._fd).st_ino
         return self._fd
 
@@ -115,19 +119,40 @@ class PredictionLog:
         try:
             with self._lock:
                 fd = self._open()
-                view = memoryview(lines)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                if os.fstat(fd).st_size > self.max_bytes:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    self._append(fd, lines)
+                    rotate = os.fstat(fd).st_size > self.max_bytes
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                if rotate:
                     self._rotate()
             return True
         except OSError as exc:
             self._close_fd()
-            logger.warning("prediction log write to %s failed: %s", self.path, exc)
-            if self.on_failure is not None:
-                self.on_failure(exc)
+            self._failed(exc)
             return False
+
+    @staticmethod
+    def _append(fd: int, lines: bytes) -> None:
+        # A writer killed mid-write can leave a partial line; start on a fresh line so that fragment stays a
+        # line of its own (readers skip and count it) instead of swallowing the next, valid record.
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            lines = b"\n" + lines
+        view = memoryview(lines)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def _failed(self, exc: OSError) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._last_warning > 60:  # a full disk fails every request: say so once a minute, not per call
+            self._last_warning = now
+            logger.warning("prediction log write to %s failed (%d failures so far): %s", self.path, self.failures, exc)
+        if self.on_failure is not None:
+            self.on_failure(exc)
 
     def _rotate(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".lock")

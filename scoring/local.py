@@ -135,7 +135,7 @@ def run(
         request_id=request_id if log is not None else None,
     )
     if source.total_rows is not None and source.total_rows <= chunk_rows:
-        workers = 1  # one chunk: starting worker processes would cost more than it saves
+        workers = 1  # one chunk: a pool has nothing to overlap, and worker processes cost seconds to start
     rejects = job.rejects_path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     # Written under temporary names and renamed at the end: a failed run never leaves a half file that looks done.

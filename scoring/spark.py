@@ -77,11 +77,10 @@ def session(master: str, conf: dict[str, str], chunk_rows: int, progress: bool) 
         # mapInPandas hands over Arrow batches of at most this many rows: one batch is one chunk of the job.
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(chunk_rows))
         .config("spark.ui.showConsoleProgress", "true" if progress else "false")
-        # The default 200 shuffle partitions only matter for shuffles, which this job has none of.
-        .config("spark.sql.shuffle.partitions", "8")
-        # Errors only from the driver's JVM: Spark's default profile prints a dozen start-up warnings.
-        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}")
     )
+    if LOG4J_CONFIG.exists():
+        # Errors only from the driver's JVM: Spark's default profile prints a dozen start-up warnings.
+        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}")
     for name in FORWARDED_ENV:
         if name in os.environ:
             builder = builder.config(f"spark.executorEnv.{name}", os.environ[name])

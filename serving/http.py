@@ -22,9 +22,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from serving import metrics
-from serving.schemas import Detail
+from serving.schemas import (
+    BatchPredictRequest,
+    BatchPredictResponse,
+    Detail,
+    PredictResponse,
+    V1PredictRequest,
+    V1PredictResponse,
+)
 from serving.validation import RequestRejected
 from settings import get_settings
+from training.schema import PredictRequest
 
 _settings = get_settings()
 REQUEST_ID_HEADER = "x-request-id"
@@ -179,42 +187,70 @@ def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-ERROR_RESPONSES: dict[str, dict[int, dict[str, Any]]] = {
-    "/predict": {
-        413: _error("Body over MAX_BODY_BYTES."),
-        415: _error("Content-Type is not application/json."),
-        422: _error("Field errors (loc = ['body', field]) or the business rule."),
-        503: _error("Model is not loaded, or the adaptive batcher is overloaded."),
-    },
-    "/batch_predict": {
-        413: _error("Body over MAX_BODY_BYTES."),
-        415: _error("Content-Type is not application/json."),
-        422: _error("Field errors (loc = ['body', 'records', i, field]), an empty or oversized list, or the business rule."),
-        503: _error("Model is not loaded."),
-    },
-    "/v1/predict": {
-        413: _error("Body over MAX_BODY_BYTES."),
-        415: _error("Content-Type is not application/json."),
-        422: _error("The request itself is malformed (per-item problems are BadRequest items in a 200)."),
-        500: {
-            "description": "Unexpected failure of the whole request.",
-            "content": {"text/plain": {"schema": {"type": "string"}}},
+def _schema(model: type) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template=bentoml_openapi.REF_TEMPLATE)
+    schema.pop("$defs", None)  # BentoML already lists the nested models as components
+    return schema
+
+
+_TOO_LARGE = _error("Body over MAX_BODY_BYTES.")
+_NOT_JSON = _error("Content-Type is not application/json.")
+
+# route -> (request body model, 200 body model, other documented responses)
+DOCUMENTED: dict[str, tuple[type, type, dict[int, dict[str, Any]]]] = {
+    "/predict": (
+        PredictRequest,
+        PredictResponse,
+        {
+            413: _TOO_LARGE,
+            415: _NOT_JSON,
+            422: _error("Field errors (loc = ['body', field]) or the business rule, which JSON Schema cannot "
+                        "express: practice_exams_passed <= practice_exams_started."),
+            503: _error("Model is not loaded, or the adaptive batcher is overloaded."),
         },
-    },
+    ),
+    "/batch_predict": (
+        BatchPredictRequest,
+        BatchPredictResponse,
+        {
+            413: _TOO_LARGE,
+            415: _NOT_JSON,
+            422: _error("Field errors (loc = ['body', 'records', i, field]), an empty or oversized list, or the "
+                        "business rule practice_exams_passed <= practice_exams_started, naming the records."),
+            503: _error("Model is not loaded."),
+        },
+    ),
+    "/v1/predict": (
+        V1PredictRequest,
+        V1PredictResponse,
+        {
+            413: _TOO_LARGE,
+            415: _NOT_JSON,
+            422: _error("The request itself is malformed (per-item problems are BadRequest items in a 200)."),
+            500: {
+                "description": "Unexpected failure of the whole request.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+        },
+    ),
 }
 
 _bentoml_api_routes = bentoml_openapi._get_api_routes
 
 
 def _documented_api_routes(svc: Any) -> dict[str, Any]:
-    """BentoML documents 400/404/500 for every API; ours answers the statuses in ERROR_RESPONSES instead."""
+    """BentoML documents 400/404/500 for every API, and flattens `X | None` to `X` (keeping the first anyOf
+    branch); document what our routes really accept and answer, with pydantic's own schemas."""
     routes = _bentoml_api_routes(svc)
-    for path, responses in ERROR_RESPONSES.items():
-        if path in routes:
-            documented = routes[path].post["responses"]
-            documented.pop(400, None)
-            documented.pop(404, None)
-            documented.update(responses)
+    for path, (request, response, errors) in DOCUMENTED.items():
+        if path not in routes:
+            continue
+        operation = routes[path].post
+        operation["requestBody"]["content"] = {"application/json": {"schema": _schema(request)}}
+        operation["responses"] = {
+            200: {"description": "Successful Response", "content": {"application/json": {"schema": _schema(response)}}},
+            **errors,
+        }
     return routes
 
 

@@ -155,5 +155,6 @@ class DriftGauges:
             DRIFT_SHARE.labels(model).set(float(summary.get("drift_share", 0.0)))
             DRIFT_TIME.labels(model).set(float(summary.get("ts", time.time())))
             for feature, result in summary.get("features", {}).items():
-                DRIFT_SCORE.labels(model, feature).set(float(result["score"]))
-                DRIFT_FLAG.labels(model, feature).set(1.0 if result["drifted"] else 0.0)
+                if result.get("score") is not None:  # the job writes null for a score Evidently could not compute
+                    DRIFT_SCORE.labels(model, feature).set(float(result["score"]))
+                DRIFT_FLAG.labels(model, feature).set(1.0 if result.get("drifted") else 0.0)

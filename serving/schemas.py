@@ -61,7 +61,7 @@ class ModelPredictRequest(BaseModel):
 
 
 class Ensemble(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     method: Literal["mean"] = "mean"
     weights: dict[str, float] | None = Field(None, description="Per model name; default equal weights.")
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 # Before anything imports bentoml: the store lives in a temporary home for the whole session.
@@ -22,6 +18,8 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prom-"))
 
 ROOT = Path(__file__).resolve().parent.parent
+
+from bench.harness import Server  # noqa: E402  (after BENTOML_HOME is set)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600):
@@ -48,64 +46,6 @@ def bentoml_home() -> Path:
 def trained_store(bentoml_home: Path) -> str:
     """The four default models, trained by `python -m training.train`; returns its printed metrics table."""
     return run_cli("-m", "training.train").stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A real `bentoml serve` process on a free loopback port, with its own prediction log."""
-
-    def __init__(self, workdir: Path, env: dict[str, str], target: str = "."):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "prediction_log.jsonl"
-        self.output = workdir / "server.out"
-        self.env = {
-            **os.environ,
-            "PREDICTION_LOG_PATH": str(self.log_path),
-            "DRIFT_STATE_PATH": str(workdir / "drift" / "latest.json"),
-            **env,
-        }
-        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve manages its own
-        with open(self.output, "wb") as out:
-            self.process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-
-    def wait_until_up(self, timeout: float = 120, ready: bool = True) -> "Server":
-        """Wait for /livez (and /readyz when `ready`)."""
-        deadline = time.monotonic() + timeout
-        path = "/readyz" if ready else "/livez"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited {self.process.returncode}:\n{self.output.read_text()[-4000:]}")
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"{self.url}{path} not up in {timeout}s:\n{self.output.read_text()[-4000:]}")
-
-    def post(self, path: str, payload=None, **kwargs) -> httpx.Response:
-        return httpx.post(self.url + path, json=payload, timeout=60, **kwargs)
-
-    def get(self, path: str, **kwargs) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=60, **kwargs)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

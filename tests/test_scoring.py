@@ -52,8 +52,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     # A folder of Parquet files, as a daily export lands; files sort in row order.
     parts = folder / "students_parquet"
     parts.mkdir()
-    for i, part in enumerate(np.array_split(frame, 3)):
-        part.to_parquet(parts / f"part-{i:03d}.parquet", index=False, row_group_size=250)
+    for i, start in enumerate(range(0, ROWS, 750)):  # 750 + 750 + 500 rows
+        frame.iloc[start : start + 750].to_parquet(parts / f"part-{i:03d}.parquet", index=False, row_group_size=250)
     single = folder / "students.parquet"
     frame.to_parquet(single, index=False)
     return {"csv": csv, "folder": parts, "parquet": single, "frame": frame}

@@ -19,8 +19,9 @@ MAX_AMOUNT = 1e9
 
 
 class StrictRecord(BaseModel):
-    # Unknown fields are a client error (a typo would otherwise be silently ignored); NaN/Infinity are not data.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
+    # Unknown fields are a client error (a typo would otherwise be silently ignored); NaN/Infinity are not data;
+    # strict types: "12" or true in a count is a client bug, not a number (an int is still a valid float).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True, strict=True)
 
 
 class PredictRequest(StrictRecord):
