@@ -5,11 +5,14 @@ feature signals and prediction-log lines. The HTTP layer (service.py) only parse
 from __future__ import annotations
 
 import logging
+import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import ThreadpoolController
 
 from monitoring.predictlog import PredictionLog, to_lines
 from serving import metrics
@@ -18,6 +21,22 @@ from serving.routing import ABRouter
 from settings import Settings
 
 logger = logging.getLogger(__name__)
+
+# OpenMP threads per model call (HistGradientBoosting predicts with OpenMP). libgomp's default, one thread per
+# core, spin-waits at its barriers: with the event loop, the batcher's thread and concurrent /v1/predict model
+# calls on the same cores (and noisy neighbours) a 10,000-row predict measured 1.4 s instead of 50 ms here
+# (bench/results: "threads before/after"). One thread per call, like BentoML's runner strategy that pins
+# OMP_NUM_THREADS per worker; an explicit OMP_NUM_THREADS in the environment is respected instead. The limit is
+# per calling thread (omp_set_num_threads), costs ~20 us, and does not change any prediction.
+_OPENMP_THREADS = None if os.environ.get("OMP_NUM_THREADS") else 1
+_THREADPOOLS = ThreadpoolController() if _OPENMP_THREADS else None
+
+
+def inference_threads():
+    """Context manager bounding OpenMP threads for the model call made inside it."""
+    if _THREADPOOLS is None:
+        return nullcontext()
+    return _THREADPOOLS.limit(limits=_OPENMP_THREADS, user_api="openmp")
 
 
 @dataclass
@@ -68,7 +87,8 @@ class Predictor:
         model = entry.model
         assert model is not None, "registry.get only returns loaded models"
         started = time.perf_counter()
-        proba = model.predict_proba(frame)
+        with inference_threads():
+            proba = model.predict_proba(frame)
         metrics.INFERENCE.labels(model.name).observe(time.perf_counter() - started)
         classes = model.classify(proba)
         metrics.BATCH_ROWS.labels(endpoint).observe(len(frame))

@@ -1,0 +1,147 @@
+"""In-process baselines: the raw /batch_predict pipeline without HTTP, the raw predict time of each model, the cost
+of metrics and logging per scored batch, and a prototype of a columnar fast input path.
+
+The service's own pieces are used (serving.validation, training.store, serving.metrics, monitoring.predictlog),
+so "service / raw" is what HTTP, BentoML and the service's bookkeeping add. Model calls run with the same OpenMP
+bound as the service (serving.predictor.inference_threads).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from serving import metrics
+from serving.predictor import inference_threads
+from serving.validation import RecordsValidator
+from training.schema import PURCHASE
+from training.store import StoredModel
+
+
+def purchase_validator(max_records: int) -> RecordsValidator:
+    return RecordsValidator(PURCHASE.record, list(PURCHASE.rules), max_records)
+
+
+def raw_pipeline(model: StoredModel, validator: RecordsValidator, body: bytes) -> dict[str, float]:
+    """parse + validate (one pydantic-core pass) -> frame + rules -> features + predict -> serialize, as
+    serving.purchase.batch_predict does it minus HTTP, metrics and the log; seconds per stage."""
+    t0 = time.perf_counter()
+    frame = validator.batch_body(body)
+    t1 = time.perf_counter()
+    with inference_threads():
+        proba = model.predict_proba(frame)
+    classes = model.classify(proba)
+    t2 = time.perf_counter()
+    payload = {
+        "predictions": [
+            {"predicted_purchase_probability": p, "predicted_purchase": c}
+            for p, c in zip(proba.tolist(), classes.tolist())
+        ],
+        "model_name": model.name,
+        "model_version": model.version,
+    }
+    out = orjson.dumps(payload)
+    t3 = time.perf_counter()
+    assert len(out) > 0
+    return {"total": t3 - t0, "parse_validate": t1 - t0, "predict": t2 - t1, "serialize": t3 - t2}
+
+
+# --- a columnar fast path (prototype only: not in service.py) -------------------------------------------------------
+
+def columnar_body(records: list[dict[str, Any]]) -> bytes:
+    """`{"columns": {name: [values...]}}`: the same records, one JSON array per column."""
+    return orjson.dumps({"columns": {c: [r[c] for r in records] for c in PURCHASE.columns}})
+
+
+def _columnar_frame(body: bytes, max_records: int) -> pd.DataFrame:
+    """Parse with orjson and validate whole columns with NumPy: types, bounds, lengths, the cross-field rule.
+    A production version would report FastAPI-style `loc` = ["body", "columns", field, i] for the first bad rows."""
+    columns = orjson.loads(body)["columns"]
+    fields = PURCHASE.record.model_fields
+    if set(columns) != set(fields):
+        raise ValueError("columns must be exactly " + ", ".join(fields))
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) != 1 or not 1 <= lengths.pop() <= max_records:
+        raise ValueError("columns must have one equal length between 1 and the records limit")
+    data = {}
+    for name, info in fields.items():
+        values = columns[name]
+        if info.annotation is str:
+            array = np.asarray(values, dtype=object)
+            if not all(isinstance(v, str) and 0 < len(v.strip()) <= 128 for v in values):
+                raise ValueError(f"{name}: non-empty strings expected")
+        else:
+            array = np.asarray(values, dtype=np.int64 if info.annotation is int else np.float64)
+            if info.annotation is int and any(type(v) is not int for v in values):  # no floats, bools, strings
+                raise ValueError(f"{name}: integers expected")
+            if not np.isfinite(array).all() or (array < 0).any() or (array > 1e9).any():
+                raise ValueError(f"{name}: out of bounds")
+        data[name] = array
+    frame = pd.DataFrame(data)
+    for rule in PURCHASE.rules:
+        if (frame[rule.left].to_numpy() > frame[rule.right].to_numpy()).any():
+            raise ValueError(rule.message)
+    return frame
+
+
+def columnar_pipeline(model: StoredModel, body: bytes, max_records: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    frame = _columnar_frame(body, max_records)
+    t1 = time.perf_counter()
+    with inference_threads():
+        proba = model.predict_proba(frame)
+    classes = model.classify(proba)
+    t2 = time.perf_counter()
+    out = orjson.dumps({"probability": np.ascontiguousarray(proba), "prediction": classes},
+                       option=orjson.OPT_SERIALIZE_NUMPY)
+    t3 = time.perf_counter()
+    assert len(out) > 0
+    return {"total": t3 - t0, "parse_validate": t1 - t0, "predict": t2 - t1, "serialize": t3 - t2}
+
+
+# --- per-batch bookkeeping of Predictor.score ------------------------------------------------------------------------
+
+def score_breakdown(model: StoredModel, frame: pd.DataFrame, log_path, repeats: int) -> dict[str, float]:
+    """Median seconds per scored batch of: the model call, our metrics (counters, probability histogram, batch
+    rows), live feature signals, encoding the log lines, and writing them. Prometheus runs in multiprocess mode
+    here (PROMETHEUS_MULTIPROC_DIR is set by bench.run), as in the server."""
+    from monitoring.predictlog import PredictionLog, to_lines
+
+    signals = metrics.FeatureSignals(model)
+    log = PredictionLog(log_path, 1 << 40)
+    stages: dict[str, list[float]] = {k: [] for k in ("predict", "metrics", "signals", "log_encode", "log_write")}
+    request_ids = [f"r{i}" for i in range(len(frame))] if len(frame) <= 64 else "request"
+    try:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            with inference_threads():
+                proba = model.predict_proba(frame)
+            t1 = time.perf_counter()
+            metrics.INFERENCE.labels(model.name).observe(t1 - t0)
+            classes = model.classify(proba)
+            metrics.BATCH_ROWS.labels("/bench").observe(len(frame))
+            metrics.observe_predictions(model, "/bench", proba, classes)
+            t2 = time.perf_counter()
+            signals.observe(frame)
+            t3 = time.perf_counter()
+            lines = to_lines(frame, proba, classes, request_id=request_ids, endpoint="/bench", model_name=model.name,
+                             model_version=model.version, variant=None)
+            t4 = time.perf_counter()
+            log.write(lines)
+            t5 = time.perf_counter()
+            for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                stages[key].append(value)
+    finally:
+        log.close()
+    return {key: float(np.median(values)) for key, values in stages.items()}
+
+
+def predict_time(model: StoredModel, frame: pd.DataFrame) -> float:
+    started = time.perf_counter()
+    with inference_threads():
+        model.predict_proba(frame)
+    return time.perf_counter() - started

@@ -1,0 +1,139 @@
+"""The benchmark's servers and model store: a private copy of the store, the bench configurations of
+`bentoml serve` (bench.harness.Server), the uvicorn reference app, and process-tree memory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench.harness import ROOT, Server, free_port
+
+MAX_RECORDS = 50_000
+MAX_BODY_BYTES = 256 * 1024 * 1024
+
+
+def private_store(source_home: Path, workdir: Path) -> Path:
+    """A copy of the trained store, so extra model versions never touch the caller's store."""
+    models = source_home / "models"
+    needed = ("purchase_gbm", "purchase_lr", "drive_stats_a", "drive_stats_b")
+    missing = [name for name in needed if not (models / name / "latest").exists()]
+    if missing:
+        raise SystemExit(f"models {missing} are not in {source_home}: run `python -m training.train` first")
+    home = workdir / "bentoml_home"
+    shutil.copytree(models, home / "models", symlinks=True)
+    return home
+
+
+def add_versions(names: tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """A second version of each model (the same estimator saved again), for four purchase-schema models on
+    shared inputs; returns name -> (original version, new version). Uses the store BENTOML_HOME points at."""
+    from training.store import load_model, save_model
+
+    versions = {}
+    for name in names:
+        original = load_model(f"{name}:latest")
+        metadata = {k: v for k, v in original.metadata.items() if k not in ("has_bound_dataset", "versions")}
+        tag = save_model(name, original.estimator, labels={**original.labels, "bench_copy": "1"},
+                         metadata=metadata, reference=original.reference(), bound=original.bound)
+        versions[name] = (original.version, tag.split(":", 1)[1])
+    return versions
+
+
+def tree_rss(pid: int) -> int:
+    """Sum of RSS over a process and its descendants, in bytes (shared pages of forked workers count twice)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+@dataclass
+class Running:
+    """A started server and what its start-up cost."""
+
+    name: str
+    url: str
+    pid: int
+    ready_s: float
+    rss_ready: int
+    stop: object = field(repr=False)
+    rss_after: int = 0
+
+
+def start_bento(name: str, workdir: Path, env: dict[str, str], timeout: float = 240) -> Running:
+    server_dir = workdir / name
+    server_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    server = Server(server_dir, env)
+    try:
+        server.wait_until_up(timeout=timeout)
+    except BaseException:
+        server.stop()
+        raise
+    ready = time.perf_counter() - started
+    return Running(name, server.url, server.process.pid, ready, tree_rss(server.process.pid), server.stop)
+
+
+class ReferenceApp:
+    """bench/reference_app.py under uvicorn (one process), on a free loopback port."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output = workdir / "reference.out"
+        with open(self.output, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "bench.reference_app:app", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+                cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def wait_until_up(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"reference app exited:\n{self.output.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"reference app not up in {timeout}s:\n{self.output.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_reference(workdir: Path, env: dict[str, str]) -> Running:
+    started = time.perf_counter()
+    app = ReferenceApp(workdir, env)
+    try:
+        app.wait_until_up()
+    except BaseException:
+        app.stop()
+        raise
+    ready = time.perf_counter() - started
+    return Running("reference", app.url, app.process.pid, ready, tree_rss(app.process.pid), app.stop)
