@@ -37,6 +37,15 @@ dashboard: install
 simulate: install
 	$(BIN)/python -m monitoring.simulate --url http://127.0.0.1:$(PORT) --rows $(or $(ROWS),5000) $(SIM_ARGS)
 
+INPUT ?=
+MODEL ?= purchase_gbm
+ENGINE ?= local
+OUTPUT ?= artifacts/scored/$(shell date +%F).parquet
+score: install
+	@test -n "$(INPUT)" || { echo "usage: make score INPUT=students.parquet [MODEL=purchase_gbm] [OUTPUT=...] [ENGINE=spark] [SCORE_ARGS=--log-predictions]"; exit 2; }
+	$(BIN)/python -m training.train --if-missing
+	$(BIN)/python -m scoring --input $(INPUT) --model $(MODEL) --output $(OUTPUT) --engine $(ENGINE) $(SCORE_ARGS)
+
 soak: install
 	$(BIN)/python -m bench.soak --seconds $(or $(SECONDS),300) --concurrency 32
 

@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     prediction_log_max_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="PREDICTION_LOG_MAX_BYTES: rotate the log past this size."
     )
-    prediction_log_flush_s: float = Field(default=0.2, gt=0, description="PREDICTION_LOG_FLUSH_S: flush interval.")
     drift_state_path: Path = Field(
         default=Path("artifacts/drift/latest.json"),
         description="DRIFT_STATE_PATH: the last drift job's summary, exported as gauges on /metrics.",
