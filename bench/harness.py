@@ -21,6 +21,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def private_home(workdir: Path) -> Path:
+    """A BENTOML_HOME of this server's own that shares the model and bento stores.
+
+    `bentoml serve` wipes `$BENTOML_HOME/prometheus_multiproc_dir` when it starts, so two servers on one home
+    freeze each other's metrics; each server gets its own home, with the stores linked in.
+    """
+    shared = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
+    home = workdir / "bentoml_home"
+    home.mkdir(exist_ok=True)
+    for store in ("models", "bentos"):
+        (shared / store).mkdir(parents=True, exist_ok=True)
+        if not (home / store).exists():
+            (home / store).symlink_to(shared / store, target_is_directory=True)
+    return home
+
+
 class Server:
     """A real `bentoml serve` process on a free loopback port, with its own prediction log."""
 
@@ -36,6 +52,7 @@ class Server:
             **env,
         }
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve manages its own
+        self.env["BENTOML_HOME"] = str(private_home(workdir))
         self.workdir = workdir
         with open(self.output, "wb") as out:
             self.process = subprocess.Popen(

@@ -3,7 +3,7 @@ of metrics and logging per scored batch, and a prototype of a columnar fast inpu
 
 The service's own pieces are used (serving.validation, training.store, serving.metrics, monitoring.predictlog),
 so "service / raw" is what HTTP, BentoML and the service's bookkeeping add. Model calls run with the same OpenMP
-bound as the service (serving.predictor.inference_threads).
+bound as the service (serving.predictor.bound_inference_threads).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import orjson
 import pandas as pd
 
 from serving import metrics
-from serving.predictor import inference_threads
+from serving.predictor import bound_inference_threads
 from serving.validation import RecordsValidator
 from training.schema import PURCHASE
 from training.store import StoredModel
@@ -32,8 +32,8 @@ def raw_pipeline(model: StoredModel, validator: RecordsValidator, body: bytes) -
     t0 = time.perf_counter()
     frame = validator.batch_body(body)
     t1 = time.perf_counter()
-    with inference_threads():
-        proba = model.predict_proba(frame)
+    bound_inference_threads()
+    proba = model.predict_proba(frame)
     classes = model.classify(proba)
     t2 = time.perf_counter()
     payload = {
@@ -92,8 +92,8 @@ def columnar_pipeline(model: StoredModel, body: bytes, max_records: int) -> dict
     t0 = time.perf_counter()
     frame = _columnar_frame(body, max_records)
     t1 = time.perf_counter()
-    with inference_threads():
-        proba = model.predict_proba(frame)
+    bound_inference_threads()
+    proba = model.predict_proba(frame)
     classes = model.classify(proba)
     t2 = time.perf_counter()
     out = orjson.dumps({"probability": np.ascontiguousarray(proba), "prediction": classes},
@@ -118,8 +118,8 @@ def score_breakdown(model: StoredModel, frame: pd.DataFrame, log_path, repeats: 
     try:
         for _ in range(repeats):
             t0 = time.perf_counter()
-            with inference_threads():
-                proba = model.predict_proba(frame)
+            bound_inference_threads()
+            proba = model.predict_proba(frame)
             t1 = time.perf_counter()
             metrics.INFERENCE.labels(model.name).observe(t1 - t0)
             classes = model.classify(proba)
@@ -142,6 +142,6 @@ def score_breakdown(model: StoredModel, frame: pd.DataFrame, log_path, repeats: 
 
 def predict_time(model: StoredModel, frame: pd.DataFrame) -> float:
     started = time.perf_counter()
-    with inference_threads():
-        model.predict_proba(frame)
+    bound_inference_threads()
+    model.predict_proba(frame)
     return time.perf_counter() - started

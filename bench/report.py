@@ -128,6 +128,9 @@ def write_report(results: dict, cfg, out: Path) -> None:
         "## Targets",
         "",
     ]
+    if meta["mode"] == "quick":
+        lines += ["**Quick mode**: a seconds-long smoke of the suite (tiny samples, one concurrency, smaller sizes); "
+                  "its verdicts are not measurements. Run `python -m bench.run` for the real table.", ""]
     lines += _table(["target", "measured (same run)", "verdict"], [[c["target"], c["measured"], _verdict(c["ok"])] for c in checks])
 
     lines += ["## 1. Adaptive batching on/off: single-record /predict", "",

@@ -49,10 +49,10 @@ class Config:
 
 
 FULL = Config(
-    concurrencies=[1, 8, 32, 64], focus_concurrency=32, load_rounds=3, load_seconds=4.0, load_requests=5_000,
+    concurrencies=[1, 8, 32, 64], focus_concurrency=32, load_rounds=4, load_seconds=5.0, load_requests=6_000,
     sizes=[100, 1_000, 10_000, 50_000], focus_size=10_000,
-    size_reps={100: 15, 1_000: 10, 10_000: 5, 50_000: 3},
-    v1_records=2_000, v1_reps=10, breakdown_sizes=[32, 10_000], sequential_start=True, threads_variant=True,
+    size_reps={100: 20, 1_000: 15, 10_000: 8, 50_000: 4},
+    v1_records=2_000, v1_reps=20, breakdown_sizes=[32, 10_000], sequential_start=True, threads_variant=True,
 )
 QUICK = Config(
     concurrencies=[8], focus_concurrency=8, load_rounds=1, load_seconds=1.0, load_requests=200,

@@ -24,18 +24,34 @@ def _order(names: list[str], round_index: int) -> list[str]:
     return names if round_index % 2 == 0 else names[::-1]
 
 
-def _batch_stats(url: str) -> tuple[float, float]:
-    """(count, sum) of BentoML's adaptive batch size histogram for /predict: whether requests really batched."""
+def _batch_stats(url: str) -> dict[str, float]:
+    """Counts and sums of the batch-size histograms for /predict: BentoML's `adaptive_batch_size` (per call of
+    the batched function) and ours, `serving_batch_rows` (per scored batch): whether requests really batched."""
     text = httpx.get(url + "/metrics", timeout=30).text
-    count = total = 0.0
+    stats = {"bento_count": 0.0, "bento_sum": 0.0, "ours_count": 0.0, "ours_sum": 0.0}
     for line in text.splitlines():
-        if 'method_name="predict"' not in line:
+        if line.startswith("#") or " " not in line:
             continue
-        if line.startswith("bentoml_service_adaptive_batch_size_count"):
-            count += float(line.split()[-1])
-        elif line.startswith("bentoml_service_adaptive_batch_size_sum"):
-            total += float(line.split()[-1])
-    return count, total
+        name, value = line.rsplit(" ", 1)
+        if 'method_name="predict"' in name and name.startswith("bentoml_service_adaptive_batch_size_"):
+            key = "bento_"
+        elif 'endpoint="/predict"' in name and name.startswith("serving_batch_rows_"):
+            key = "ours_"
+        else:
+            continue
+        if "_count{" in name:
+            stats[key + "count"] += float(value)
+        elif "_sum{" in name:
+            stats[key + "sum"] += float(value)
+    return stats
+
+
+def _mean_batch(before: dict[str, float], after: dict[str, float]) -> float:
+    for prefix in ("bento_", "ours_"):
+        count = after[prefix + "count"] - before[prefix + "count"]
+        if count > 0:
+            return (after[prefix + "sum"] - before[prefix + "sum"]) / count
+    return float("nan")
 
 
 def start_servers(cfg, workdir: Path, running: list[Running], log: Callable) -> dict[str, Running]:
@@ -104,9 +120,7 @@ def scenario_batching(cfg, servers, loader: LoadProcess, records: list[dict], lo
             for name in _order(names, round_index):
                 result = loader.run(servers[name].url + "/predict", "one", concurrency, cfg.load_requests, cfg.load_seconds)
                 pooled[name] = pooled[name].merge(result) if name in pooled else result
-        batches_after = _batch_stats(servers["on"].url)
-        count = batches_after[0] - batches_before[0]
-        mean_batch = (batches_after[1] - batches_before[1]) / count if count else float("nan")
+        mean_batch = _mean_batch(batches_before, _batch_stats(servers["on"].url))
         for name in names:
             r = pooled[name]
             row = {
@@ -242,7 +256,9 @@ def scenario_threads(cfg, records: list[dict], models, validator, log: Callable)
     """In-process: the model call with the library's default OpenMP threads against the service's bound."""
     from threadpoolctl import threadpool_limits
 
-    from serving.predictor import inference_threads
+    from contextlib import nullcontext
+
+    from serving.predictor import bound_inference_threads
 
     frame = validator.batch_body(orjson.dumps({"records": records[: cfg.focus_size]}))
     model = models["purchase_gbm"]
@@ -250,7 +266,8 @@ def scenario_threads(cfg, records: list[dict], models, validator, log: Callable)
     cpus = os.cpu_count() or 2
     for round_index in range(5):
         for variant in _order(["default", "bounded"], round_index):
-            context = threadpool_limits(limits=cpus, user_api="openmp") if variant == "default" else inference_threads()
+            bound_inference_threads()  # this thread's setting from now on is the service's; "default" overrides it
+            context = threadpool_limits(limits=cpus, user_api="openmp") if variant == "default" else nullcontext()
             with context:
                 started = time.perf_counter()
                 model.predict_proba(frame)

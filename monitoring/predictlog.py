@@ -54,6 +54,9 @@ def to_lines(
 ) -> bytes:
     """Serialize one batch of predictions as JSON lines. What the batch shares is encoded once; `request_id` and
     `routing_key` may be per row (an adaptive batch mixes requests)."""
+    clashing = RESERVED.intersection(inputs.columns)
+    if clashing:
+        raise ValueError(f"input columns {sorted(clashing)} clash with the log's own fields")
     shared: dict[str, object] = {
         "ts": ts or now_iso(),
         "endpoint": endpoint,

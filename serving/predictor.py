@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,20 +23,24 @@ from settings import Settings
 logger = logging.getLogger(__name__)
 
 # OpenMP threads per model call (HistGradientBoosting predicts with OpenMP). libgomp's default, one thread per
-# core, spin-waits at its barriers: with the event loop, the batcher's thread and concurrent /v1/predict model
-# calls on the same cores (and noisy neighbours) a 10,000-row predict measured 1.4 s instead of 50 ms here
-# (bench/results: "threads before/after"). One thread per call, like BentoML's runner strategy that pins
-# OMP_NUM_THREADS per worker; an explicit OMP_NUM_THREADS in the environment is respected instead. The limit is
-# per calling thread (omp_set_num_threads), costs ~20 us, and does not change any prediction.
+# core, spin-waits at its barriers: with the event loop, the batcher's thread, concurrent /v1/predict model calls
+# and noisy neighbours on the same 2 cores, a 10,000-row predict measured 1.4 s instead of 50 ms here and
+# /predict at concurrency 32 lost 5x of its throughput (bench/results: "OpenMP threads before/after"). So model
+# calls use one OpenMP thread, as BentoML's runner strategy pins OMP_NUM_THREADS per worker; an explicit
+# OMP_NUM_THREADS in the environment is respected instead. The setting is per thread (omp_set_num_threads), so it
+# is made once in each thread that calls a model (our threads are pooled and reused); it changes no prediction.
 _OPENMP_THREADS = None if os.environ.get("OMP_NUM_THREADS") else 1
-_THREADPOOLS = ThreadpoolController() if _OPENMP_THREADS else None
+_OPENMP = ThreadpoolController().select(user_api="openmp") if _OPENMP_THREADS else None
+_bounded = threading.local()
 
 
-def inference_threads():
-    """Context manager bounding OpenMP threads for the model call made inside it."""
-    if _THREADPOOLS is None:
-        return nullcontext()
-    return _THREADPOOLS.limit(limits=_OPENMP_THREADS, user_api="openmp")
+def bound_inference_threads() -> None:
+    """Bound the calling thread's OpenMP threads for model calls (once per thread)."""
+    if _OPENMP is None or getattr(_bounded, "done", False):
+        return
+    for library in _OPENMP.lib_controllers:
+        library.set_num_threads(_OPENMP_THREADS)
+    _bounded.done = True
 
 
 @dataclass
@@ -87,8 +91,8 @@ class Predictor:
         model = entry.model
         assert model is not None, "registry.get only returns loaded models"
         started = time.perf_counter()
-        with inference_threads():
-            proba = model.predict_proba(frame)
+        bound_inference_threads()
+        proba = model.predict_proba(frame)
         metrics.INFERENCE.labels(model.name).observe(time.perf_counter() - started)
         classes = model.classify(proba)
         metrics.BATCH_ROWS.labels(endpoint).observe(len(frame))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,7 +18,6 @@ from training.store import StoredModel, load_model
 logger = logging.getLogger(__name__)
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$"
-_NAME = re.compile(NAME_PATTERN)
 
 
 class ModelUnavailable(LookupError):
@@ -125,13 +123,3 @@ class Registry:
     def describe(self) -> list[dict[str, Any]]:
         return [entry.describe() for entry in self.entries]
 
-    def is_loaded(self, name: str) -> bool:
-        try:
-            self.get(name)
-        except LookupError:
-            return False
-        return True
-
-
-def valid_name(name: str) -> bool:
-    return bool(_NAME.match(name))
