@@ -27,6 +27,11 @@ serve: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+bench: install
+	$(BIN)/python -m training.train --if-missing
+	$(BIN)/python -m bench.run --out bench/results
+	$(BIN)/python bench/bench_scoring.py $(BENCH_SCORING_ARGS)
+
 DRIFT_MODEL ?= purchase_gbm
 drift: install
 	$(BIN)/python -m monitoring.drift --model $(DRIFT_MODEL) $(DRIFT_ARGS)
