@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         default=Path("artifacts/prediction_log.jsonl"), description="PREDICTION_LOG_PATH: JSONL prediction log."
     )
     prediction_log: bool = Field(default=True, description="PREDICTION_LOG: write the prediction log.")
+    prediction_log_mode: Literal["sync", "background"] = Field(
+        default="sync",
+        description="PREDICTION_LOG_MODE: 'sync' writes before answering (no answered prediction is lost, even "
+        "to SIGKILL); 'background' encodes and writes on a thread (lower latency for big batches).",
+    )
     prediction_log_max_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="PREDICTION_LOG_MAX_BYTES: rotate the log past this size."
     )

@@ -2,8 +2,9 @@
 
 Lines are serialized for a whole batch at once (pandas' C writer) and reach the kernel in a single `O_APPEND`
 write before the HTTP response leaves, so a worker killed with SIGKILL loses no line of a request that got
-its 200, and concurrent writers never interleave (Linux appends one `write` atomically to a local file). That
-single syscall is all the request path pays; the page cache does the buffering. Size-based rotation renames
+its 200, and concurrent writers never interleave (Linux appends one `write` atomically to a local file).
+`BackgroundLog` (PREDICTION_LOG_MODE=background) moves encoding and writing to a thread instead, for big
+batches where durability against SIGKILL matters less than latency. Size-based rotation renames
 the file under an advisory lock; a writer that raced the rename lands its line in the rotated file, which
 readers read too, so nothing is lost. A failed write never fails the prediction: it is counted and logged.
 
@@ -20,6 +21,7 @@ import os
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -172,9 +174,68 @@ class PredictionLog:
             os.rename(self.path, self.path.with_name(f"{self.path.name}.{stamp}.{os.getpid()}"))
         self._close_fd()
 
+    def submit(self, encode: Callable[[], bytes], rows: int) -> None:
+        """Encode and append now: the lines are in the kernel before the caller answers its client."""
+        try:
+            lines = encode()
+        except Exception as exc:  # noqa: BLE001 - a line we cannot encode is a logging fault, counted like one
+            logger.exception("cannot encode prediction-log lines")
+            self._failed(OSError(str(exc)))
+            return
+        self.write(lines)
+
     def close(self) -> None:
         with self._lock:
             self._close_fd()
+
+
+class BackgroundLog(PredictionLog):
+    """Encodes and appends on a writer thread, so a request only enqueues its batch.
+
+    The trade: a worker killed with SIGKILL loses what is still queued (at most `max_pending_rows`); a clean
+    shutdown drains the queue. Memory stays bounded: past `max_pending_rows` the caller encodes and writes
+    its own lines (back-pressure), so nothing is dropped.
+    """
+
+    def __init__(self, path: Path, max_bytes: int, on_failure: Callable[[BaseException], None] | None = None,
+                 max_pending_rows: int = 100_000):
+        super().__init__(path, max_bytes, on_failure)
+        self.max_pending_rows = max_pending_rows
+        self._jobs: deque[tuple[Callable[[], bytes], int]] = deque()
+        self._pending = 0
+        self._stopping = False
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._drain, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def submit(self, encode: Callable[[], bytes], rows: int) -> None:
+        with self._ready:
+            queued = not self._stopping and self._pending + rows <= self.max_pending_rows
+            if queued:
+                self._jobs.append((encode, rows))
+                self._pending += rows
+                self._ready.notify()
+        if not queued:
+            super().submit(encode, rows)
+
+    def _drain(self) -> None:
+        while True:
+            with self._ready:
+                while not self._jobs and not self._stopping:
+                    self._ready.wait()
+                if not self._jobs:
+                    return
+                encode, rows = self._jobs.popleft()
+            super().submit(encode, rows)
+            with self._ready:
+                self._pending -= rows
+
+    def close(self) -> None:
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
+        self._thread.join(timeout=60)
+        super().close()
 
 
 def log_files(path: Path) -> list[Path]:

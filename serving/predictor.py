@@ -9,12 +9,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
-from monitoring.predictlog import PredictionLog, to_lines
+from monitoring.predictlog import BackgroundLog, PredictionLog, now_iso, to_lines
 from serving import metrics
 from serving.registry import ModelEntry, Registry
 from serving.routing import ABRouter
@@ -55,8 +56,9 @@ class Predictor:
         self.settings = settings
         self.registry = Registry(settings.served_models, settings.max_records)
         self.router = ABRouter(settings.ab_weights, settings.default_purchase_model)
+        log_class = BackgroundLog if settings.prediction_log_mode == "background" else PredictionLog
         self.log = (
-            PredictionLog(settings.prediction_log_path, settings.prediction_log_max_bytes, on_failure=self._log_failed)
+            log_class(settings.prediction_log_path, settings.prediction_log_max_bytes, on_failure=self._log_failed)
             if settings.prediction_log
             else None
         )
@@ -101,23 +103,20 @@ class Predictor:
         if signals is not None:
             signals.observe(frame)
         if self.log is not None:
-            try:
-                lines = to_lines(
-                    frame,
-                    proba,
-                    classes,
-                    request_id=request_id,
-                    endpoint=endpoint,
-                    model_name=model.name,
-                    model_version=model.version,
-                    routing_key=routing_key,
-                    variant=model.labels.get("variant"),
-                )
-            except Exception:  # noqa: BLE001 - a line we cannot encode is a logging fault, counted like one
-                logger.exception("cannot encode prediction-log lines")
-                metrics.LOG_FAILURES.inc()
-            else:
-                self.log.write(lines)
+            encode = partial(
+                to_lines,
+                frame,
+                proba,
+                classes,
+                request_id=request_id,
+                endpoint=endpoint,
+                model_name=model.name,
+                model_version=model.version,
+                routing_key=routing_key,
+                variant=model.labels.get("variant"),
+                ts=now_iso(),  # the prediction's time, even when a background thread encodes it later
+            )
+            self.log.submit(encode, len(frame))
         return Scored(entry, proba, classes)
 
     def close(self) -> None:

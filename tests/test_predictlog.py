@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monitoring.predictlog import PredictionLog, iter_records, log_files, read_log, to_lines
+from monitoring.predictlog import BackgroundLog, PredictionLog, iter_records, log_files, read_log, to_lines
 from training.data import generate_purchase
 
 INPUTS = generate_purchase(40, seed=3).drop(columns="purchased")
@@ -85,3 +85,32 @@ def test_lines_roundtrip_values_and_unicode(tmp_path):
     assert frame["student_country"].tolist() == ["Côte d'Ivoire", 'quote"d']
     assert frame["probability"].tolist() == [0.125, 0.875] and frame["prediction"].tolist() == [0, 1]
     assert set(frame["routing_key"]) == {"k"} and set(frame["request_id"]) == {"r1"}
+
+
+def _encoder(rows: int, tag: str):
+    frame = INPUTS.iloc[:rows]
+    ids = [f"{tag}-{i}" for i in range(rows)]
+    return lambda: to_lines(frame, np.full(rows, 0.5), np.ones(rows, dtype=int), request_id=ids,
+                            endpoint="/batch_predict", model_name="m", model_version="v1")
+
+
+def test_background_log_writes_everything_by_close(tmp_path):
+    path = tmp_path / "log.jsonl"
+    log = BackgroundLog(path, max_bytes=10**7, max_pending_rows=10**6)
+    for batch in range(200):
+        log.submit(_encoder(40, f"b{batch}"), 40)
+    log.close()
+    frame = read_log(path)
+    assert len(frame) == 200 * 40 and frame["request_id"].is_unique
+
+
+def test_background_log_applies_back_pressure_instead_of_dropping(tmp_path):
+    path = tmp_path / "log.jsonl"
+    log = BackgroundLog(path, max_bytes=10**7, max_pending_rows=50)
+    release = threading.Event()
+    log.submit(lambda: (release.wait(10), b'{"request_id":"slow"}\n')[1], 40)  # occupies the writer thread
+    log.submit(_encoder(40, "queued"), 40)  # 80 pending > 50: written by the caller, right now
+    assert len(read_log(path)) == 40
+    release.set()
+    log.close()
+    assert len(read_log(path)) == 41  # the slow job's line plus the 40 written by the caller, none twice
