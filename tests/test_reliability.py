@@ -147,6 +147,7 @@ def test_sigkilled_worker_recovers_and_no_logged_200_is_lost(start_server):
     assert stats["skipped"] == 0, "the log has a line that is not JSON"
     assert len(ok) > 100 and set(ok) <= logged, f"{len(set(ok) - logged)} answered requests missing from the log"
     assert outcomes.get("200", 0) == len(ok)
+    print(f"outcomes under SIGKILL: {outcomes}; answered {len(ok)}, all {len(ok)} in the log")
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +200,18 @@ def test_short_soak_has_no_errors_and_bounded_memory(server):
     assert result.requests > 200
     assert result.errors == 0, result.statuses
     assert result.rss_growth < 0.10, (result.rss_start_mb, result.rss_end_mb)
+    print(f"soak: {result}")
+
+
+def test_background_log_is_flushed_on_shutdown(start_server):
+    server = start_server({"PREDICTION_LOG_MODE": "background"})
+    records = students(300, seed=61)
+    for start in range(0, 300, 100):
+        assert server.post("/batch_predict", {"records": records[start : start + 100]}).status_code == 200
+    for record in records[:20]:
+        assert server.post("/predict", record).status_code == 200
+    server.stop()  # SIGTERM: BentoML runs the service's shutdown hook, which drains the writer thread
+    assert server.process.returncode is not None
+    stats: dict[str, int] = {}
+    lines = list(iter_records(server.log_path, stats))
+    assert len(lines) == 320 and stats["skipped"] == 0
