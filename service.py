@@ -31,9 +31,8 @@ from serving.schemas import BatchPredictRequest as BatchPredictBody
 from serving.schemas import BatchPredictResponse, ModelsResponse, PredictResponse as PredictPayload
 from serving.schemas import V1PredictRequest as V1PredictBody
 from serving.schemas import V1PredictResponse
-from serving.validation import RecordsValidator, RequestRejected, error_reason, fastapi_errors
+from serving.validation import RecordsValidator, RequestRejected, error_reason, fastapi_errors, purchase_validator
 from settings import get_settings
-from training.schema import PURCHASE
 from training.schema import PredictRequest as PredictRecord
 
 logger = logging.getLogger("bentoml.service")
@@ -45,7 +44,7 @@ UNEXPECTED = "An unexpected error occurred while processing batch predictions"
 class PredictRequest(SingleRecordInput, PredictRecord):
     """One student's engagement record."""
 
-    validator: ClassVar[RecordsValidator] = RecordsValidator(PredictRecord, list(PURCHASE.rules), settings.max_records)
+    validator: ClassVar[RecordsValidator] = purchase_validator(settings.max_records)
 
 
 class PredictResponse(SingleRecordOutput, PredictPayload):

@@ -17,13 +17,9 @@ import pandas as pd
 
 from serving import metrics
 from serving.predictor import bound_inference_threads
-from serving.validation import RecordsValidator
+from serving.validation import RecordsValidator, purchase_validator
 from training.schema import PURCHASE
 from training.store import StoredModel
-
-
-def purchase_validator(max_records: int) -> RecordsValidator:
-    return RecordsValidator(PURCHASE.record, list(PURCHASE.rules), max_records)
 
 
 def raw_pipeline(model: StoredModel, validator: RecordsValidator, body: bytes) -> dict[str, float]:

@@ -279,6 +279,7 @@ def scenario_threads(cfg, records: list[dict], models, validator, log: Callable)
 
 def run_all(cfg, workdir: Path, loader: LoadProcess, running: list[Running], log: Callable = print) -> dict[str, Any]:
     from bench import inprocess
+    from serving.validation import purchase_validator
     from training.data import generate_purchase
     from training.store import load_model
 
@@ -287,7 +288,7 @@ def run_all(cfg, workdir: Path, loader: LoadProcess, running: list[Running], log
     servers = start_servers(cfg, workdir, running, log)
     versions = servers["_versions"]
     models = {name: load_model(f"{name}:{versions[name][0]}") for name in ("purchase_gbm", "purchase_lr")}
-    validator = inprocess.purchase_validator(MAX_RECORDS)
+    validator = purchase_validator(MAX_RECORDS)
     records = generate_purchase(max(cfg.sizes), seed=7).drop(columns="purchased").to_dict("records")
 
     results: dict[str, Any] = {}

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from serving.validation import RecordsValidator
+from serving.validation import RecordsValidator, purchase_validator
 from training.schema import PURCHASE, input_schema, record_model, rules_of
 from training.store import StoredModel, load_model
 
@@ -71,8 +71,10 @@ def _validator_for(model: StoredModel, max_records: int, cache: dict[str, Record
     key = json.dumps(schema, sort_keys=True)
     if key not in cache:
         # The purchase task keeps the seed's explicit request model (its name shows in the OpenAPI document).
-        record = PURCHASE.record if schema == input_schema(PURCHASE) else record_model(schema, f"{model.name}_record")
-        cache[key] = RecordsValidator(record, rules_of(schema), max_records)
+        if schema == input_schema(PURCHASE):
+            cache[key] = purchase_validator(max_records)
+        else:
+            cache[key] = RecordsValidator(record_model(schema, f"{model.name}_record"), rules_of(schema), max_records)
     return cache[key]
 
 

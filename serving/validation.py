@@ -7,12 +7,13 @@ afterwards, as one NumPy comparison over the DataFrame.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 
-from training.schema import Rule, StrictRecord
+from training.schema import PURCHASE, Rule, StrictRecord
 from training.validation import rule_violations
 
 MAX_ERRORS = 200  # errors listed in one 422; a 10,000-record batch of garbage should not echo back megabytes
@@ -121,3 +122,9 @@ class RecordsValidator:
         if message:
             raise ValueError(message)
         return frame
+
+
+@lru_cache(maxsize=None)
+def purchase_validator(max_records: int) -> RecordsValidator:
+    """The seed's explicit purchase schema; one instance shared by the purchase endpoints and /v1/predict."""
+    return RecordsValidator(PURCHASE.record, list(PURCHASE.rules), max_records)
