@@ -46,7 +46,6 @@ def bound_inference_threads() -> None:
 
 @dataclass
 class Scored:
-    entry: ModelEntry
     proba: np.ndarray
     classes: np.ndarray
 
@@ -117,7 +116,7 @@ class Predictor:
                 ts=now_iso(),  # the prediction's time, even when a background thread encodes it later
             )
             self.log.submit(encode, len(frame))
-        return Scored(entry, proba, classes)
+        return Scored(proba, classes)
 
     def close(self) -> None:
         if self.log is not None:
