@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.responses import Response
 
 from serving import purchase
-from serving.bentoml_io import NOT_JSON, TOO_LARGE, AdmittedInput, BatchedInput, BatchedOutput, document, error_doc as _error
+from serving.bentoml_io import NOT_JSON, TOO_LARGE, AdmittedInput, BatchedInput, BatchedOutput, document, error_doc as _error, signature_once
 from serving.errors import json_response
 from serving.http import Gate, Route, bulk_lane
 from serving.metrics import DriftGauges
@@ -76,6 +76,8 @@ def list_models() -> dict:
     threads=1,
     traffic={"timeout": 120},
     logging={"access": {"enabled": settings.access_log}},
+    # TRACING=false (the default): OpenTelemetry's middleware passes requests through without making spans.
+    tracing={} if settings.tracing else {"excluded_urls": [".*"]},
 )
 class PurchaseService:
     """Student-purchase and drive-stats models from the BentoML model store."""
@@ -103,16 +105,19 @@ class PurchaseService:
         input_spec=PredictRequest,
         output_spec=PredictResponse,
     )
+    @signature_once
     def predict(self, records: list[purchase.PendingRecord]) -> list[purchase.Outcome]:
         """Predict one record. Concurrent calls are coalesced into one model call (adaptive batching)."""
         return purchase.predict_pending(self.predictor, records)
 
     @bentoml.api(route="/batch_predict", input_spec=BatchPredictRequest, output_spec=BatchPredictResponse)
+    @signature_once
     async def batch_predict(self, batch: purchase.BatchInput) -> Response:
         """Predict many records in one vectorized pass; predictions come back in input order."""
         return await anyio.to_thread.run_sync(purchase.batch_predict, self.predictor, batch, limiter=bulk_lane())
 
     @bentoml.api(route="/v1/predict", input_spec=V1PredictRequest, output_spec=V1PredictResponse)
+    @signature_once
     async def v1_predict(self, v1: V1Input) -> Response:
         """Predict with several models at once (ensembles, A/B tests); one failing item never fails the others."""
         result = await predict_many(v1.body, self.predictor, v1.request_id)

@@ -11,6 +11,7 @@ says, and `{"detail": ...}` JSON elsewhere. Nothing internal is ever in it; the 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import uuid
@@ -40,10 +41,15 @@ class ClientError(Exception):
         self.shape = shape
 
 
+# Fresh ids: a random per-process prefix and a counter (uuid4 per request was 2.6% of /predict's CPU).
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ids = itertools.count()
+
+
 def request_id_of(headers: Any) -> str:
     """The client's request id when it is a short plain token, else a fresh one: ids reach the log verbatim."""
     given = headers.get(REQUEST_ID_HEADER, "")
-    return given if _SAFE_ID.match(given) else uuid.uuid4().hex
+    return given if given and _SAFE_ID.match(given) else f"{_ID_PREFIX}{next(_ids):016x}"
 
 
 def json_response(status: int, payload: Any, request_id: str | None = None) -> Response:
