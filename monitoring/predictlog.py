@@ -53,9 +53,11 @@ def to_lines(
     routing_key: str | None | list[str | None] = None,
     variant: str | None = None,
     ts: str | None = None,
+    encoded_inputs: list[bytes] | None = None,
 ) -> bytes:
     """Serialize one batch of predictions as JSON lines. What the batch shares is encoded once; `request_id` and
-    `routing_key` may be per row (an adaptive batch mixes requests)."""
+    `routing_key` may be per row (an adaptive batch mixes requests); `encoded_inputs` is `encode_inputs(inputs)`
+    when the caller already has it."""
     clashing = RESERVED.intersection(inputs.columns)
     if clashing:
         raise ValueError(f"input columns {sorted(clashing)} clash with the log's own fields")
@@ -74,14 +76,35 @@ def to_lines(
             values.append(value)
         else:
             shared[key] = value
-    columns += list(inputs.columns)
-    values += [inputs[column].tolist() for column in inputs.columns]
-    columns += ["probability", "prediction"]
-    values += [np.asarray(probability, dtype=np.float64).tolist(), np.asarray(prediction, dtype=np.int64).tolist()]
     prefix = orjson.dumps(shared)[:-1] + b","
-    # `dumps(...)[1:]` drops the row's opening brace so the shared prefix can stand in front of it.
-    lines = [prefix + orjson.dumps(dict(zip(columns, row)))[1:] for row in zip(*values)]
+    probabilities = np.asarray(probability, dtype=np.float64).tolist()
+    predictions = np.asarray(prediction, dtype=np.int64).tolist()
+    if encoded_inputs is None:
+        columns += list(inputs.columns)
+        values += [inputs[column].tolist() for column in inputs.columns]
+        columns += ["probability", "prediction"]
+        values += [probabilities, predictions]
+        # `dumps(...)[1:]` drops the row's opening brace so the shared prefix can stand in front of it.
+        lines = [prefix + orjson.dumps(dict(zip(columns, row)))[1:] for row in zip(*values)]
+        return b"\n".join(lines) + b"\n" if lines else b""
+    # Inputs already encoded (another model scored the same frame): only the per-row fields and outputs are new.
+    # A JSON array of numbers splits on its commas into the numbers as orjson writes them alone.
+    outputs = zip(orjson.dumps(probabilities)[1:-1].split(b","), orjson.dumps(predictions)[1:-1].split(b","))
+    if columns:
+        heads = [orjson.dumps(dict(zip(columns, row)))[1:-1] + b"," for row in zip(*values)]
+    else:
+        heads = [b""] * len(encoded_inputs)
+    lines = [b'%s%s%s,"probability":%s,"prediction":%s}' % (prefix, head, row, p, c)
+             for head, row, (p, c) in zip(heads, encoded_inputs, outputs)]
     return b"\n".join(lines) + b"\n" if lines else b""
+
+
+def encode_inputs(inputs: pd.DataFrame) -> list[bytes]:
+    """Each row's input fields as JSON object members (`"column":value,...`, no braces): the part of a log line
+    that several models scoring the same inputs (/v1/predict) share, so it can be encoded once for all of them."""
+    columns = list(inputs.columns)
+    values = [inputs[column].tolist() for column in columns]
+    return [orjson.dumps(dict(zip(columns, row)))[1:-1] for row in zip(*values)]
 
 
 class PredictionLog:

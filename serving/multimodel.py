@@ -56,6 +56,7 @@ class Planned:
     entry: ModelEntry | None = None
     frame: pd.DataFrame | None = None
     answer: ModelPrediction | None = None
+    shared: bool = False  # the frame is the request's shared inputs, scored by other items too
 
     def fail(self, status: str, message: str) -> None:
         version = self.entry.version if self.entry else self.item.model_version
@@ -86,6 +87,7 @@ def _plan(index: int, item: ModelPredictRequest, body: V1PredictRequest, predict
             plan.frame = validator.records(item.inputs, f"predictions[{index}].inputs")
         elif body.inputs is not None:
             plan.frame = _shared_frame(validator, body.inputs, shared)
+            plan.shared = True
         elif model.bound is not None:
             plan.frame = model.bound[validator.columns]
         else:
@@ -114,7 +116,7 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
     assert plan.entry is not None and plan.frame is not None
     try:
         scored = await anyio.to_thread.run_sync(
-            lambda: predictor.score(plan.entry, plan.frame, endpoint=ENDPOINT, request_id=request_id),
+            lambda: predictor.score(plan.entry, plan.frame, endpoint=ENDPOINT, request_id=request_id, shared_inputs=plan.shared),
             limiter=bulk_lane(),
         )
     except Exception as exc:  # noqa: BLE001 - one model raising must not fail the other items

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
-from monitoring.predictlog import BackgroundLog, PredictionLog, now_iso, to_lines
+from monitoring.predictlog import BackgroundLog, PredictionLog, encode_inputs, now_iso, to_lines
 from serving import metrics
 from serving.registry import ModelEntry, Registry
 from serving.routing import ABRouter
@@ -62,6 +62,8 @@ class Predictor:
             else None
         )
         self.signals: dict[str, metrics.FeatureSignals] = {}
+        self._shared: tuple[pd.DataFrame, list[bytes]] | None = None
+        self._shared_lock = threading.Lock()
         for entry in self.registry.entries:
             metrics.MODEL_LOADED.labels(entry.name, entry.version or "none").set(1 if entry.model else 0)
             metrics.MODEL_LOAD_SECONDS.labels(entry.name, entry.version or "none").set(entry.load_seconds)
@@ -87,8 +89,11 @@ class Predictor:
         endpoint: str,
         request_id: str | list[str],
         routing_key: str | None = None,
+        shared_inputs: bool = False,
     ) -> Scored:
-        """Predict, then count, observe and log the batch; logging problems never fail the prediction."""
+        """Predict, then count, observe and log the batch; logging problems never fail the prediction.
+
+        `shared_inputs`: other models score this same frame object (/v1/predict), so its log encoding is shared."""
         model = entry.model
         assert model is not None, "registry.get only returns loaded models"
         started = time.perf_counter()
@@ -115,8 +120,18 @@ class Predictor:
                 variant=model.labels.get("variant"),
                 ts=now_iso(),  # the prediction's time, even when a background thread encodes it later
             )
+            if shared_inputs:
+                encode = partial(self._with_shared_inputs, encode, frame)
             self.log.submit(encode, len(frame))
         return Scored(proba, classes)
+
+    def _with_shared_inputs(self, encode: partial, frame: pd.DataFrame) -> bytes:
+        # The last shared frame and its encoded inputs; holding the frame keeps its identity from being reused.
+        with self._shared_lock:
+            if self._shared is None or self._shared[0] is not frame:
+                self._shared = (frame, encode_inputs(frame))
+            encoded = self._shared[1]
+        return encode(encoded_inputs=encoded)
 
     def close(self) -> None:
         if self.log is not None:
