@@ -130,7 +130,10 @@ class RecordsValidator:
             return None
         if type(parsed) is not dict or parsed.keys() != {"records"}:
             return None
-        records = parsed["records"]
+        return self._fast_records(parsed["records"])
+
+    def _fast_records(self, records: Any) -> pd.DataFrame | None:
+        """A frame when `records` is a valid list of complete records; None for pydantic to report on."""
         if type(records) is not list or not 1 <= len(records) <= self.max_records:
             return None
         keys = self.keys
@@ -163,6 +166,9 @@ class RecordsValidator:
         """Already-parsed records (from /v1/predict); errors name `where` and the record's position."""
         if len(records) > self.max_records:
             raise ValueError(f"{where}: {len(records)} records is over the limit of {self.max_records}")
+        frame = self._fast_records(records)
+        if frame is not None:
+            return frame
         try:
             parsed = self.many.validate_python(records)
         except ValidationError as exc:
