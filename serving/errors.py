@@ -1,7 +1,8 @@
 """Client errors carry their HTTP status; one function turns them into the HTTP answer.
 
 The pattern is MLServer's (`mlserver/errors.py` + `mlserver/rest/errors.py`): code anywhere on the request path
-raises `ClientError(status, detail, reason)`; `error_response` is the only place that builds the answer for it.
+raises `ClientError(status, detail, reason)` while a request is admitted; `serving.http.Gate` catches it, and
+`error_response` is the only place that builds the answer for it.
 The body's shape belongs to the error: the seeds' endpoints answer `{"detail": ...}` (FastAPI's shape, the
 default); a protocol with its own convention (KServe V2: `{"error": "..."}`) raises with `shape="error"`.
 
@@ -90,13 +91,3 @@ def unexpected_response(endpoint: str, request_id: str | None = None) -> Respons
     logger.exception("%s failed", endpoint)
     return UNEXPECTED[endpoint].response(request_id)
 
-
-def answer(endpoint: str, request_id: str, work: Any) -> Response:
-    """Run `work()` (which returns the endpoint's Response) and answer what it raises: the endpoints' one
-    try/except. A ClientError gets its status; anything else the endpoint's documented 500."""
-    try:
-        return work()
-    except ClientError as exc:
-        return error_response(exc, endpoint, request_id)
-    except Exception:  # noqa: BLE001 - an unexpected failure gets the documented 500, never a traceback
-        return unexpected_response(endpoint, request_id)
