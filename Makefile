@@ -49,7 +49,7 @@ MODEL ?= purchase_gbm
 ENGINE ?= local
 OUTPUT ?= artifacts/scored/$(shell date +%F).parquet
 score: install
-	@test -n "$(INPUT)" || { echo "usage: make score INPUT=students.parquet [MODEL=purchase_gbm] [OUTPUT=...] [ENGINE=spark] [SCORE_ARGS=--log-predictions]"; exit 2; }
+	@test -n "$(INPUT)" || { echo "usage: make score INPUT=students.parquet [MODEL=purchase_gbm] [OUTPUT=...] [ENGINE=spark] [SCORE_ARGS=\"--overwrite --log-predictions\"]"; exit 2; }
 	$(BIN)/python -m training.train --if-missing
 	$(BIN)/python -m scoring --input $(INPUT) --model $(MODEL) --output $(OUTPUT) --engine $(ENGINE) $(SCORE_ARGS)
 
