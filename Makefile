@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: install serve train test bench drift dashboard score simulate build clean
+.PHONY: install serve train test bench drift dashboard score simulate build clean sample
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ score: install
 	@test -n "$(INPUT)" || { echo "usage: make score INPUT=students.parquet [MODEL=purchase_gbm] [OUTPUT=...] [ENGINE=spark] [SCORE_ARGS=\"--overwrite --log-predictions\"]"; exit 2; }
 	$(BIN)/python -m training.train --if-missing
 	$(BIN)/python -m scoring --input $(INPUT) --model $(MODEL) --output $(OUTPUT) --engine $(ENGINE) $(SCORE_ARGS)
+
+# 10,000 labelled synthetic students (a seed training does not use) to try training on files and scoring.
+sample: install
+	mkdir -p artifacts
+	$(BIN)/python -c "from training.data import generate_purchase as g; f = g(10_000, seed=7); f.to_parquet('artifacts/students.parquet', index=False); f.to_csv('artifacts/students.csv', index=False)"
+	@echo "wrote artifacts/students.parquet and artifacts/students.csv"
 
 soak: install
 	$(BIN)/python -m bench.soak --seconds $(or $(SECONDS),300) --concurrency 32
