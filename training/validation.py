@@ -58,19 +58,13 @@ def _numbers(values: pd.Series, text: bool) -> tuple[np.ndarray, np.ndarray]:
     if pd.api.types.is_numeric_dtype(values.dtype):
         return values.to_numpy(dtype="float64", na_value=np.nan), np.zeros(len(values), dtype=bool)
     if text:
-        # CSV has no types: its text is parsed, and what does not parse (e.g. "true") is not a number.
-        bools = _mask(values, _is_bool)
-        numbers = pd.to_numeric(values.where(~bools), errors="coerce")
-        arr = numbers.to_numpy(dtype="float64", na_value=np.nan)
+        # CSV has no types: its cells are parsed, and what does not parse (e.g. "true") is not a number.
+        arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         return arr, np.isnan(arr) & ~absent
     # A typed column holding other objects (mixed records, a Parquet string column): value by value.
     typed = _mask(values, _is_number)
     arr = np.array([_as_float(v) if ok else np.nan for v, ok in zip(values.tolist(), typed)], dtype="float64")
     return arr, ~typed & ~absent
-
-
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, (bool, np.bool_))
 
 
 def _is_str(value: Any) -> bool:
@@ -106,7 +100,7 @@ def _check_numeric(values: pd.Series, spec: dict[str, Any], text: bool) -> tuple
 def _check_text(values: pd.Series, spec: dict[str, Any], text: bool) -> tuple[pd.Series, dict[str, np.ndarray]]:
     absent = values.isna().to_numpy()
     problems: dict[str, np.ndarray] = {"is missing": absent}
-    if not text and not (pd.api.types.is_string_dtype(values.dtype) and values.dtype != object):
+    if not text and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
         # As in JSON (strict str): 12 or true in a text field is not text. (A file's cell is text whatever it holds.)
         strings = _mask(values, _is_str)
         problems["is not a string"] = ~strings & ~absent
@@ -128,7 +122,7 @@ def validate_frame(
 
     Values are judged as JSON requests are (`training.schema.StrictRecord`): a float with no fractional part is
     an integer, a bool or a string is not a number, a number is not a string. `text=True` is for a typeless
-    file's cells (CSV, read as text): numbers are parsed from their text there.
+    file's cells (CSV, read as text, or as pandas infers types from text): numbers are parsed from their text there.
 
     The valid part holds exactly the schema's columns, cast to their types; the rejects keep every input column
     as read, plus the reason, so nothing is lost. Both are indexed by row position in the input, so callers can
