@@ -4,10 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
+# Loopback by default; HOST=0.0.0.0 exposes the server to the network.
+HOST ?= 127.0.0.1
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: install serve train test test-fast bench drift dashboard score simulate build clean
+.PHONY: install serve train test test-fast bench drift dashboard score simulate build clean sample
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,9 +22,9 @@ install: $(BIN)/.installed
 train: install
 	$(BIN)/python -m training.train
 
+# serving.serve checks the port and the settings first, then trains if needed, then runs `bentoml serve .`.
 serve: install
-	$(BIN)/python -m training.train --if-missing
-	$(BIN)/bentoml serve . --port $(PORT)
+	@$(BIN)/python -m serving.serve --host $(HOST) --port $(PORT)
 
 # Two tiers, two pytest sessions (each trains its own temporary model store): in-process first, then real servers.
 test: test-fast
@@ -51,9 +53,15 @@ MODEL ?= purchase_gbm
 ENGINE ?= local
 OUTPUT ?= artifacts/scored/$(shell date +%F).parquet
 score: install
-	@test -n "$(INPUT)" || { echo "usage: make score INPUT=students.parquet [MODEL=purchase_gbm] [OUTPUT=...] [ENGINE=spark] [SCORE_ARGS=--log-predictions]"; exit 2; }
+	@test -n "$(INPUT)" || { echo "usage: make score INPUT=students.parquet [MODEL=purchase_gbm] [OUTPUT=...] [ENGINE=spark] [SCORE_ARGS=\"--overwrite --log-predictions\"]"; exit 2; }
 	$(BIN)/python -m training.train --if-missing
 	$(BIN)/python -m scoring --input $(INPUT) --model $(MODEL) --output $(OUTPUT) --engine $(ENGINE) $(SCORE_ARGS)
+
+# 10,000 labelled synthetic students (a seed training does not use) to try training on files and scoring.
+sample: install
+	mkdir -p artifacts
+	$(BIN)/python -c "from training.data import generate_purchase as g; f = g(10_000, seed=7); f.to_parquet('artifacts/students.parquet', index=False); f.to_csv('artifacts/students.csv', index=False)"
+	@echo "wrote artifacts/students.parquet and artifacts/students.csv"
 
 soak: install
 	$(BIN)/python -m bench.soak --seconds $(or $(SECONDS),300) --concurrency 32

@@ -8,6 +8,8 @@ the client error (serving/errors.py), and only then BentoML's route runs the met
 
 from __future__ import annotations
 
+import serving.startup  # noqa: F401, I001 - first: port, settings and a metrics folder of its own (bentoml serve)
+
 import anyio
 import bentoml
 from fastapi import FastAPI

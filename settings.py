@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Both tools send usage events unless told not to; set before either is imported anywhere.
@@ -100,6 +100,31 @@ class Settings(BaseSettings):
         if any(weight < 0 for weight in value.values()) or (value and sum(value.values()) <= 0):
             raise ValueError("AB_WEIGHTS must be non-negative and not all zero")
         return value
+
+    @model_validator(mode="after")
+    def _check_models_are_served(self) -> "Settings":
+        # A default or an A/B arm that is not loaded would only show up as 503s on every request: refuse the start.
+        served = list(dict.fromkeys(tag.split(":", 1)[0] for tag in self.served_models))
+        listed = ", ".join(self.served_models) or "nothing"
+        if self.default_purchase_model not in served:
+            raise ValueError(
+                f"DEFAULT_PURCHASE_MODEL={self.default_purchase_model} is not loaded by SERVED_MODELS ({listed}); "
+                "add it there or choose one of the served models"
+            )
+        missing = [name for name in self.ab_weights if name not in served]
+        if missing:
+            raise ValueError(f"AB_WEIGHTS names {', '.join(missing)}, which SERVED_MODELS ({listed}) does not load")
+        return self
+
+
+def settings_error(exc: ValidationError) -> str:
+    """A settings ValidationError as one line naming each offending environment variable."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        name = str(error["loc"][0]).upper() if error["loc"] else ""
+        parts.append(message if not name or name in message else f"{name}: {message}")
+    return "invalid settings: " + "; ".join(parts)
 
 
 @lru_cache(maxsize=1)

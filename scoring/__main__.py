@@ -7,8 +7,8 @@
 
 Reads CSV, Parquet or a folder of Parquet files; writes Parquet with the input's columns plus probability,
 prediction, model_name and model_version. Rows that fail validation go to `<output>.rejects.parquet` beside the
-output, with a `reason`. Exit status: 0 when the job ran (rejected rows included), 2 for a file-level error
-(unreadable input, missing column, unknown model), 1 for anything unexpected.
+output, with a `reason`. An existing output is replaced only with `--overwrite`. Exit status: 0 when the job ran (rejected rows included), 2 for a file-level error
+(unreadable input, missing column, unknown model, an output that exists), 1 for anything unexpected.
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--spark-partitions", type=int, help="Spark: repartition the input first (when it has fewer splits than cores)"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output (and its rejects); refused otherwise"
+    )
     parser.add_argument("--summary-json", type=Path, help="also write the summary here as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -85,6 +88,11 @@ def _check_output(args: argparse.Namespace) -> None:
         raise DataError(f"{args.output}: is a folder; the local engine writes one Parquet file")
     if args.engine == "spark" and args.output.is_file():
         raise DataError(f"{args.output}: is a file; the Spark engine writes a folder of Parquet files")
+    if not args.overwrite:
+        # A rerun of the day's job must not silently replace what the first run wrote.
+        existing = [path for path in (args.output, job.rejects_path(args.output)) if path.exists()]
+        if existing:
+            raise DataError(f"{existing[0]}: already exists; pass --overwrite to replace it")
 
 
 def _run_engine(

@@ -94,12 +94,14 @@ class ScoredChunk:
         return int(self.scored[PREDICTION].sum())
 
 
-def score_chunk(frame: pd.DataFrame, model: StoredModel) -> ScoredChunk:
-    """Validate one chunk, score its valid rows and attach the outputs; rejects keep their reasons."""
+def score_chunk(frame: pd.DataFrame, model: StoredModel, *, text: bool = False) -> ScoredChunk:
+    """Validate one chunk, score its valid rows and attach the outputs; rejects keep their reasons.
+
+    `text`: the chunk holds a CSV's cells as text, whose numbers are parsed (see `validate_frame`)."""
     if missing_columns(frame, model.input_schema):
         # A chunk can only lack columns the file lacks; check_columns reports that better, before the job starts.
         check_columns(list(frame.columns), model.input_schema)
-    valid, rejects = validate_frame(frame, model.input_schema)
+    valid, rejects = validate_frame(frame, model.input_schema, text=text)
     probability = model.predict_proba(valid).astype(np.float64, copy=False)
     scored = frame.iloc[valid.index.to_numpy()].reset_index(drop=True)
     for column in valid.columns:
@@ -111,9 +113,9 @@ def score_chunk(frame: pd.DataFrame, model: StoredModel) -> ScoredChunk:
     return ScoredChunk(scored=scored, rejects=rejects.reset_index(drop=True), inputs=valid.reset_index(drop=True))
 
 
-def rejected_rows(frame: pd.DataFrame, model_schema: dict[str, Any]) -> pd.DataFrame:
+def rejected_rows(frame: pd.DataFrame, model_schema: dict[str, Any], *, text: bool = False) -> pd.DataFrame:
     """Only the rejects of a chunk, as `score_chunk` would give them: for an engine that writes them separately."""
-    return validate_frame(frame, model_schema)[1].reset_index(drop=True)
+    return validate_frame(frame, model_schema, text=text)[1].reset_index(drop=True)
 
 
 def log_lines(inputs: pd.DataFrame, probability: Any, prediction: Any, *, model: StoredModel, request_id: str) -> bytes:

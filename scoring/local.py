@@ -52,10 +52,11 @@ class ChunkTask:
     scored_schema: pa.Schema
     rejects_schema: pa.Schema
     request_id: str | None  # set when the job appends to the prediction log
+    text: bool  # the chunks are a CSV's text
 
     def __call__(self, frame: pd.DataFrame) -> ChunkResult:
         model = job.cached_model(self.tag)
-        chunk = job.score_chunk(frame, model)
+        chunk = job.score_chunk(frame, model, text=self.text)
         lines = b""
         if self.request_id is not None:
             lines = job.log_lines(
@@ -133,6 +134,7 @@ def run(
         scored_schema=job.output_schema(source.arrow_schema, model_schema),
         rejects_schema=job.rejects_schema(source.arrow_schema),
         request_id=request_id if log is not None else None,
+        text=source.format == "csv",
     )
     if source.total_rows is not None and source.total_rows <= chunk_rows:
         workers = 1  # one chunk: a pool has nothing to overlap, and worker processes cost seconds to start

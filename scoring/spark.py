@@ -110,15 +110,15 @@ def output_schema(input_schema: StructType, model_schema: dict[str, Any]) -> Str
     return StructType([*fields, *(StructField(name, kind) for name, kind in OUTPUT_TYPES.items())])
 
 
-def _scored_batches(tag: str, frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _scored_batches(tag: str, text: bool, frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     model = job.cached_model(tag)
     for frame in frames:
-        yield job.score_chunk(frame, model).scored
+        yield job.score_chunk(frame, model, text=text).scored
 
 
-def _rejected_batches(model_schema: dict[str, Any], frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _rejected_batches(model_schema: dict[str, Any], text: bool, frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     for frame in frames:
-        yield job.rejected_rows(frame, model_schema)
+        yield job.rejected_rows(frame, model_schema, text=text)
 
 
 def _append_to_log(output: Path, model: StoredModel, log: PredictionLog, request_id: str, chunk_rows: int) -> int:
@@ -165,11 +165,11 @@ def run(
                 # A shuffle, worth it only when the input has fewer splits (Parquet row groups) than the cluster has cores.
                 frame = frame.repartition(partitions)
             scored = frame.mapInPandas(
-                partial(_scored_batches, model.tag), output_schema(frame.schema, model.input_schema)
+                partial(_scored_batches, model.tag, source.format == "csv"), output_schema(frame.schema, model.input_schema)
             )
             scored.write.mode("overwrite").parquet(str(output))
             rejected = frame.mapInPandas(
-                partial(_rejected_batches, model.input_schema),
+                partial(_rejected_batches, model.input_schema, source.format == "csv"),
                 StructType([*frame.schema.fields, StructField(job.REASON, StringType())]),
             )
             rejected.write.mode("overwrite").parquet(str(rejects))

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from serving.errors import ClientError, json_response
 from serving.http import JSON, Call
 from serving.predictor import Predictor
-from serving.registry import ModelEntry
+from serving.registry import ModelEntry, ModelUnavailable
 from serving.validation import RecordsValidator
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,10 @@ class PredictionFailed(RuntimeError):
 def purchase_model(predictor: Predictor, routing_key: str | None) -> ModelEntry:
     try:
         return predictor.purchase_model(routing_key)
+    except ModelUnavailable as exc:  # the seed's message, then which model and why
+        raise ClientError(503, f"{NOT_LOADED} {exc.reason}", "model_not_loaded") from None
     except LookupError as exc:
-        reason = getattr(exc, "args", ()) and exc.args[0]
+        reason = exc.args[0] if exc.args else ""
         raise ClientError(503, f"{NOT_LOADED} {reason}" if reason else NOT_LOADED, "model_not_loaded") from None
 
 

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import bentoml
+
 from serving.validation import RecordsValidator, purchase_validator
 from training.schema import PURCHASE, input_schema, record_model, rules_of
 from training.store import StoredModel, load_model
@@ -22,6 +24,10 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$"
 
 class ModelUnavailable(LookupError):
     """The model is configured but failed to load: a server-side fault, not the client's."""
+
+    def __init__(self, entry: "ModelEntry"):
+        super().__init__(f"model {entry.requested!r} failed to load: {entry.error}")
+        self.reason = f"{entry.requested}: {entry.error}"  # what the purchase endpoints' 503 adds to the seed's detail
 
 
 @dataclass
@@ -62,6 +68,20 @@ class ModelEntry:
         return described
 
 
+def not_in_store(tag: str) -> str:
+    """Why `tag` is not in the store, with what the store does have (the usual cause is a typo in SERVED_MODELS)."""
+    name, _, version = tag.partition(":")
+    try:
+        if version and version != "latest":
+            versions = [str(m.tag.version) for m in bentoml.models.list(name)]
+            if versions:
+                return f"no version {version} of {name} in the store; it has: {', '.join(versions)}"
+        names = sorted({m.tag.name for m in bentoml.models.list()})
+    except Exception as exc:  # noqa: BLE001 - an unreadable store is itself the reason
+        return f"no such model in the store, which cannot be listed: {exc}"
+    return f"no such model in the store; the store has: {', '.join(names) or 'no models (run `make train`)'}"
+
+
 def _latest_date(frame: Any) -> str | None:
     return str(frame["date"].max()) if "date" in frame.columns else None
 
@@ -91,6 +111,10 @@ class Registry:
                 _ = model.bound
                 entry = ModelEntry(tag, name, "loaded", time.perf_counter() - started, model=model)
                 entry.validator = _validator_for(model, max_records, validators)
+            except bentoml.exceptions.NotFound:
+                error = not_in_store(tag)
+                logger.error("model %s failed to load: %s", tag, error)
+                entry = ModelEntry(tag, name, "failed", time.perf_counter() - started, error=error)
             except Exception as exc:  # noqa: BLE001 - any failure to load is reported, never fatal
                 logger.error("model %s failed to load: %s", tag, exc)
                 error = f"{type(exc).__name__}: {exc}"
@@ -119,7 +143,7 @@ class Registry:
                 raise LookupError(f"version {version!r} of model {name!r} is not served; served versions: {served}")
             entry = matching[0]
         if entry.status != "loaded":
-            raise ModelUnavailable(f"model {entry.requested!r} failed to load: {entry.error}")
+            raise ModelUnavailable(entry)
         return entry
 
     def describe(self) -> list[dict[str, Any]]:

@@ -246,3 +246,19 @@ def test_score_chunk_keeps_every_row_once(trained_store):
 def test_rejects_sit_beside_the_output(output, rejects):
     assert job.rejects_path(Path(output)) == Path(rejects)
 
+
+
+def test_an_existing_output_is_kept_unless_overwrite_is_passed(trained_store, inputs, tmp_path):
+    output = tmp_path / "scored.parquet"
+    score("--input", str(inputs["parquet"]), "--model", MODEL, "--output", str(output))
+    first = output.stat().st_mtime_ns
+    result = score("--input", str(inputs["parquet"]), "--model", MODEL, "--output", str(output), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: {output}: already exists; pass --overwrite to replace it"
+    assert output.stat().st_mtime_ns == first
+    # Only the rejects left behind (a crashed run, a removed output) are protected just the same.
+    output.unlink()
+    result = score("--input", str(inputs["parquet"]), "--model", MODEL, "--output", str(output), check=False)
+    assert result.returncode == 2 and "rejects.parquet: already exists" in result.stderr and not output.exists()
+    score("--input", str(inputs["parquet"]), "--model", MODEL, "--output", str(output), "--overwrite")
+    assert len(pd.read_parquet(output)) + len(pd.read_parquet(job.rejects_path(output))) == ROWS

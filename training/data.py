@@ -186,7 +186,8 @@ def load_dataset(path: str | Path, task: Task, max_reported: int = 5) -> pd.Data
     schema = input_schema(task)
     if task.label not in frame.columns:
         raise DataError(f"{path}: missing label column {task.label!r}")
-    valid, rejects = validate_frame(frame, schema)
+    text = not (Path(path).is_dir() or Path(path).suffix.lower() in {".parquet", ".pq"})  # CSV: cells are text
+    valid, rejects = validate_frame(frame, schema, text=text)
     labels = frame[task.label]
     bad_label = ~labels.isin([0, 1, True, False])
     if len(rejects) or bad_label.any():

@@ -7,10 +7,12 @@ with `record_model(schema)`: the service never hard-codes a model's inputs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
 
 # Bounds a client controls: generous for real data, small enough to keep arithmetic finite and strings short.
 MAX_TEXT = 128
@@ -18,9 +20,28 @@ MAX_COUNT = 1_000_000
 MAX_AMOUNT = 1e9
 
 
+FRACTIONAL = "Input should be a valid integer, got a number with a fractional part"
+
+
+def _whole_float_as_int(value: Any) -> Any:
+    """12.0 -> 12: pandas and NumPy clients send integer counts as floats. Only a float with no fractional part
+    is converted; 12.5 is refused here, and "12", true and everything else go on to the strict int check."""
+    if type(value) is float and math.isfinite(value):
+        if not value.is_integer():
+            raise PydanticCustomError("int_from_float", FRACTIONAL)
+        return int(value)
+    return value
+
+
+# An integer field as clients send it: an int, or a float with no fractional part; the JSON schema says "integer".
+# The one rule for integer columns: training/validation.py (files) and serving/columns.py (columnar) follow it.
+WholeNumber = Annotated[int, BeforeValidator(_whole_float_as_int)]
+
+
 class StrictRecord(BaseModel):
     # Unknown fields are a client error (a typo would otherwise be silently ignored); NaN/Infinity are not data;
-    # strict types: "12" or true in a count is a client bug, not a number (an int is still a valid float).
+    # strict types: "12" or true in a count is a client bug, not a number (an int is still a valid float, and a
+    # float with no fractional part a valid integer: WholeNumber).
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True, strict=True)
 
 
@@ -28,11 +49,11 @@ class PredictRequest(StrictRecord):
     """One student's engagement record (seed 001)."""
 
     student_country: str = Field(min_length=1, max_length=MAX_TEXT, examples=["United States"])
-    days_on_platform: int = Field(ge=0, le=MAX_COUNT, examples=[45])
+    days_on_platform: WholeNumber = Field(ge=0, le=MAX_COUNT, examples=[45])
     minutes_watched: float = Field(ge=0, le=MAX_AMOUNT, examples=[320.5])
-    courses_started: int = Field(ge=0, le=MAX_COUNT, examples=[3])
-    practice_exams_started: int = Field(ge=0, le=MAX_COUNT, examples=[5])
-    practice_exams_passed: int = Field(ge=0, le=MAX_COUNT, examples=[3])
+    courses_started: WholeNumber = Field(ge=0, le=MAX_COUNT, examples=[3])
+    practice_exams_started: WholeNumber = Field(ge=0, le=MAX_COUNT, examples=[5])
+    practice_exams_passed: WholeNumber = Field(ge=0, le=MAX_COUNT, examples=[3])
     minutes_spent_on_exams: float = Field(ge=0, le=MAX_AMOUNT, examples=[87.2])
 
 
@@ -41,12 +62,12 @@ class DriveDay(StrictRecord):
 
     drive_model: str = Field(min_length=1, max_length=MAX_TEXT, examples=["ST12000NM0007"])
     capacity_tb: float = Field(gt=0, le=1_000, examples=[12.0])
-    power_on_hours: int = Field(ge=0, le=MAX_COUNT, examples=[21_000])
-    smart_5: int = Field(ge=0, le=MAX_COUNT, description="Reallocated sectors count", examples=[0])
-    smart_187: int = Field(ge=0, le=MAX_COUNT, description="Reported uncorrectable errors", examples=[0])
-    smart_188: int = Field(ge=0, le=MAX_COUNT, description="Command timeouts", examples=[0])
-    smart_197: int = Field(ge=0, le=MAX_COUNT, description="Current pending sectors", examples=[0])
-    smart_198: int = Field(ge=0, le=MAX_COUNT, description="Offline uncorrectable sectors", examples=[0])
+    power_on_hours: WholeNumber = Field(ge=0, le=MAX_COUNT, examples=[21_000])
+    smart_5: WholeNumber = Field(ge=0, le=MAX_COUNT, description="Reallocated sectors count", examples=[0])
+    smart_187: WholeNumber = Field(ge=0, le=MAX_COUNT, description="Reported uncorrectable errors", examples=[0])
+    smart_188: WholeNumber = Field(ge=0, le=MAX_COUNT, description="Command timeouts", examples=[0])
+    smart_197: WholeNumber = Field(ge=0, le=MAX_COUNT, description="Current pending sectors", examples=[0])
+    smart_198: WholeNumber = Field(ge=0, le=MAX_COUNT, description="Offline uncorrectable sectors", examples=[0])
     temperature_c: float = Field(ge=-40, le=150, examples=[31.0])
 
 
@@ -96,7 +117,7 @@ DRIVE_STATS = Task(name="drive_stats", record=DriveDay, label="failure", categor
 TASKS: dict[str, Task] = {task.name: task for task in (PURCHASE, DRIVE_STATS)}
 
 ColumnType = Literal["string", "integer", "number"]
-_PY_TYPES: dict[str, type] = {"string": str, "integer": int, "number": float}
+_PY_TYPES: dict[str, Any] = {"string": str, "integer": WholeNumber, "number": float}
 _BOUND_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength")
 _FIELD_KWARGS = {
     "minimum": "ge",
