@@ -161,10 +161,11 @@ class WindowRead:
 
 
 def read_window(
-    source: Path | str, name: str, version: str, columns: list[str], *, since: datetime | None = None,
+    source: Path | str, name: str, version: str, columns: list[str] | None = None, *, since: datetime | None = None,
     last: int | None = None, max_rows: int | None = DEFAULT_MAX_ROWS, seed: int = DEFAULT_SEED,
 ) -> WindowRead:
-    """`columns` of the rows of `name`:`version` logged since `since` (the last `last` of them), sorted by time.
+    """`columns` (None: all) of the rows of `name`:`version` logged since `since` (the last `last` of them), sorted
+    by time.
 
     Raises LogMissing when the source holds no log."""
     reader = LogReader(source)
@@ -176,7 +177,7 @@ def read_window(
         if is_compacted(path):
             table = reader.read(path, ["ts", "model_version"], by_model)
         else:
-            table = reader.read(path, sorted({"ts", "model_version", *columns}), by_model)
+            table = reader.read(path, None if columns is None else sorted({"ts", "model_version", *columns}), by_model)
         if not table.num_rows:
             stamps.append(np.empty(0, dtype=np.int64))
             continue
@@ -212,10 +213,13 @@ def read_window(
         table = held.pop(number) if number in held else reader.read(path, columns, by_version)
         local = local[local < table.num_rows]  # a segment retention deleted between the passes gives no rows
         if len(local):
-            parts.append(table.select([c for c in columns if c in table.column_names]).take(pa.array(local)))
+            if columns is not None:
+                table = table.select([c for c in columns if c in table.column_names])
+            parts.append(table.take(pa.array(local)))
     frame = (
         to_frame(pa.concat_tables(parts, promote_options="permissive")) if parts
-        else pd.DataFrame({c: pd.Series(dtype="datetime64[ns, UTC]" if c == "ts" else object) for c in columns})
+        else pd.DataFrame({c: pd.Series(dtype="datetime64[ns, UTC]" if c == "ts" else object)
+                           for c in (columns or ["ts", "model_version"])})
     )
     if "ts" in frame.columns and len(frame):
         frame = frame.sort_values("ts", kind="stable").reset_index(drop=True)

@@ -28,7 +28,15 @@ all columns to move and misses a shift in the two inputs that matter most plus t
 Windows under --min-rows (default 1,000) are refused: on training-like traffic, 200-row windows crossed the 0.3
 share in 3 of 5 draws, 500-row windows flagged single columns, 1,000-row windows flagged nothing.
 
-Exit codes: 0 done (also when drift is found, unless --fail-on-drift), 1 dataset drift with --fail-on-drift,
+Windows larger than --max-rows (default 200,000) are analysed through a uniform random sample of that many rows
+(--seed); the summary records the sample size, the seed and the whole window's row count.
+
+Verdict (monitoring/drift/verdict.py): `drift` when the predicted probability drifts, when one of the model's most
+important inputs drifts (permutation importance saved at training time) or when the share rule fires; `warning`
+when only other inputs drift; `ok` otherwise.
+
+Exit codes: 0 done (also when drift is found, unless --fail-on-drift), 1 verdict `drift` with --fail-on-drift
+(or `warning` with --strict too),
 2 the job could not run (no log, unknown model, too few rows, ...), with a one-line message.
 """
 
@@ -40,6 +48,7 @@ import sys
 from monitoring.drift.errors import DriftError
 from monitoring.drift.job import run
 from monitoring.drift.report import DEFAULT_DRIFT_SHARE
+from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED
 
 # Measured on the purchase models (5 windows each of training-like traffic): at 200 rows 3 of 5 windows crossed the
 # 0.3 dataset-drift share (one flagged 6 of 8 columns), at 500 one window flagged 2 columns, from 1,000 rows none.
@@ -56,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     window = parser.add_mutually_exclusive_group()
     window.add_argument("--last", type=int, metavar="N", help="only the last N logged rows of the version")
     window.add_argument("--since", metavar="TIME", help="only rows logged since TIME (ISO 8601, or 30m, 24h, 7d)")
-    parser.add_argument("--fail-on-drift", action="store_true", help="exit 1 when dataset drift is detected")
+    parser.add_argument("--fail-on-drift", action="store_true", help="exit 1 when the verdict is drift")
+    parser.add_argument("--strict", action="store_true", help="with --fail-on-drift, exit 1 on warning too")
+    parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,
+                        help=f"analyse a uniform random sample of this many rows of a larger window "
+                        f"(default {DEFAULT_MAX_ROWS:,}; memory stays bounded whatever the log's size)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of that sample (default 0)")
     parser.add_argument("--min-rows", type=int, default=DEFAULT_MIN_ROWS,
                         help=f"refuse smaller windows, whose scores are mostly noise (default {DEFAULT_MIN_ROWS})")
     parser.add_argument("--drift-share", type=float, default=DEFAULT_DRIFT_SHARE,
@@ -73,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--last must be at least 1")
     if args.min_rows < 1:
         parser.error("--min-rows must be at least 1")
+    if args.max_rows < args.min_rows:
+        parser.error("--max-rows must be at least --min-rows")
     if not 0 < args.drift_share <= 1:
         parser.error("--drift-share must be in (0, 1]")
     try:

@@ -14,6 +14,7 @@ from monitoring.drift.errors import DriftError
 from monitoring.drift.frames import prepare
 from monitoring.drift.report import extract, run_report
 from monitoring.drift.state import state_entry, update_state, write_json_atomic
+from monitoring.drift.verdict import exit_code, important_inputs, judge
 from monitoring.drift.window import describe_others, load_window, parse_since, require_log
 from monitoring.drift.workspace import add_to_workspace
 from settings import get_settings
@@ -63,8 +64,15 @@ def format_table(summary: dict[str, Any]) -> str:
         f"{summary['columns']} = {summary['drift_share']:.3f} (threshold {summary['drift_share_threshold']:g}): "
         f"{verdict}"
     )
+    if summary.get("sample"):
+        sample = summary["sample"]
+        lines.append(f"analysed a uniform random sample of {sample['rows']} of the window's {sample['window_rows']} "
+                     f"rows (--max-rows {sample['max_rows']}, --seed {sample['seed']})")
     if summary["lines_skipped"]:
         lines.append(f"{summary['lines_skipped']} unparseable log line(s) skipped")
+    verdict = summary.get("verdict")
+    if verdict:
+        lines.append(f"verdict: {verdict['level'].upper()}: {verdict['message']}")
     return "\n".join(lines)
 
 
@@ -83,7 +91,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     model = resolve_model(args.model)
     timings["load_model"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    window = load_window(log_path, model.name, model.version, since=since, last=args.last)
+    inputs = list(model.input_schema["columns"])
+    window = load_window(log_path, model.name, model.version, since=since, last=args.last,
+                         columns=["ts", "model_version", *inputs, "probability"],
+                         max_rows=args.max_rows, seed=args.seed)
     if window.other_versions:
         print(f"note: {model.name}: analysing version {model.version} only; {describe_others(window)}",
               file=sys.stderr)
@@ -113,6 +124,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         result = extract(snapshot.dict())
     except ValueError as exc:
         raise DriftError(f"Evidently could not compare the data: {exc}") from None
+    verdict = judge(result, important_inputs(model.metadata))
     timings["report"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -135,6 +147,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "lines_skipped": window.skipped_lines,
         "other_versions": window.other_versions,
         "rows": window.rows,
+        "sample": window.sample(),
         "reference_rows": len(reference),
         "window": {
             "since": since.isoformat() if since else None,
@@ -143,6 +156,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             "last_ts": last_ts,
         },
         **result,
+        "verdict": verdict.as_dict(),
         "report_html": str(html_path),
         "workspace": str(workspace),
         "project_id": project_id,
@@ -154,5 +168,5 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     update_state(state_path, model.name, state_entry(summary))
     print(format_table(summary))
     print(f"report {html_path}\nsummary {json_path}\nworkspace {workspace} (project {model.name}, {runs} runs)")
-    code = 1 if (args.fail_on_drift and summary["dataset_drift"]) else 0
+    code = exit_code(verdict, args.fail_on_drift, args.strict)
     return summary, code

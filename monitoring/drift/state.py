@@ -51,5 +51,8 @@ def state_entry(summary: dict[str, Any]) -> dict[str, Any]:
         "drift_share_threshold": summary["drift_share_threshold"],
         "dataset_drift": summary["dataset_drift"],
         "rows": summary["rows"],
+        "level": summary["verdict"]["level"],
+        "reasons": summary["verdict"]["reasons"],
+        "message": summary["verdict"]["message"],
         "features": summary["features"],
     }

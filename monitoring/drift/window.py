@@ -1,6 +1,7 @@
 """The window: which logged rows of one model version the drift job analyses.
 
-The only module that reads the prediction log, so a faster reader replaces `load_window` and nothing else.
+The drift job reads the prediction log only here, through the columnar reader every job shares
+(monitoring/logreader.py): projected to the analysed columns, filtered on model and time, sampled past --max-rows.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from monitoring.drift.errors import DriftError
-from monitoring.predictlog import iter_records, log_files
+from monitoring.logreader import DEFAULT_SEED, LogMissing, read_window
+from monitoring.segments import discover
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -36,7 +38,8 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 
 @dataclass
 class Window:
-    """The logged rows of one model version chosen for analysis, and what was left out."""
+    """The logged rows of one model version chosen for analysis, and what was left out. `frame` holds every row of
+    the window, or a uniform random sample of `sample_rows` of them when the window has more than `max_rows`."""
 
     frame: pd.DataFrame
     version: str
@@ -44,10 +47,20 @@ class Window:
     other_versions: dict[str, int] = field(default_factory=dict)
     since: datetime | None = None
     last: int | None = None
+    window_rows: int | None = None
+    sampled: bool = False
+    seed: int | None = None
+    max_rows: int | None = None
 
     @property
     def rows(self) -> int:
-        return len(self.frame)
+        """Rows in the whole window (analysed or not)."""
+        return len(self.frame) if self.window_rows is None else self.window_rows
+
+    def sample(self) -> dict | None:
+        if not self.sampled:
+            return None
+        return {"rows": len(self.frame), "window_rows": self.rows, "seed": self.seed, "max_rows": self.max_rows}
 
     def bounds(self) -> tuple[str | None, str | None]:
         if self.frame.empty:
@@ -56,40 +69,25 @@ class Window:
         return stamps.min().isoformat(), stamps.max().isoformat()
 
 
-def require_log(log_path: Path) -> None:
-    """A DriftError unless there is a log (rotated files count) at `log_path`."""
-    if not log_files(log_path):
+def require_log(log_path: Path | str) -> None:
+    """A DriftError unless there is a log at `log_path` (one log with its rotated segments, a folder, a glob)."""
+    if not discover(log_path):
         raise DriftError(f"no prediction log at {log_path} (set PREDICTION_LOG_PATH or pass --log)")
 
 
 def load_window(
-    log_path: Path, name: str, version: str, *, since: datetime | None = None, last: int | None = None
+    log_path: Path | str, name: str, version: str, *, since: datetime | None = None, last: int | None = None,
+    columns: list[str] | None = None, max_rows: int | None = None, seed: int = DEFAULT_SEED,
 ) -> Window:
-    """Rows of `name` from the log (rotated files included), in the time window, split by version."""
-    require_log(log_path)
-    stats: dict[str, int] = {}
-    records = [r for r in iter_records(log_path, stats) if r.get("model_name") == name]
-    frame = pd.DataFrame.from_records(records)
-    if frame.empty:
-        frame = pd.DataFrame({"ts": pd.Series([], dtype="datetime64[ns, UTC]"), "model_version": []})
-    else:
-        frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601", errors="coerce")
-        frame = frame.sort_values("ts", kind="stable")
-        if since is not None:
-            frame = frame[frame["ts"] >= pd.Timestamp(since)]
-        frame["model_version"] = frame["model_version"].astype(str)
-    mine = frame["model_version"] == version
-    others = frame.loc[~mine, "model_version"].value_counts()
-    current = frame[mine]
-    if last is not None:
-        current = current.tail(last)
+    """Rows of `name`:`version` (their `columns`, all when None) from the log, in the time window; rows of other
+    versions are counted. Windows over `max_rows` are sampled (monitoring/logreader.py)."""
+    try:
+        read = read_window(log_path, name, version, columns, since=since, last=last, max_rows=max_rows, seed=seed)
+    except LogMissing:
+        raise DriftError(f"no prediction log at {log_path} (set PREDICTION_LOG_PATH or pass --log)") from None
     return Window(
-        frame=current.reset_index(drop=True),
-        version=version,
-        skipped_lines=stats.get("skipped", 0),
-        other_versions={str(k): int(v) for k, v in others.items()},
-        since=since,
-        last=last,
+        frame=read.frame, version=version, skipped_lines=read.skipped_lines, other_versions=read.other_versions,
+        since=since, last=last, window_rows=read.rows, sampled=read.sampled, seed=read.seed, max_rows=max_rows,
     )
 
 
