@@ -145,23 +145,27 @@ def compact(segment: Path) -> Path | None:
             if not segment.exists():
                 return None
             table, skipped = parse_jsonl(read_all(fd))
-            if table.num_rows and {"model_name", "ts"} <= set(table.column_names):
-                table = table.take(pc.sort_indices(table, [("model_name", "ascending"), ("ts", "ascending")]))
-            metadata = {**(table.schema.metadata or {}), SKIPPED_KEY: str(skipped).encode()}
-            table = table.replace_schema_metadata(metadata)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            try:
-                pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="zstd")
-                with open(tmp, "rb+") as handle:
-                    os.fsync(handle.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            write_segment(table, target, skipped)
             segment.unlink()
             return target
     except FileNotFoundError:
         return None
+
+
+def write_segment(table: pa.Table, target: Path, skipped: int = 0) -> None:
+    """Write a compacted segment atomically (a temporary file, fsync, rename): sorted by model and time, zstd."""
+    if table.num_rows and {"model_name", "ts"} <= set(table.column_names):
+        table = table.take(pc.sort_indices(table, [("model_name", "ascending"), ("ts", "ascending")]))
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), SKIPPED_KEY: str(skipped).encode()})
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="zstd")
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def compact_pending(files: list[Path]) -> list[Path]:
