@@ -3,6 +3,7 @@
 
     python bench/bench_drift.py                       # 1M, 3M, 10M; results in bench/results/drift.{md,json,png}
     python bench/bench_drift.py --sizes 1000000       # one size
+    python bench/bench_drift.py --compare-sample 5000000   # Evidently on a 5M window vs its 200k sample
 
 The logs are written in the writer's on-disk format: compacted Parquet segments of 150,000 rows (what a 64 MiB JSONL
 segment holds) written by `monitoring.segments.write_segment`, the function the writer's compaction uses, plus a
@@ -157,6 +158,30 @@ def logging_cost(repeats: int = 30) -> dict:
             "encode_ms_median": round(float(np.median(encode)) * 1000, 2), "bytes": len(lines)}
 
 
+def compare_sample(model, rows: int, max_rows: int, seed: int = 0) -> dict:
+    """Evidently on a whole window of `rows` against its uniform sample of `max_rows`: verdicts and score gaps."""
+    from monitoring.drift import extract, prepare, run_report
+    from monitoring.drift.verdict import important_inputs, judge
+    from monitoring.logreader import read_window
+
+    log = log_of(model, rows)
+    columns = ["ts", "model_version", *model.input_schema["columns"], "probability"]
+    out = {}
+    for label, limit in (("sample", max_rows), ("full", None)):
+        started = time.perf_counter()
+        window = read_window(log.parent, model.name, model.version, columns, max_rows=limit, seed=seed)
+        reference, current, numerical, categorical = prepare(model.input_schema, model.reference(), window.frame)
+        result = extract(run_report(reference, current, numerical, categorical).dict())
+        verdict = judge(result, important_inputs(model.metadata))
+        out[label] = {"rows": len(window.frame), "verdict": verdict.level, "dataset_drift": result["dataset_drift"],
+                      "scores": {c: f["score"] for c, f in result["features"].items()},
+                      "seconds": round(time.perf_counter() - started, 1)}
+        del window, reference, current
+    gaps = {c: abs(out["full"]["scores"][c] - out["sample"]["scores"][c]) for c in out["full"]["scores"]}
+    return {**out, "window_rows": rows, "max_score_gap": round(max(gaps.values()), 5),
+            "same_verdict": out["full"]["verdict"] == out["sample"]["verdict"]}
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -181,12 +206,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--compare-sample", type=int, metavar="ROWS",
+                        help="instead: Evidently on a whole window of ROWS rows vs its 200,000-row sample")
     args = parser.parse_args()
 
     from training.store import load_model
 
     model = load_model(f"{MODEL}:latest")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.compare_sample:
+        comparison = compare_sample(model, args.compare_sample, 200_000)
+        (args.out / "drift_sample_vs_full.json").write_text(json.dumps(comparison, indent=2))
+        print(json.dumps({k: v for k, v in comparison.items() if k not in ("full", "sample")}))
+        return 0
     results = []
     for rows in args.sizes:
         log = log_of(model, rows)
