@@ -93,3 +93,9 @@ def test_a_model_saved_without_importance_still_gets_a_verdict():
               "drift_share_threshold": 0.6}
     verdict = judge(result, important_inputs({}))
     assert verdict.level == "warning" and "no importance saved" in verdict.message
+
+
+def test_models_endpoint_shows_the_importance_the_verdict_uses(server, model):
+    described = {m["name"]: m for m in server.get("/v1/models").json()["models"]}["purchase_gbm"]
+    assert described["feature_importance"] == model.metadata["feature_importance"]
+    assert described["feature_importance"]["important"][0] == "minutes_watched"
