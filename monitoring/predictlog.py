@@ -37,6 +37,7 @@ import orjson
 import pandas as pd
 
 from monitoring import segments
+from monitoring.logreader import LogMissing, LogReader, to_frame
 from monitoring.retention import RetentionPolicy, enforce
 
 if TYPE_CHECKING:
@@ -271,8 +272,10 @@ class PredictionLog:
             compact=settings.prediction_log_compact,
             retention=RetentionPolicy(settings.prediction_log_retention, settings.prediction_log_max_total_bytes),
         )
-        return log_class(settings.prediction_log_path, settings.prediction_log_max_bytes, on_failure,
-                         maintenance=maintenance)
+        log = log_class(settings.prediction_log_path, settings.prediction_log_max_bytes, on_failure,
+                        maintenance=maintenance)
+        log._retain()  # at start too: a server restarted after a long stop deletes what aged meanwhile
+        return log
 
 
 class BackgroundLog(PredictionLog):
@@ -332,8 +335,6 @@ def log_files(path: Path) -> list[Path]:
 def read_log(source: Path | str, stats: dict[str, int] | None = None) -> pd.DataFrame:
     """Every valid record of a log, a folder of logs or a glob, as one DataFrame (small logs and tests; jobs read
     windows through monitoring/logreader.py). Lines that do not parse are counted in `stats["skipped"]`."""
-    from monitoring.logreader import LogMissing, LogReader, to_frame
-
     try:
         reader = LogReader(source)
     except LogMissing:

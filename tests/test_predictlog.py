@@ -277,3 +277,25 @@ def test_retention_deletes_old_segments_but_never_the_live_one_nor_one_a_reader_
     assert [p for p, _ in result.deleted] == [old[0], old[2]] and {r for _, r in result.deleted} == {"age"}
     assert result.kept_held == [old[1]] and old[1].exists() and path.exists()
     assert enforce(path, RetentionPolicy(30, 10**9)).deleted == [(old[1], "age")], "deleted once released"
+
+
+def test_default_paths_live_in_the_state_folder_whatever_the_working_directory(tmp_path, monkeypatch):
+    from settings import Settings
+
+    for name in ("PREDICTION_LOG_PATH", "DRIFT_STATE_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PREDICTION_LOG_RETENTION", "7")
+    monkeypatch.setenv("PREDICTION_LOG_MAX_TOTAL_BYTES", "5000000")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.prediction_log_path == tmp_path / "state" / "prediction_log.jsonl"
+    assert settings.drift_state_path == tmp_path / "state" / "drift" / "latest.json"
+    log = PredictionLog.from_settings(settings)
+    assert log.maintenance == Maintenance(compact=True, retention=RetentionPolicy(7.0, 5_000_000))
+    log.close()
+    monkeypatch.setenv("PREDICTION_LOG_PATH", str(tmp_path / "mine.jsonl"))
+    assert Settings().prediction_log_path == tmp_path / "mine.jsonl", "an explicit path still overrides"
+    monkeypatch.delenv("STATE_DIR")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert Settings().drift_state_path == tmp_path / "xdg" / "purchase_serving" / "drift" / "latest.json"
