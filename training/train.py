@@ -35,8 +35,8 @@ from training.validation import DataError
 
 REFERENCE_ROWS = 5_000
 TEST_SHARE = 0.2
-IMPORTANCE_ROWS = 10_000
-IMPORTANCE_REPEATS = 5
+IMPORTANCE_ROWS = 5_000
+IMPORTANCE_REPEATS = 3
 # An input is one of the model's most important when shuffling it costs at least this share of the top input's
 # ROC AUC drop, and at least IMPORTANT_MIN_DROP of AUC: the drift verdict calls its drift `drift`, not `warning`.
 # For purchase_gbm that is minutes_watched, days_on_platform and the two practice-exam counts (country: 7% of top).
