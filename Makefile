@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python -m training.train --if-missing
 	$(BIN)/python -m bench.run --out bench/results
 	$(BIN)/python bench/bench_scoring.py $(BENCH_SCORING_ARGS)
+	$(BIN)/python bench/bench_drift.py $(BENCH_DRIFT_ARGS)
 
 DRIFT_MODEL ?= purchase_gbm
 drift: install

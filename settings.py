@@ -21,6 +21,13 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 DEFAULT_MODELS = ("purchase_gbm", "purchase_lr", "drive_stats_a", "drive_stats_b")
 
 
+def default_state_dir() -> Path:
+    """Where the service and the jobs keep their state when not told otherwise: the XDG state folder, so a bento
+    served from the store and `make drift` run from a checkout meet in the same place."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "purchase_serving"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
@@ -45,8 +52,26 @@ class Settings(BaseSettings):
     max_predict_items: int = Field(default=16, ge=1, description="MAX_PREDICT_ITEMS: most items in /v1/predict.")
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="MAX_BODY_BYTES: larger bodies get 413.")
     workers: int = Field(default=1, ge=1, description="WORKERS: BentoML worker processes.")
+    # --- monitoring data (issue 14): where the log and drift artifacts live, compaction, retention
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="STATE_DIR: the folder of the prediction log and the drift artifacts "
+        "(default $XDG_STATE_HOME/purchase_serving, i.e. ~/.local/state/purchase_serving).",
+    )
     prediction_log_path: Path = Field(
-        default=Path("artifacts/prediction_log.jsonl"), description="PREDICTION_LOG_PATH: JSONL prediction log."
+        default=Path("prediction_log.jsonl"),
+        description="PREDICTION_LOG_PATH: the live JSONL prediction log (default STATE_DIR/prediction_log.jsonl); "
+        "one file per server: on a shared volume give each replica its own file name.",
+    )
+    prediction_log_compact: bool = Field(
+        default=True, description="PREDICTION_LOG_COMPACT: compact each rotated segment into Parquet after rotation."
+    )
+    prediction_log_retention: float = Field(
+        default=30.0, gt=0, description="PREDICTION_LOG_RETENTION: days a rotated segment is kept."
+    )
+    prediction_log_max_total_bytes: int = Field(
+        default=10 * 1024**3, ge=1024,
+        description="PREDICTION_LOG_MAX_TOTAL_BYTES: most bytes of one server's log on disk; oldest segments go first.",
     )
     prediction_log: bool = Field(default=True, description="PREDICTION_LOG: write the prediction log.")
     prediction_log_mode: Literal["sync", "background"] = Field(
@@ -58,8 +83,9 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024, ge=1024, description="PREDICTION_LOG_MAX_BYTES: rotate the log past this size."
     )
     drift_state_path: Path = Field(
-        default=Path("artifacts/drift/latest.json"),
-        description="DRIFT_STATE_PATH: the last drift job's summary, exported as gauges on /metrics.",
+        default=Path("drift/latest.json"),
+        description="DRIFT_STATE_PATH: the last drift job's summary, exported as gauges on /metrics "
+        "(default STATE_DIR/drift/latest.json; reports and the Evidently workspace go beside it).",
     )
     # Request path (HOTPATH, issue 10).
     access_log: bool = Field(
@@ -76,6 +102,15 @@ class Settings(BaseSettings):
     purchase_rows: int = Field(default=60_000, ge=1_000, description="PURCHASE_ROWS: synthetic training rows.")
     drive_rows: int = Field(default=200_000, ge=1_000, description="DRIVE_ROWS: synthetic drive-days.")
     fleet_size: int = Field(default=1_000, ge=10, description="FLEET_SIZE: drives in the bound latest-day dataset.")
+
+    @model_validator(mode="after")
+    def _under_state_dir(self) -> Settings:
+        # The defaults of these two live under STATE_DIR, never under the working directory; a value that is set
+        # is used as given.
+        for name in ("prediction_log_path", "drift_state_path"):
+            if name not in self.model_fields_set:
+                setattr(self, name, self.state_dir / getattr(self, name))
+        return self
 
     @field_validator("served_models", mode="before")
     @classmethod

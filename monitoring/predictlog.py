@@ -8,6 +8,9 @@ batches where durability against SIGKILL matters less than latency. Size-based r
 the file under an advisory lock; a writer that raced the rename lands its line in the rotated file, which
 readers read too, so nothing is lost. A failed write never fails the prediction: it is counted and logged.
 
+After a rotation the rotating process compacts the rotated segment into Parquet on a maintenance thread and applies
+retention (monitoring/segments.py, monitoring/retention.py); readers read through monitoring/logreader.py.
+
 Line layout (flat, so a day of logs loads straight into a DataFrame):
     ts, request_id, endpoint, model_name, model_version, routing_key, variant,
     <every input column of the model>, probability, prediction
@@ -17,18 +20,28 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import math
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
 import pandas as pd
+
+from monitoring import segments
+from monitoring.logreader import LogMissing, LogReader, to_frame
+from monitoring.retention import RetentionPolicy, enforce
+
+if TYPE_CHECKING:
+    from settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -107,13 +120,27 @@ def encode_inputs(inputs: pd.DataFrame) -> list[bytes]:
     return [orjson.dumps(dict(zip(columns, row)))[1:-1] for row in zip(*values)]
 
 
+@dataclass(frozen=True)
+class Maintenance:
+    """What the rotating process does with a rotated segment: compact it to Parquet, then apply retention."""
+
+    compact: bool = True
+    retention: RetentionPolicy | None = RetentionPolicy()
+
+
 class PredictionLog:
     """Appends serialized lines to a JSONL file shared by every process; rotates it by size."""
 
-    def __init__(self, path: Path, max_bytes: int, on_failure: Callable[[BaseException], None] | None = None):
+    def __init__(self, path: Path, max_bytes: int, on_failure: Callable[[BaseException], None] | None = None,
+                 maintenance: Maintenance | None = None):
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.on_failure = on_failure
+        self.maintenance = maintenance
+        # One thread, created on the first rotation: compaction parses a whole segment and must not run on the
+        # request path, nor twice at once in one process.
+        self._maintainer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._inode: int | None = None
@@ -146,8 +173,15 @@ class PredictionLog:
             return True
         try:
             with self._lock:
-                fd = self._open()
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                while True:
+                    fd = self._open()
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    # Rotated between our open and our lock? Then its compaction may already hold the lines it will
+                    # keep: write to the new live file instead (a stat; compaction locks a segment before reading it).
+                    if self._is_live(fd):
+                        break
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    self._close_fd()
                 try:
                     self._append(fd, lines)
                     rotate = os.fstat(fd).st_size > self.max_bytes
@@ -159,6 +193,12 @@ class PredictionLog:
         except OSError as exc:
             self._close_fd()
             self._failed(exc)
+            return False
+
+    def _is_live(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
             return False
 
     @staticmethod
@@ -194,8 +234,39 @@ class PredictionLog:
             if current.st_ino != self._inode or current.st_size <= self.max_bytes:
                 return
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-            os.rename(self.path, self.path.with_name(f"{self.path.name}.{stamp}.{os.getpid()}"))
+            rotated = self.path.with_name(f"{self.path.name}.{stamp}.{os.getpid()}")
+            os.rename(self.path, rotated)
         self._close_fd()
+        if self.maintenance is not None:
+            if self.maintenance.retention is not None:
+                self._retain()  # a few stats and unlinks: at once, so the bound holds under load
+            if self._maintainer is None:
+                self._maintainer = ThreadPoolExecutor(1, thread_name_prefix="prediction-log-maintenance")
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(self._maintainer.submit(self._maintain, rotated))
+
+    def _retain(self) -> None:
+        assert self.maintenance is not None and self.maintenance.retention is not None
+        try:
+            enforce(self.path, self.maintenance.retention)
+        except OSError as exc:
+            logger.warning("prediction log retention on %s failed: %s", self.path, exc)
+
+    def _maintain(self, rotated: Path) -> None:
+        assert self.maintenance is not None
+        if self.maintenance.compact:
+            try:
+                segments.compact(rotated)
+            except Exception:  # noqa: BLE001 - a segment left as JSONL is still read; readers retry compaction
+                logger.exception("cannot compact prediction-log segment %s", rotated)
+        if self.maintenance.retention is not None:
+            self._retain()
+
+    def flush_maintenance(self) -> None:
+        """Wait for compaction and retention started by past rotations (tests, shutdown)."""
+        for future in list(self._pending):
+            future.result()
+        self._pending.clear()
 
     def submit(self, encode: Callable[[], bytes], rows: int) -> None:
         """Encode and append now: the lines are in the kernel before the caller answers its client."""
@@ -210,6 +281,24 @@ class PredictionLog:
     def close(self) -> None:
         with self._lock:
             self._close_fd()
+        if self._maintainer is not None:
+            self._maintainer.shutdown(wait=True)
+            self._maintainer = None
+            self._pending.clear()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, on_failure: Callable[[BaseException], None] | None = None
+                      ) -> PredictionLog:
+        """The log a server writes: its mode, rotation size, compaction and retention from the settings."""
+        log_class = BackgroundLog if settings.prediction_log_mode == "background" else PredictionLog
+        maintenance = Maintenance(
+            compact=settings.prediction_log_compact,
+            retention=RetentionPolicy(settings.prediction_log_retention, settings.prediction_log_max_total_bytes),
+        )
+        log = log_class(settings.prediction_log_path, settings.prediction_log_max_bytes, on_failure,
+                        maintenance=maintenance)
+        log._retain()  # at start too: a server restarted after a long stop deletes what aged meanwhile
+        return log
 
 
 class BackgroundLog(PredictionLog):
@@ -221,8 +310,8 @@ class BackgroundLog(PredictionLog):
     """
 
     def __init__(self, path: Path, max_bytes: int, on_failure: Callable[[BaseException], None] | None = None,
-                 max_pending_rows: int = 100_000):
-        super().__init__(path, max_bytes, on_failure)
+                 max_pending_rows: int = 100_000, maintenance: Maintenance | None = None):
+        super().__init__(path, max_bytes, on_failure, maintenance=maintenance)
         self.max_pending_rows = max_pending_rows
         self._jobs: deque[tuple[Callable[[], bytes], int]] = deque()
         self._pending = 0
@@ -262,32 +351,26 @@ class BackgroundLog(PredictionLog):
 
 
 def log_files(path: Path) -> list[Path]:
-    """The rotated files oldest first, then the live one."""
-    path = Path(path)
-    rotated = sorted(p for p in path.parent.glob(path.name + ".*") if not p.name.endswith(".lock"))
-    return [*rotated, *([path] if path.exists() else [])]
+    """The segments oldest first (rotated JSONL or compacted Parquet), then the live one."""
+    return segments.family(Path(path))
 
 
-def iter_records(path: Path, stats: dict[str, int] | None = None) -> Iterator[dict]:
-    """Every valid record across rotated files; lines that do not parse (a torn last line) are counted in
-    `stats["skipped"]` and skipped."""
-    stats = stats if stats is not None else {}
-    stats.setdefault("skipped", 0)
-    for file in log_files(path):
-        with open(file, "rb") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    stats["skipped"] += 1
-                    continue
-                if isinstance(record, dict):
-                    yield record
-                else:
-                    stats["skipped"] += 1
+def read_log(source: Path | str, stats: dict[str, int] | None = None) -> pd.DataFrame:
+    """Every valid record of a log, a folder of logs or a glob, as one DataFrame (small logs and tests; jobs read
+    windows through monitoring/logreader.py). Lines that do not parse are counted in `stats["skipped"]`."""
+    try:
+        reader = LogReader(source)
+    except LogMissing:
+        return pd.DataFrame()
+    frame = to_frame(reader.table())
+    if stats is not None:
+        stats["skipped"] = stats.get("skipped", 0) + reader.skipped
+    return frame
 
 
-def read_log(path: Path, stats: dict[str, int] | None = None) -> pd.DataFrame:
-    return pd.DataFrame.from_records(list(iter_records(path, stats)))
+def iter_records(source: Path | str, stats: dict[str, int] | None = None) -> Iterator[dict]:
+    """Every valid record as a dict (`ts` as the ISO string it was logged as)."""
+    frame = read_log(source, stats)
+    if "ts" in frame.columns:
+        frame["ts"] = [t.isoformat(timespec="microseconds") if pd.notna(t) else None for t in frame["ts"]]
+    yield from frame.to_dict("records")

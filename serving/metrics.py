@@ -59,6 +59,16 @@ DRIFT_SCORE = Gauge(
 DRIFT_FLAG = Gauge(
     "serving_drift_feature_drifted", "1 if the feature drifted in the last drift job", ["model", "feature"], multiprocess_mode="mostrecent"
 )
+DRIFT_LEVEL = Gauge(
+    "serving_drift_level", "Verdict of the last drift job: 0 ok, 1 warning, 2 drift", ["model"], multiprocess_mode="mostrecent"
+)
+DRIFT_REASON = Gauge(
+    "serving_drift_reason",
+    "1 for each reason of the last drift job's verdict (prediction, important_input, share, input), else 0",
+    ["model", "reason"], multiprocess_mode="mostrecent",
+)
+DRIFT_LEVELS = ("ok", "warning", "drift")
+DRIFT_REASONS = ("prediction", "important_input", "share", "input")
 DRIFT_TIME = Gauge(
     "serving_drift_last_run_timestamp_seconds", "Unix time of the last drift job", ["model"], multiprocess_mode="mostrecent"
 )
@@ -157,6 +167,11 @@ class DriftGauges:
         for model, summary in state.items():
             DRIFT_SHARE.labels(model).set(float(summary.get("drift_share", 0.0)))
             DRIFT_TIME.labels(model).set(float(summary.get("ts", time.time())))
+            level = summary.get("level")
+            if level in DRIFT_LEVELS:  # entries written before the verdict existed have none
+                DRIFT_LEVEL.labels(model).set(float(DRIFT_LEVELS.index(level)))
+                for reason in DRIFT_REASONS:
+                    DRIFT_REASON.labels(model, reason).set(1.0 if reason in summary.get("reasons", []) else 0.0)
             for feature, result in summary.get("features", {}).items():
                 if result.get("score") is not None:  # the job writes null for a score Evidently could not compute
                     DRIFT_SCORE.labels(model, feature).set(float(result["score"]))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
-from monitoring.predictlog import BackgroundLog, PredictionLog, encode_inputs, now_iso, to_lines
+from monitoring.predictlog import PredictionLog, encode_inputs, now_iso, to_lines
 from serving import metrics
 from serving.registry import ModelEntry, Registry
 from serving.routing import ABRouter
@@ -55,12 +55,7 @@ class Predictor:
         self.settings = settings
         self.registry = Registry(settings.served_models, settings.max_records)
         self.router = ABRouter(settings.ab_weights, settings.default_purchase_model)
-        log_class = BackgroundLog if settings.prediction_log_mode == "background" else PredictionLog
-        self.log = (
-            log_class(settings.prediction_log_path, settings.prediction_log_max_bytes, on_failure=self._log_failed)
-            if settings.prediction_log
-            else None
-        )
+        self.log = PredictionLog.from_settings(settings, on_failure=self._log_failed) if settings.prediction_log else None
         self.signals: dict[str, metrics.FeatureSignals] = {}
         self._shared: tuple[pd.DataFrame, list[bytes]] | None = None
         self._shared_lock = threading.Lock()

@@ -59,6 +59,7 @@ class ModelEntry:
                 labels=self.model.labels,
                 task=self.model.task,
                 metrics=self.model.metadata.get("metrics"),
+                feature_importance=self.model.metadata.get("feature_importance"),
                 threshold=self.model.threshold,
                 input_schema=self.model.input_schema,
                 bound_dataset=None

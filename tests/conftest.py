@@ -16,6 +16,8 @@ os.environ["BENTOML_HOME"] = str(_HOME)
 os.environ["BENTOML_DO_NOT_TRACK"] = "True"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prom-"))
+# The prediction log and drift artifacts default to STATE_DIR: never the user's own state folder in tests.
+os.environ["STATE_DIR"] = str(_HOME.parent / f"{_HOME.name}-state")
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -45,6 +45,10 @@ SERVING_METRICS = {
     "serving_drift_feature_drifted",  # {model, feature}
     "serving_drift_last_run_timestamp_seconds",  # {model}
     "serving_prediction_log_write_failures_total",
+    "serving_drift_level",  # {model}: 0 ok, 1 warning, 2 drift (issue 14)
+    "serving_drift_reason",  # {model, reason}
+    "serving_prediction_log_bytes",
+    "serving_prediction_log_segments_deleted_total",  # {reason}
 }
 EXPORTED_METRICS = BENTOML_METRICS | SERVING_METRICS
 

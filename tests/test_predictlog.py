@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+from prometheus_client import REGISTRY
 
-from monitoring.predictlog import BackgroundLog, PredictionLog, iter_records, log_files, read_log, to_lines
+from monitoring.logreader import LogReader, read_window
+from monitoring.predictlog import (
+    BackgroundLog, Maintenance, PredictionLog, iter_records, log_files, read_log, to_lines,
+)
+from monitoring.retention import RetentionPolicy, enforce
+from monitoring.segments import compact, locked
 from training.data import generate_purchase
 
 INPUTS = generate_purchase(40, seed=3).drop(columns="purchased")
@@ -114,3 +124,178 @@ def test_background_log_applies_back_pressure_instead_of_dropping(tmp_path):
     release.set()
     log.close()
     assert len(read_log(path)) == 41  # the slow job's line plus the 40 written by the caller, none twice
+
+
+# ------------------------------------------------------------------ compaction, the reader, several servers
+
+
+def _lines(rows: int, tag: str, model: str = "m", version: str = "v1", ts: str | None = None) -> bytes:
+    frame = INPUTS.iloc[np.arange(rows) % len(INPUTS)]
+    return to_lines(frame, np.full(rows, 0.5), np.ones(rows, dtype=int), request_id=[f"{tag}-{i}" for i in range(rows)],
+                    endpoint="/batch_predict", model_name=model, model_version=version, ts=ts)
+
+
+def _compacting_writer(path: str, process: int) -> None:
+    log = PredictionLog(Path(path), max_bytes=100_000, maintenance=Maintenance(compact=True, retention=None))
+    for batch in range(40):
+        assert log.write(_lines(1 + batch % 30, f"p{process}-b{batch}"))
+    log.close()  # waits for this process's compactions
+
+
+def test_rotated_segments_are_compacted_to_parquet_by_the_writer_and_read_back_whole(tmp_path):
+    path = tmp_path / "log.jsonl"
+    ctx = multiprocessing.get_context("fork")
+    processes = [ctx.Process(target=_compacting_writer, args=(str(path), p)) for p in range(3)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    files = log_files(path)
+    assert files[-1] == path and len(files) > 3
+    assert all(f.name.endswith(".parquet") for f in files[:-1]), "every rotated segment compacted by its writer"
+    assert not list(tmp_path.glob(".*.tmp"))
+    expected = 3 * sum(1 + b % 30 for b in range(40))
+    stats: dict[str, int] = {}
+    frame = read_log(path, stats)
+    assert stats["skipped"] == 0 and len(frame) == expected and frame["request_id"].is_unique
+    assert str(frame["ts"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_compaction_keeps_the_torn_line_count_and_sorts_by_model_and_time(tmp_path):
+    segment = tmp_path / "log.jsonl.20261120T080000000000.7"
+    segment.write_bytes(_lines(3, "late", model="b", ts="2026-11-20T09:00:00+00:00") + b'{"request_id": "to\n'
+                        + _lines(2, "early", model="a", ts="2026-11-20T08:00:00+00:00"))
+    compacted = compact(segment)
+    assert compacted == tmp_path / (segment.name + ".parquet") and not segment.exists()
+    table = pq.read_table(compacted)
+    assert table["model_name"].to_pylist() == ["a", "a", "b", "b", "b"]
+    assert compact(segment) is None, "a second compactor finds the work done"
+    stats: dict[str, int] = {}
+    assert len(read_log(tmp_path / "log.jsonl", stats)) == 5 and stats["skipped"] == 1
+
+
+def test_readers_compact_segments_a_dead_writer_left_and_still_read_the_live_file_as_jsonl(tmp_path):
+    path = tmp_path / "log.jsonl"
+    (tmp_path / "log.jsonl.20261120T080000000000.7").write_bytes(_lines(10, "rotated"))
+    path.write_bytes(_lines(5, "live"))
+    reader = LogReader(path)
+    assert [f.name for f in reader.files] == ["log.jsonl.20261120T080000000000.7.parquet", "log.jsonl"]
+    assert reader.table(["request_id"]).num_rows == 15
+
+
+def test_a_folder_or_a_glob_of_several_servers_logs_reads_the_fleet(tmp_path):
+    shared = tmp_path / "shared"
+    for server in ("a", "b", "c"):
+        log = PredictionLog(shared / f"prediction_log-{server}.jsonl", max_bytes=20_000,
+                            maintenance=Maintenance(retention=None))
+        for batch in range(10):
+            log.write(_lines(20, f"{server}-{batch}", model="m" if server != "c" else "other"))
+        log.close()
+    (shared / "notes.txt").write_text("not a log")
+    assert len(read_log(shared)) == 600
+    assert len(read_log(shared / "prediction_log-[ab].jsonl")) == 400
+    assert len(read_log(str(tmp_path / "*" / "prediction_log-a.jsonl"))) == 200
+    window = read_window(shared, "m", "v1", ["ts", "request_id", "minutes_watched"])
+    assert window.rows == 400 and {r.split("-")[0] for r in window.frame["request_id"]} == {"a", "b"}
+    assert window.frame["ts"].is_monotonic_increasing and not window.sampled
+
+
+def test_the_window_is_a_seeded_uniform_sample_when_larger_than_max_rows(tmp_path):
+    path = tmp_path / "log.jsonl"
+    log = PredictionLog(path, max_bytes=50_000, maintenance=Maintenance(retention=None))
+    for batch in range(30):
+        log.write(_lines(100, f"b{batch}", ts=f"2026-11-20T08:{batch:02d}:00+00:00"))
+    log.write(_lines(50, "old", version="v0"))
+    log.close()
+    columns = ["ts", "request_id", "probability"]
+    full = read_window(path, "m", "v1", columns, max_rows=None)
+    sample = read_window(path, "m", "v1", columns, max_rows=500, seed=7)
+    assert full.rows == sample.rows == 3_000 and len(full.frame) == 3_000 and len(sample.frame) == 500
+    assert sample.sampled and sample.seed == 7 and full.other_versions == {"v0": 50}
+    assert set(sample.frame["request_id"]) <= set(full.frame["request_id"]) and sample.frame["request_id"].is_unique
+    again = read_window(path, "m", "v1", columns, max_rows=500, seed=7)
+    assert again.frame["request_id"].tolist() == sample.frame["request_id"].tolist()
+    batches = sample.frame["request_id"].str.split("-").str[0].value_counts()
+    assert len(batches) == 30 and batches.max() < 40, "drawn from every part of the window, not its head"
+    last = read_window(path, "m", "v1", columns, last=250, max_rows=100)
+    assert last.rows == 250 and len(last.frame) == 100
+    assert last.frame["ts"].min() >= pd.Timestamp("2026-11-20T08:27:00Z")
+    since = read_window(path, "m", "v1", columns, since=datetime(2026, 11, 20, 8, 20, tzinfo=timezone.utc))
+    assert since.rows == 1_000
+
+
+# ------------------------------------------------------------------------------------------------- retention
+
+
+def _fill(path: str, process: int, batches: int) -> None:
+    policy = RetentionPolicy(max_age_days=30, max_total_bytes=400_000)
+    log = PredictionLog(Path(path), max_bytes=40_000, maintenance=Maintenance(retention=policy))
+    for batch in range(batches):
+        log.write(_lines(25, f"p{process}-b{batch}"))
+        total = sum(f.stat().st_size for f in log_files(Path(path)) if f.exists())
+        # The live file may grow past its rotation size by one batch, and another process's rotation may not have
+        # been enforced yet: the bound plus one segment per writer.
+        assert total <= 400_000 + 2 * 60_000, total
+    log.close()
+
+
+def test_retention_holds_the_byte_bound_under_a_write_load_that_crosses_it(tmp_path):
+    path = tmp_path / "log.jsonl"
+    deleted_before = REGISTRY.get_sample_value("serving_prediction_log_segments_deleted_total", {"reason": "size"}) or 0
+    ctx = multiprocessing.get_context("fork")
+    processes = [ctx.Process(target=_fill, args=(str(path), p, 150)) for p in range(2)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=180)
+        assert p.exitcode == 0
+    written = 2 * 150 * len(_lines(25, "p0-b000"))
+    assert written > 3 * 400_000, "the load crosses the bound several times over"
+    result = enforce(path, RetentionPolicy(30, 400_000))
+    assert result.bytes_on_disk <= 400_000 and path.exists()
+    newest = read_log(path)
+    assert newest["request_id"].str.endswith("b149-24").any(), "the newest lines are kept, the oldest went"
+    assert not newest["request_id"].str.startswith("p0-b0-").any()
+    log = PredictionLog(path, max_bytes=1_000, maintenance=Maintenance(compact=False,
+                                                                      retention=RetentionPolicy(30, 2_000)))
+    log.write(_lines(20, "in-process"))  # crosses both limits in this process: the metrics move
+    assert REGISTRY.get_sample_value("serving_prediction_log_segments_deleted_total", {"reason": "size"}) > deleted_before
+    assert REGISTRY.get_sample_value("serving_prediction_log_bytes") <= 2_000 + 1_000 + len(_lines(20, "x"))
+
+
+def test_retention_deletes_old_segments_but_never_the_live_one_nor_one_a_reader_holds(tmp_path):
+    path = tmp_path / "log.jsonl"
+    old = [tmp_path / f"log.jsonl.2026110{d}T000000000000.1.parquet" for d in (1, 2, 3)]
+    for file in old:
+        file.write_bytes(b"x" * 100)
+        os.utime(file, (time.time() - 40 * 86_400,) * 2)
+    path.write_bytes(b"y" * 100)
+    os.utime(path, (time.time() - 40 * 86_400,) * 2)
+    with locked(old[1]):  # a reader is reading this one
+        result = enforce(path, RetentionPolicy(max_age_days=30, max_total_bytes=10**9))
+    assert [p for p, _ in result.deleted] == [old[0], old[2]] and {r for _, r in result.deleted} == {"age"}
+    assert result.kept_held == [old[1]] and old[1].exists() and path.exists()
+    assert enforce(path, RetentionPolicy(30, 10**9)).deleted == [(old[1], "age")], "deleted once released"
+
+
+def test_default_paths_live_in_the_state_folder_whatever_the_working_directory(tmp_path, monkeypatch):
+    from settings import Settings
+
+    for name in ("PREDICTION_LOG_PATH", "DRIFT_STATE_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PREDICTION_LOG_RETENTION", "7")
+    monkeypatch.setenv("PREDICTION_LOG_MAX_TOTAL_BYTES", "5000000")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.prediction_log_path == tmp_path / "state" / "prediction_log.jsonl"
+    assert settings.drift_state_path == tmp_path / "state" / "drift" / "latest.json"
+    log = PredictionLog.from_settings(settings)
+    assert log.maintenance == Maintenance(compact=True, retention=RetentionPolicy(7.0, 5_000_000))
+    log.close()
+    monkeypatch.setenv("PREDICTION_LOG_PATH", str(tmp_path / "mine.jsonl"))
+    assert Settings().prediction_log_path == tmp_path / "mine.jsonl", "an explicit path still overrides"
+    monkeypatch.delenv("STATE_DIR")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert Settings().drift_state_path == tmp_path / "xdg" / "purchase_serving" / "drift" / "latest.json"

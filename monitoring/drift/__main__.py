@@ -1,0 +1,7 @@
+"""`python -m monitoring.drift ...`: see monitoring/drift/cli.py."""
+
+import sys
+
+from monitoring.drift.cli import main
+
+sys.exit(main())

@@ -1,0 +1,68 @@
+"""The Evidently report: a DataDriftPreset run over the two frames, and the results read back from its snapshot.
+
+Evidently is imported inside the functions: importing it takes seconds, and the CLI's error paths should not pay it.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from monitoring.drift.errors import DriftError
+
+DEFAULT_DRIFT_SHARE = 0.3
+
+
+def run_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numerical: list[str],
+    categorical: list[str],
+    *,
+    drift_share: float = DEFAULT_DRIFT_SHARE,
+    timestamp: datetime | None = None,
+):
+    """The Evidently snapshot of a DataDriftPreset run (imports Evidently, which takes seconds)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    # Both lists always: otherwise small-integer columns are inferred categorical and unlisted floats dropped.
+    definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+    report = Report([DataDriftPreset(drift_share=drift_share)], include_tests=True)  # tests carry the flags
+    return report.run(
+        current_data=Dataset.from_pandas(current, data_definition=definition),
+        reference_data=Dataset.from_pandas(reference, data_definition=definition),
+        timestamp=timestamp,
+    )
+
+
+def extract(snapshot_dict: dict[str, Any]) -> dict[str, Any]:
+    """Dataset drift and per-column results from `snapshot.dict()`."""
+    status = {
+        t["metric_config"]["metric_id"]: str(getattr(t["status"], "value", t["status"]))
+        for t in snapshot_dict.get("tests", [])
+    }
+    out: dict[str, Any] = {"features": {}}
+    for metric in snapshot_dict["metrics"]:
+        config = metric["config"]
+        if config["type"] == "evidently:metric_v2:DriftedColumnsCount":
+            out["drifted_columns"] = int(metric["value"]["count"])
+            out["drift_share"] = float(metric["value"]["share"])
+            out["drift_share_threshold"] = float(config["drift_share"])
+            # Evidently's test is "share < drift_share"; it fails exactly when the share reaches the threshold.
+            out["dataset_drift"] = status.get(metric["id"], "") == "FAIL" or out["drift_share"] >= config["drift_share"]
+        elif config["type"] == "evidently:metric_v2:ValueDrift":
+            score = float(metric["value"])
+            out["features"][config["column"]] = {
+                "score": score if math.isfinite(score) else None,
+                "method": config["method"],
+                "threshold": float(config["threshold"]),
+                "drifted": status.get(metric["id"]) == "FAIL",
+            }
+    if "drift_share" not in out:
+        raise DriftError("the Evidently report holds no DriftedColumnsCount metric")
+    out["columns"] = len(out["features"])
+    return out
