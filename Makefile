@@ -36,8 +36,10 @@ DRIFT_MODEL ?= purchase_gbm
 drift: install
 	$(BIN)/python -m monitoring.drift --model $(DRIFT_MODEL) $(DRIFT_ARGS)
 
+DASHBOARD_PORT ?= 8000
+DASHBOARD_WORKSPACE ?= artifacts/drift/workspace
 dashboard: install
-	$(BIN)/evidently ui --workspace artifacts/drift/workspace --host 127.0.0.1 --port 8000
+	$(BIN)/evidently ui --workspace $(DASHBOARD_WORKSPACE) --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 simulate: install
 	$(BIN)/python -m monitoring.simulate --url http://127.0.0.1:$(PORT) --rows $(or $(ROWS),5000) $(SIM_ARGS)
