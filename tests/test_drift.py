@@ -8,6 +8,8 @@ tested through `main()` in-process, plus two through a subprocess to see what a 
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +29,8 @@ from training.schema import PURCHASE
 MODEL = "purchase_gbm"
 ROWS = 2_000  # windows of 1,000+ rows are clean on training-like traffic (see drift.DEFAULT_MIN_ROWS)
 START = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
+# Inside the drift job's default window (the last 24 h) when the tests run.
+RECENT = (datetime.now(timezone.utc) - timedelta(hours=3)).replace(microsecond=0)
 TORN = b'{"ts": "2026-11-22T10:00:00+00:00", "request_id": "torn", "model_name": "purchase_gbm", "student_coun'
 
 
@@ -54,6 +58,12 @@ def write_log(path: Path, model, frame: pd.DataFrame, *, start: datetime, versio
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def summary_path(stdout: str) -> Path:
+    """The run's own summary file, as the job prints it: `summary PATH (latest: LINK)`."""
+    line = next(line for line in stdout.splitlines() if line.startswith("summary "))
+    return Path(line.split()[1])
 
 
 # ------------------------------------------------------------------------------------------------ simulate
@@ -145,9 +155,11 @@ def test_simulate_is_bounded():
 
 @pytest.fixture(scope="module")
 def drift_runs(model, tmp_path_factory):
-    """Run 1: training-like traffic (plus another version's rows, another model's rows and a torn last line).
-    Run 2: a log whose recent part is shifted traffic, analysed --since the shift. Same workspace and state file,
-    the state file seeded with another model's entry."""
+    """Two real runs into one output folder, workspace and state file (seeded with another model's entry).
+    First, shifted: a log whose recent part is shifted traffic, analysed --since the shift.
+    Then, normal, in the default window (the last 24 h): training-like traffic of the last hours (plus another
+    version's rows, another model's rows, a torn last line, and shifted traffic older than a day, which must stay
+    out). So the last run's drift share is 0.0, the case the dashboard once showed as "no value"."""
     from training.store import load_model
 
     root = tmp_path_factory.mktemp("drift")
@@ -155,63 +167,98 @@ def drift_runs(model, tmp_path_factory):
     state.parent.mkdir()
     state.write_text(json.dumps({"drive_stats_a": {"model_version": "x", "drift_share": 0.1, "features": {}}}))
     env = {"DRIFT_STATE_PATH": str(state)}
-
-    normal_log = root / "normal" / "prediction_log.jsonl"
-    write_log(normal_log, model, simulate.draw_traffic(ROWS, seed=11), start=START)
-    write_log(normal_log, model, simulate.draw_traffic(300, seed=12), start=START, version="0ldversion")
-    other = load_model("purchase_lr:latest")
-    write_log(normal_log, other, simulate.draw_traffic(600, seed=13, shift=True), start=START)
-    with open(normal_log, "ab") as handle:
-        handle.write(TORN)  # a worker was killed mid-write
     workspace = root / "workspace"
-    first = run_cli("-m", "monitoring.drift", "--model", MODEL, "--log", str(normal_log), "--out", str(root / "out1"),
-                    "--workspace", str(workspace), "--fail-on-drift", env=env, check=False)
+    out = root / "out"
 
     shifted_log = root / "shifted" / "prediction_log.jsonl"
     write_log(shifted_log, model, simulate.draw_traffic(1_500, seed=21), start=START)
     shift_start = START + timedelta(hours=1)
     write_log(shifted_log, model, simulate.draw_traffic(ROWS, seed=22, shift=True), start=shift_start)
-    second = run_cli("-m", "monitoring.drift", "--model", model.tag, "--log", str(shifted_log),
-                     "--out", str(root / "out2"), "--workspace", str(workspace), "--since", shift_start.isoformat(),
-                     "--fail-on-drift", env=env, check=False)
-    return {"root": root, "state": state, "workspace": workspace, "first": first, "second": second,
-            "summaries": [root / "out1" / f"{MODEL}_drift.json", root / "out2" / f"{MODEL}_drift.json"]}
+    shifted = run_cli("-m", "monitoring.drift", "--model", model.tag, "--log", str(shifted_log),
+                      "--out", str(out), "--workspace", str(workspace), "--since", shift_start.isoformat(),
+                      "--fail-on-drift", env=env, check=False)
+
+    normal_log = root / "normal" / "prediction_log.jsonl"
+    write_log(normal_log, model, simulate.draw_traffic(1_000, seed=10, shift=True), start=RECENT - timedelta(days=2))
+    write_log(normal_log, model, simulate.draw_traffic(ROWS, seed=11), start=RECENT)
+    write_log(normal_log, model, simulate.draw_traffic(300, seed=12), start=RECENT, version="0ldversion")
+    other = load_model("purchase_lr:latest")
+    write_log(normal_log, other, simulate.draw_traffic(600, seed=13, shift=True), start=RECENT)
+    with open(normal_log, "ab") as handle:
+        handle.write(TORN)  # a worker was killed mid-write
+    normal = run_cli("-m", "monitoring.drift", "--model", MODEL, "--log", str(normal_log), "--out", str(out),
+                     "--workspace", str(workspace), "--fail-on-drift", env=env, check=False)
+    return {"root": root, "out": out, "state": state, "workspace": workspace, "normal": normal, "shifted": shifted,
+            "summaries": {"normal": summary_path(normal.stdout), "shifted": summary_path(shifted.stdout)}}
 
 
 def test_training_like_traffic_shows_no_dataset_drift(drift_runs, model):
-    result = drift_runs["first"]
+    result = drift_runs["normal"]
     assert result.returncode == 0, result.stdout + result.stderr  # --fail-on-drift, and nothing drifted
-    summary = read_json(drift_runs["summaries"][0])
+    summary = read_json(drift_runs["summaries"]["normal"])
     assert summary["dataset_drift"] is False and summary["drifted_columns"] == 0
     assert not [name for name, f in summary["features"].items() if f["drifted"]]
     assert set(summary["features"]) == {*PURCHASE.columns, drift.PREDICTION_COLUMN}
     assert all(0 <= f["score"] < f["threshold"] == 0.1 for f in summary["features"].values())
     assert summary["model_version"] == model.version and summary["reference_rows"] == 5_000
-    assert summary["window"]["first_ts"] == START.isoformat() and summary["window"]["since"] is None
-    header = result.stdout.splitlines()[0].split()
+    window = summary["window"]
+    assert window["first_ts"] == RECENT.isoformat(), "the day-old rows are outside the default window"
+    since = datetime.fromisoformat(window["since"])
+    assert timedelta(hours=23, minutes=50) < datetime.now(timezone.utc) - since < timedelta(hours=24, minutes=10)
+    assert window["description"].startswith("the last 24h (the default")
+    assert result.stdout.splitlines()[0].startswith("window: the last 24h (the default; --since, --last or --all")
+    header = result.stdout.splitlines()[1].split()
     assert header == ["feature", "method", "score", "threshold", "drifted"]
     for column in [*PURCHASE.columns, drift.PREDICTION_COLUMN]:
         assert column in result.stdout
     assert "no dataset drift" in result.stdout
     html = Path(summary["report_html"])
-    assert html.parent == drift_runs["root"] / "out1" and html.stat().st_size > 100_000
+    assert html.parent == drift_runs["out"] and html.stat().st_size > 100_000
+
+
+def header_text(html: Path) -> str:
+    """The report's header block as plain text (its tags replaced by spaces)."""
+    page = html.read_text(encoding="utf-8")
+    match = re.search(r'<body>\s*<header id="drift-report-header".*?</header>', page, re.S)
+    assert match, "the header comes first in <body>"
+    return " ".join(re.sub(r"<[^>]+>", " ", match.group(0)).split())
+
+
+def test_the_html_report_says_what_it_is_about(drift_runs, model):
+    summary = read_json(drift_runs["summaries"]["normal"])
+    text = header_text(Path(summary["report_html"]))
+    assert f"Data drift of {MODEL}:{model.version}" in text
+    assert f"Model {MODEL} (task purchase)" in text and f"Version {model.version}" in text
+    assert "Window the last 24h (the default" in text and f"rows logged from {RECENT.isoformat()} to " in text
+    assert f"Rows {ROWS} logged rows (current) against 5000 reference rows" in text
+    assert "No dataset drift: 0 of 8 columns drifted (share 0.000, threshold 0.3)" in text
+    assert "threshold 0.1: student_country" in text and "Jensen-Shannon" in text and "Wasserstein" in text
+    assert "Dataset drift when the share of drifted columns reaches 0.3" in text
+    assert "Left out 300 rows of version 0ldversion; 1 unparseable log line(s)" in text
+    page = Path(summary["report_html"]).read_text(encoding="utf-8")
+    assert f"<title>Data drift of {MODEL}:{model.version}, the last 24h" in page
+
+    shifted = read_json(drift_runs["summaries"]["shifted"])
+    text = header_text(Path(shifted["report_html"]))
+    assert f"DATASET DRIFT: {shifted['drifted_columns']} of 8 columns drifted" in text
+    assert f"Window since {(START + timedelta(hours=1)).isoformat()} (--since)" in text
 
 
 def test_torn_lines_are_skipped_and_counted_other_versions_reported_not_mixed(drift_runs):
-    result = drift_runs["first"]
-    summary = read_json(drift_runs["summaries"][0])
+    result = drift_runs["normal"]
+    summary = read_json(drift_runs["summaries"]["normal"])
     assert summary["lines_skipped"] == 1
     assert summary["other_versions"] == {"0ldversion": 300}
-    assert summary["rows"] == ROWS, "neither the other version nor the other model was mixed in"
+    assert summary["rows"] == ROWS, "neither the other version, the other model nor old rows were mixed in"
     assert "1 unparseable log line(s) skipped" in result.stdout
     assert "300 rows of other versions left out: 0ldversion (300 rows)" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_shifted_traffic_is_reported_as_drift_naming_country_and_minutes(drift_runs, model):
-    result = drift_runs["second"]
+    result = drift_runs["shifted"]
     assert result.returncode == 1, result.stdout + result.stderr  # --fail-on-drift
-    summary = read_json(drift_runs["summaries"][1])
+    summary = read_json(drift_runs["summaries"]["shifted"])
     assert summary["dataset_drift"] is True
     assert summary["model"] == MODEL and summary["model_version"] == model.version
     assert summary["rows"] == ROWS, "--since keeps only the shifted part of the log"
@@ -233,8 +280,9 @@ def test_state_file_merges_models_and_the_workspace_keeps_both_runs(drift_runs, 
     state = read_json(drift_runs["state"])
     assert set(state) == {"drive_stats_a", MODEL}, "other models' entries are kept"
     entry = state[MODEL]
-    assert entry["model_version"] == model.version and entry["dataset_drift"] is True and entry["rows"] == ROWS
-    assert entry["features"]["student_country"]["drifted"] is True
+    assert entry["model_version"] == model.version and entry["rows"] == ROWS
+    assert entry["dataset_drift"] is False and entry["drift_share"] == 0.0, "the last run (normal traffic) wins"
+    assert entry["features"]["student_country"]["drifted"] is False
     assert set(entry["features"]["minutes_watched"]) == {"score", "method", "threshold", "drifted"}
     assert abs(entry["ts"] - datetime.now(timezone.utc).timestamp()) < 600
     assert not list(drift_runs["state"].parent.glob(".latest.json.*")), "no temporary file left behind"
@@ -244,8 +292,44 @@ def test_state_file_merges_models_and_the_workspace_keeps_both_runs(drift_runs, 
     assert [p["name"] for p in projects] == [MODEL], "one project per model, reused by the second run"
     assert len(list((projects[0]["dir"] / "snapshots").glob("*.json"))) == 2
     dashboard = read_json(projects[0]["dir"] / "dashboard.json")
-    assert len(dashboard["panels"]) == 3 and len(dashboard["tabs"][0]["panels"]) == 3, "panels added once"
-    assert [read_json(p)["workspace_runs"] for p in drift_runs["summaries"]] == [1, 2]
+    # The last-run text, the share chart, and the 8 columns in charts of at most 5 (plus the threshold line).
+    assert [p["title"].split(":")[0].split(" (")[0] for p in dashboard["panels"]] == [
+        "Share of drifted columns", "Share of drifted columns", "Drift score per column", "Drift score per column"]
+    assert [len(p["values"]) for p in dashboard["panels"]] == [0, 2, 6, 4]
+    assert len(dashboard["tabs"]) == 1 and dashboard["tabs"][0]["panels"] == [p["id"] for p in dashboard["panels"]]
+    assert dashboard["panels"][0]["title"] == "Share of drifted columns (last run): 0", "rewritten by the last run"
+    summaries = drift_runs["summaries"]
+    assert [read_json(summaries[k])["workspace_runs"] for k in ("shifted", "normal")] == [1, 2]
+
+
+def test_each_run_keeps_its_report_and_latest_links_to_the_newest(drift_runs):
+    out = drift_runs["out"]
+    first, second = (read_json(drift_runs["summaries"][k]) for k in ("shifted", "normal"))
+    reports = sorted(out.glob(f"{MODEL}_drift_2*.html"))
+    assert [p.name for p in reports] == sorted([Path(first["report_html"]).name, Path(second["report_html"]).name])
+    assert len(set(reports)) == 2 and len(list(out.glob(f"{MODEL}_drift_2*.json"))) == 2, "nothing overwritten"
+    assert re.fullmatch(rf"{MODEL}_drift_\d{{8}}T\d{{6}}Z(-\d+)?\.html", reports[0].name)
+    latest_html, latest_json = out / f"{MODEL}_drift_latest.html", out / f"{MODEL}_drift_latest.json"
+    assert latest_html.is_symlink() and not Path(os.readlink(latest_html)).is_absolute()
+    assert latest_html.resolve() == Path(second["report_html"]).resolve()
+    assert latest_json.resolve() == drift_runs["summaries"]["normal"].resolve()
+    assert read_json(latest_json)["dataset_drift"] is False
+    assert f"(latest: {latest_html})" in drift_runs["normal"].stdout
+
+
+def test_run_files_never_reuse_a_name_and_latest_links_are_replaced(tmp_path):
+    moment = datetime(2026, 11, 23, 16, 5, 9, tzinfo=timezone.utc)
+    first = drift.run_files(tmp_path, MODEL, moment)
+    assert first.html.name == f"{MODEL}_drift_20261123T160509Z.html"
+    first.html.write_text("one")
+    second = drift.run_files(tmp_path, MODEL, moment)  # a second run within the same second
+    assert second.html.name == f"{MODEL}_drift_20261123T160509Z-2.html"
+    second.html.write_text("two")
+    drift.link_latest(first.html, first.latest_html)
+    drift.link_latest(second.html, second.latest_html)
+    assert first.latest_html.read_text() == "two" and first.html.read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.html.name, second.html.name,
+                                                                 first.latest_html.name])
 
 
 # ------------------------------------------------------------------------------ drift: errors and windows
@@ -279,11 +363,16 @@ def test_too_few_rows_names_the_minimum_and_the_count(model, tmp_path, capsys):
     log = tmp_path / "log.jsonl"
     write_log(log, model, simulate.draw_traffic(150, seed=1), start=START)
     code, _, err = run_main(capsys, "--model", MODEL, "--log", str(log), "--out", str(tmp_path),
-                            "--state", str(tmp_path / "state.json"))
+                            "--state", str(tmp_path / "state.json"), "--all")
     assert code == 2
     assert "too few rows: 150 logged rows" in err and "at least 1000 needed (--min-rows)" in err
+    assert "window the whole log (--all)" in err
     code, _, err = run_main(capsys, "--model", MODEL, "--log", str(log), "--out", str(tmp_path),
-                            "--state", str(tmp_path / "state.json"), "--min-rows", "500")
+                            "--state", str(tmp_path / "state.json"))
+    assert code == 2, "the rows are days old: outside the default window"
+    assert "too few rows: 0 logged rows" in err and "window the last 24h (the default; --since, --last or --all" in err
+    code, _, err = run_main(capsys, "--model", MODEL, "--log", str(log), "--out", str(tmp_path),
+                            "--state", str(tmp_path / "state.json"), "--min-rows", "500", "--all")
     assert code == 2 and "at least 500 needed" in err
     assert not (tmp_path / "state.json").exists(), "a refused run writes no state"
 
@@ -293,7 +382,7 @@ def test_rows_of_another_version_are_reported_not_mixed_in(model, tmp_path, caps
     write_log(log, model, simulate.draw_traffic(1_200, seed=1), start=START, version="v0ld")
     write_log(log, model, simulate.draw_traffic(40, seed=2), start=START, version="v0lder")
     code, _, err = run_main(capsys, "--model", MODEL, "--log", str(log), "--out", str(tmp_path),
-                            "--state", str(tmp_path / "state.json"))
+                            "--state", str(tmp_path / "state.json"), "--all")
     assert code == 2
     assert f"0 logged rows of {model.tag}" in err
     assert "1240 rows of other versions left out: v0ld (1200 rows), v0lder (40 rows)" in err
@@ -335,6 +424,17 @@ def test_frames_are_typed_from_the_schema_with_the_prediction_as_a_number(model)
         drift.prepare(model.input_schema, model.reference(), traffic)
 
 
+def test_window_choice_defaults_to_the_last_day():
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+    default = drift.choose_window(now=now)
+    assert default.since == now - timedelta(hours=24) and default.last is None
+    assert drift.choose_window(last=500, now=now) == drift.WindowChoice(None, 500, "the last 500 rows (--last)")
+    assert drift.choose_window(whole_log=True, now=now).since is None
+    assert drift.choose_window(since="90m", now=now).since == now - timedelta(minutes=90)
+    with pytest.raises(SystemExit):  # --since, --last and --all exclude each other
+        drift.build_parser().parse_args(["--model", MODEL, "--all", "--last", "5"])
+
+
 def test_since_accepts_iso_times_and_durations():
     now = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
     assert drift.parse_since("24h", now) == now - timedelta(hours=24)
@@ -355,3 +455,4 @@ def test_state_file_update_is_a_merge(tmp_path):
     drift.update_state(path, "c", {"drift_share": 0.0})
     assert read_json(path) == {"c": {"drift_share": 0.0}}
     assert oct(path.stat().st_mode & 0o777) == "0o644"
+
