@@ -10,7 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
 import threading
+import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +28,7 @@ import pytest
 from monitoring import drift, simulate
 from monitoring.predictlog import PredictionLog, to_lines
 from settings import get_settings
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 from training.data import generate_purchase
 from training.schema import PURCHASE
 
@@ -177,6 +183,8 @@ def drift_runs(model, tmp_path_factory):
     shifted = run_cli("-m", "monitoring.drift", "--model", model.tag, "--log", str(shifted_log),
                       "--out", str(out), "--workspace", str(workspace), "--since", shift_start.isoformat(),
                       "--fail-on-drift", env=env, check=False)
+    one_run = root / "workspace_after_one_run"  # for the dashboard's one-run view
+    shutil.copytree(workspace, one_run)
 
     normal_log = root / "normal" / "prediction_log.jsonl"
     write_log(normal_log, model, simulate.draw_traffic(1_000, seed=10, shift=True), start=RECENT - timedelta(days=2))
@@ -188,7 +196,8 @@ def drift_runs(model, tmp_path_factory):
         handle.write(TORN)  # a worker was killed mid-write
     normal = run_cli("-m", "monitoring.drift", "--model", MODEL, "--log", str(normal_log), "--out", str(out),
                      "--workspace", str(workspace), "--fail-on-drift", env=env, check=False)
-    return {"root": root, "out": out, "state": state, "workspace": workspace, "normal": normal, "shifted": shifted,
+    return {"root": root, "out": out, "state": state, "workspace": workspace, "one_run": one_run,
+            "normal": normal, "shifted": shifted,
             "summaries": {"normal": summary_path(normal.stdout), "shifted": summary_path(shifted.stdout)}}
 
 
@@ -292,10 +301,10 @@ def test_state_file_merges_models_and_the_workspace_keeps_both_runs(drift_runs, 
     assert [p["name"] for p in projects] == [MODEL], "one project per model, reused by the second run"
     assert len(list((projects[0]["dir"] / "snapshots").glob("*.json"))) == 2
     dashboard = read_json(projects[0]["dir"] / "dashboard.json")
-    # The last-run text, the share chart, and the 8 columns in charts of at most 5 (plus the threshold line).
+    # The last-run text, the share chart, and the 8 columns in two charts of 4 (plus the threshold line).
     assert [p["title"].split(":")[0].split(" (")[0] for p in dashboard["panels"]] == [
         "Share of drifted columns", "Share of drifted columns", "Drift score per column", "Drift score per column"]
-    assert [len(p["values"]) for p in dashboard["panels"]] == [0, 2, 6, 4]
+    assert [len(p["values"]) for p in dashboard["panels"]] == [0, 2, 5, 5]
     assert len(dashboard["tabs"]) == 1 and dashboard["tabs"][0]["panels"] == [p["id"] for p in dashboard["panels"]]
     assert dashboard["panels"][0]["title"] == "Share of drifted columns (last run): 0", "rewritten by the last run"
     summaries = drift_runs["summaries"]
@@ -330,6 +339,173 @@ def test_run_files_never_reuse_a_name_and_latest_links_are_replaced(tmp_path):
     assert first.latest_html.read_text() == "two" and first.html.read_text() == "one"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.html.name, second.html.name,
                                                                  first.latest_html.name])
+
+
+# ------------------------------------------------------------------- drift: the dashboard in a real browser
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's; .ci/run installs them
+
+# Per chart card of the Evidently UI (MUI X charts): title, text, line colours and paths, legend, y-axis ticks.
+CARDS_JS = """
+return [...document.querySelectorAll('.MuiCard-root')].map(card => ({
+  title: card.querySelector('h5')?.textContent ?? '',
+  text: card.innerText,
+  lines: [...card.querySelectorAll('path.MuiLineElement-root')].map(p => ({
+    stroke: p.getAttribute('stroke'), d: p.getAttribute('d')})),
+  legend: [...card.querySelectorAll('.MuiChartsLegend-series')].map(s => ({
+    label: s.querySelector('.MuiChartsLegend-label')?.textContent,
+    fill: s.querySelector('.MuiChartsLabelMark-fill')?.getAttribute('fill')})),
+  yTicks: [...card.querySelectorAll('.MuiChartsAxis-directionY .MuiChartsAxis-tickContainer')]
+    .filter(g => g.textContent !== '')
+    .map(g => ({label: g.textContent, y: g.transform.baseVal.consolidate().matrix.f})),
+}));
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def project_copy(source: Path, target_root: Path, name: str) -> str:
+    """A copy of one workspace's project under a new id and name, into another workspace; returns the id."""
+    project = next(p.parent for p in source.glob("*/metadata.json"))
+    new_id = str(uuid.uuid4())
+    shutil.copytree(project, target_root / new_id)
+    metadata = read_json(target_root / new_id / "metadata.json") | {"id": new_id, "name": name}
+    (target_root / new_id / "metadata.json").write_text(json.dumps(metadata))
+    return new_id
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(drift_runs, tmp_path_factory):
+    """`make dashboard` on another port, serving the workspace the two runs wrote, plus a copy of it as it was after
+    the first run (as another project), so one UI process shows both the one-run and the two-run dashboards."""
+    workspace = tmp_path_factory.mktemp("ui") / "workspace"
+    shutil.copytree(drift_runs["workspace"], workspace)
+    one_run = project_copy(drift_runs["one_run"], workspace, f"{MODEL} after one run")
+    two_runs = read_json(drift_runs["summaries"]["normal"])["project_id"]
+    port = free_port()
+    log = open(workspace.parent / "ui.log", "w")
+    process = subprocess.Popen(
+        ["make", "-s", "dashboard", f"DASHBOARD_PORT={port}", f"DASHBOARD_WORKSPACE={workspace}"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180  # Evidently's import is slow on a busy machine
+        while True:
+            assert process.poll() is None, (workspace.parent / "ui.log").read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "evidently ui did not listen on DASHBOARD_PORT"
+                time.sleep(0.5)
+        yield {"url": url, "two_runs": two_runs, "one_run": one_run}
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for path in (CHROMIUM, CHROMEDRIVER):
+        assert Path(path).exists(), f"{path} missing: apt-get install -y chromium chromium-driver (.ci/run does)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--window-size=1400,1600"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def load_dashboard(browser, url: str, screenshot: Path, lines: int) -> dict[str, dict]:
+    """Open a project's dashboard, wait for its charts' lines, save a screenshot; the cards by title prefix."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    WebDriverWait(browser, 120).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "path.MuiLineElement-root")) >= lines
+        and "(last run)" in d.find_element(By.TAG_NAME, "body").text
+    )
+    time.sleep(1)  # the charts' appearing animation
+    assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+    cards = browser.execute_script(CARDS_JS)
+    return {c["title"]: c for c in cards if c["title"]}
+
+
+def y_at(card: dict, value: float) -> float:
+    """The pixel row of `value` on the card's y-axis, from its two outermost tick labels."""
+    ticks = sorted(card["yTicks"], key=lambda t: float(t["label"]))
+    low, high = ticks[0], ticks[-1]
+    fraction = (value - float(low["label"])) / (float(high["label"]) - float(low["label"]))
+    return low["y"] + fraction * (high["y"] - low["y"])
+
+
+def line_ys(line: dict) -> list[float]:
+    numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", line["d"])]
+    return numbers[1::2]
+
+
+def assert_ticks_are_numbers_in_order(card: dict) -> None:
+    labels = [t["label"] for t in sorted(card["yTicks"], key=lambda t: -t["y"])]  # bottom to top
+    values = [float(label) for label in labels]
+    assert len(values) >= 2 and values == sorted(values) and len(set(values)) == len(values), labels
+
+
+def assert_line_at(card: dict, legend: str, value: float) -> None:
+    position = [item["label"] for item in card["legend"]].index(legend)
+    ys = line_ys(card["lines"][position])
+    assert ys and all(abs(y - y_at(card, value)) < 1.5 for y in ys), (legend, ys, card["yTicks"])
+
+
+def test_the_drift_dashboard_in_a_real_browser(dashboard_url, browser, drift_runs, tmp_path):
+    shifted = read_json(drift_runs["summaries"]["shifted"])
+    normal = read_json(drift_runs["summaries"]["normal"])
+    assert shifted["drift_share"] > 0.3 and normal["drift_share"] == 0.0
+
+    # Two runs, the last with share 0.0.
+    cards = load_dashboard(browser, f"{dashboard_url['url']}/projects/{dashboard_url['two_runs']}",
+                           tmp_path / "dashboard.png", lines=2 + 2 * 5)
+    last = cards["Share of drifted columns (last run): 0"]
+    assert "No dataset drift: 0 of 8 columns drifted" in last["text"] and "no value" not in last["text"]
+    share = cards["Share of drifted columns"]
+    assert [item["label"] for item in share["legend"]] == ["drift share", "dataset drift at 0.3"]
+    assert_ticks_are_numbers_in_order(share)
+    assert_line_at(share, "dataset drift at 0.3", 0.3)
+    first_y, last_y = line_ys(share["lines"][0])[0], line_ys(share["lines"][0])[-1]
+    assert abs(first_y - y_at(share, shifted["drift_share"])) < 1.5 and abs(last_y - y_at(share, 0.0)) < 1.5
+
+    charts = [card for title, card in cards.items() if title.startswith("Drift score per column")]
+    assert len(charts) == 2
+    plotted = []
+    for chart in charts:
+        labels = [item["label"] for item in chart["legend"]]
+        assert labels[-1] == "threshold 0.1" and len(labels) == 5
+        plotted += labels[:-1]
+        fills = [item["fill"] for item in chart["legend"]]
+        strokes = [line["stroke"] for line in chart["lines"]]
+        assert len(set(fills)) == len(fills) and strokes == fills, "no two lines of a chart share a colour"
+        assert_ticks_are_numbers_in_order(chart)
+        assert_line_at(chart, "threshold 0.1", 0.1)
+    assert sorted(plotted) == sorted([*PURCHASE.columns, drift.PREDICTION_COLUMN])
+
+    # One run (the workspace as the first run left it): the y-axis still reads 0.375, not "0".
+    cards = load_dashboard(browser, f"{dashboard_url['url']}/projects/{dashboard_url['one_run']}",
+                           tmp_path / "dashboard_one_run.png", lines=2 + 2 * 5)
+    share = cards["Share of drifted columns"]
+    assert_ticks_are_numbers_in_order(share)
+    assert_line_at(share, "drift share", shifted["drift_share"])
+    assert f"Share of drifted columns (last run): {shifted['drift_share']:.3g}" in cards
 
 
 # ------------------------------------------------------------------------------ drift: errors and windows

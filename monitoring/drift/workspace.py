@@ -7,6 +7,8 @@ last-run panel shows the run just added. Evidently 0.7.23's UI constrains the la
   run's share is a text panel this job writes;
 - line series take colours by position from a 6-colour palette that repeats, and panels cannot set colours, so
   each per-column chart holds at most 5 columns plus its threshold line;
+- a chart whose values are all equal (one run, one line) labels its y-axis "0": the threshold line beside the share
+  avoids that (unless the share equals the threshold);
 - panels have no reference lines: thresholds are drawn from the DriftThreshold values stored with each run.
 """
 
@@ -49,7 +51,9 @@ def dashboard_panels(columns: list[str], summary: dict[str, Any], column_thresho
             threshold_line(DATASET_SHARE, f"dataset drift at {share:g}"),
         ]),
     ]
-    chunks = [columns[i : i + COLUMNS_PER_CHART] for i in range(0, len(columns), COLUMNS_PER_CHART)]
+    charts = -(-len(columns) // COLUMNS_PER_CHART)
+    size = -(-len(columns) // charts)  # balanced: 8 columns are 4 + 4, the palette's most distinct colours first
+    chunks = [columns[i : i + size] for i in range(0, len(columns), size)]
     for number, chunk in enumerate(chunks, 1):
         part = f" ({number} of {len(chunks)})" if len(chunks) > 1 else ""
         drifted = f"; drifted at {column_threshold:g}" if column_threshold is not None else ""
