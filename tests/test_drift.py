@@ -468,6 +468,25 @@ def assert_line_at(card: dict, legend: str, value: float) -> None:
     assert ys and all(abs(y - y_at(card, value)) < 1.5 for y in ys), (legend, ys, card["yTicks"])
 
 
+def test_dashboard_layout_fits_the_ui_palette_for_any_number_of_columns():
+    from monitoring.drift.workspace import PALETTE_SIZE, dashboard_panels
+
+    summary = {"drift_share": 0.0, "drift_share_threshold": 0.3, "model": MODEL, "model_version": "v1", "rows": 1000,
+               "window": {"description": "the last 24h"}, "generated_at": "now", "dataset_drift": False,
+               "drifted_columns": 0, "columns": 3}
+    for count in range(1, 21):
+        columns = [f"column_{i}" for i in range(count)]
+        panels = dashboard_panels(columns, summary, 0.1)
+        assert panels[0].title.endswith("(last run): 0") and not panels[0].values
+        charts = panels[2:]
+        assert all(len(p.values) <= PALETTE_SIZE and p.values[-1].legend == "threshold 0.1" for p in charts)
+        assert [v.legend for p in charts for v in p.values[:-1]] == columns, "every column once, in order"
+        sizes = [len(p.values) for p in charts]
+        assert max(sizes) - min(sizes) <= 1, f"balanced: {sizes}"
+    untitled = dashboard_panels(["a", "b"], summary, None)[2]  # p-value tests: no distance threshold to draw
+    assert untitled.title == "Drift score per column" and [v.legend for v in untitled.values] == ["a", "b"]
+
+
 def test_the_drift_dashboard_in_a_real_browser(dashboard_url, browser, drift_runs, tmp_path):
     shifted = read_json(drift_runs["summaries"]["shifted"])
     normal = read_json(drift_runs["summaries"]["normal"])

@@ -33,6 +33,16 @@ def last_run_text(summary: dict[str, Any]) -> tuple[str, str]:
     return title, description
 
 
+def balanced_chunks(items: list[str], most: int) -> list[list[str]]:
+    """Consecutive chunks of at most `most` items whose sizes differ by one at most (8 columns: 4 + 4, so each chart
+    uses the palette's first, most distinct colours)."""
+    count = -(-len(items) // most)
+    base, extra = divmod(len(items), count)
+    sizes = [base + (1 if i < extra else 0) for i in range(count)]
+    starts = [sum(sizes[:i]) for i in range(count)]
+    return [items[start : start + size] for start, size in zip(starts, sizes)]
+
+
 def dashboard_panels(columns: list[str], summary: dict[str, Any], column_threshold: float | None) -> list:
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import line_plot_panel, text_panel
@@ -51,19 +61,15 @@ def dashboard_panels(columns: list[str], summary: dict[str, Any], column_thresho
             threshold_line(DATASET_SHARE, f"dataset drift at {share:g}"),
         ]),
     ]
-    charts = -(-len(columns) // COLUMNS_PER_CHART)
-    size = -(-len(columns) // charts)  # balanced: 8 columns are 4 + 4, the palette's most distinct colours first
-    chunks = [columns[i : i + size] for i in range(0, len(columns), size)]
+    chunks = balanced_chunks(columns, COLUMNS_PER_CHART)
     for number, chunk in enumerate(chunks, 1):
-        part = f" ({number} of {len(chunks)})" if len(chunks) > 1 else ""
-        drifted = f"; drifted at {column_threshold:g}" if column_threshold is not None else ""
+        notes = [f"{number} of {len(chunks)}"] if len(chunks) > 1 else []
         values = [PanelMetric(legend=c, metric="ValueDrift", metric_labels={"column": c}) for c in chunk]
-        if column_threshold is not None:
+        if column_threshold is not None:  # distances (see report.column_threshold)
+            notes.append(f"Wasserstein normed / Jensen-Shannon, drifted at {column_threshold:g}")
             values.append(threshold_line(COLUMN_SCORE, f"threshold {column_threshold:g}"))
-        panels.append(line_plot_panel(
-            title=f"Drift score per column{part} (Wasserstein normed / Jensen-Shannon{drifted})",
-            size="full", values=values,
-        ))
+        title = "Drift score per column" + (f" ({'; '.join(notes)})" if notes else "")
+        panels.append(line_plot_panel(title=title, size="full", values=values))
     return panels
 
 
