@@ -43,8 +43,10 @@ DRIFT_MODEL ?= purchase_gbm
 drift: install
 	$(BIN)/python -m monitoring.drift --model $(DRIFT_MODEL) $(DRIFT_ARGS)
 
+DASHBOARD_PORT ?= 8000
+# The drift job's workspace: beside DRIFT_STATE_PATH (under STATE_DIR), wherever `make` runs.
 dashboard: install
-	$(BIN)/evidently ui --workspace artifacts/drift/workspace --host 127.0.0.1 --port 8000
+	$(BIN)/evidently ui --workspace "$(or $(DASHBOARD_WORKSPACE),$(shell $(BIN)/python -c 'from settings import get_settings; print(get_settings().drift_state_path.parent / "workspace")'))" --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 simulate: install
 	$(BIN)/python -m monitoring.simulate --url http://127.0.0.1:$(PORT) --rows $(or $(ROWS),5000) $(SIM_ARGS)

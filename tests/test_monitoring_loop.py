@@ -72,14 +72,14 @@ def test_simulated_traffic_drift_job_and_gauges(loop_server, tmp_path):
     normal = run_cli("-m", "monitoring.drift", "--model", "purchase_gbm", "--last", "3000",
                      "--out", str(tmp_path / "normal"), "--fail-on-drift", env=env, check=False)
     assert normal.returncode == 0, normal.stdout + normal.stderr
-    summary = json.loads((tmp_path / "normal" / "purchase_gbm_drift.json").read_text())
+    summary = json.loads((tmp_path / "normal" / "purchase_gbm_drift_latest.json").read_text())
     assert summary["dataset_drift"] is False
 
     run_cli("-m", "monitoring.simulate", "--url", loop_server.url, "--rows", "3000", "--seed", "102", "--shift")
     shifted = run_cli("-m", "monitoring.drift", "--model", "purchase_gbm", "--last", "3000",
                       "--out", str(tmp_path / "shifted"), "--fail-on-drift", env=env, check=False)
     assert shifted.returncode == 1, shifted.stdout + shifted.stderr
-    summary = json.loads((tmp_path / "shifted" / "purchase_gbm_drift.json").read_text())
+    summary = json.loads((tmp_path / "shifted" / "purchase_gbm_drift_latest.json").read_text())
     drifted = {name for name, column in summary["features"].items() if column["drifted"]}
     assert {"student_country", "minutes_watched"} <= drifted
     assert "student_country" in shifted.stdout

@@ -1,9 +1,10 @@
 """Data drift of a served model: its logged inputs and predictions over a window against the reference sample saved
 with the model, as an Evidently report.
 
-    python -m monitoring.drift --model purchase_gbm                       # the whole log, the latest version
+    python -m monitoring.drift --model purchase_gbm                       # the last 24 h, the latest version
     python -m monitoring.drift --model purchase_gbm:v3 --last 10000       # the last 10,000 rows of that version
-    python -m monitoring.drift --model purchase_gbm --since 24h --fail-on-drift   # exit 1 on dataset drift
+    python -m monitoring.drift --model purchase_gbm --since 7d --fail-on-drift    # exit 1 on dataset drift
+    python -m monitoring.drift --model purchase_gbm --all                 # the whole log
 
 What it reads: the prediction log (PREDICTION_LOG_PATH, rotated files included) and the model store. Only rows of
 the requested (or resolved `latest`) version are analysed: rows of other versions of the same model are counted
@@ -11,9 +12,10 @@ and reported, never mixed in, because each version has its own reference sample.
 last line while a worker writes) are skipped and counted.
 
 What it writes, in --out (default: the folder of DRIFT_STATE_PATH):
-- `<model>_drift.html`: the Evidently report; `<model>_drift.json`: the summary (per column: method, score,
-  threshold, drifted; the share of drifted columns and the dataset drift flag; rows, window, version, lines
-  skipped);
+- `<model>_drift_<UTC time>.html`: the Evidently report, headed by what it is about (model, version, window, rows,
+  thresholds); `<model>_drift_<UTC time>.json`: the summary (per column: method, score, threshold, drifted; the
+  share of drifted columns and the dataset drift flag; rows, window, version, lines skipped). Each run keeps its
+  own pair; `<model>_drift_latest.html` and `<model>_drift_latest.json` link to the newest;
 - a snapshot in the Evidently workspace (--workspace, default <out>/workspace), one project per model, whose
   dashboard plots the drift share and every column's score over time (`evidently ui --workspace ...`);
 - the model's entry in DRIFT_STATE_PATH (merged with other models' entries, replaced atomically), which the
@@ -48,6 +50,7 @@ import sys
 from monitoring.drift.errors import DriftError
 from monitoring.drift.job import run
 from monitoring.drift.report import DEFAULT_DRIFT_SHARE
+from monitoring.drift.window import DEFAULT_SINCE
 from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED
 
 # Measured on the purchase models (5 windows each of training-like traffic): at 200 rows 3 of 5 windows crossed the
@@ -64,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="folder for the HTML report and JSON summary (default: DRIFT_STATE_PATH's)")
     window = parser.add_mutually_exclusive_group()
     window.add_argument("--last", type=int, metavar="N", help="only the last N logged rows of the version")
-    window.add_argument("--since", metavar="TIME", help="only rows logged since TIME (ISO 8601, or 30m, 24h, 7d)")
+    window.add_argument("--since", metavar="TIME",
+                        help=f"only rows logged since TIME (ISO 8601, or 30m, 24h, 7d; default {DEFAULT_SINCE})")
+    window.add_argument("--all", action="store_true", dest="whole_log", help="the whole log, rotated files included")
     parser.add_argument("--fail-on-drift", action="store_true", help="exit 1 when the verdict is drift")
     parser.add_argument("--strict", action="store_true", help="with --fail-on-drift, exit 1 on warning too")
     parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,

@@ -12,10 +12,12 @@ from typing import Any
 
 from monitoring.drift.errors import DriftError
 from monitoring.drift.frames import prepare
-from monitoring.drift.report import extract, run_report
+from monitoring.drift.html import save_html
+from monitoring.drift.report import column_threshold, extract, run_report
 from monitoring.drift.state import state_entry, update_state, write_json_atomic
+from monitoring.drift.outputs import link_latest, run_files
 from monitoring.drift.verdict import exit_code, important_inputs, judge
-from monitoring.drift.window import describe_others, load_window, parse_since, require_log
+from monitoring.drift.window import choose_window, describe_others, load_window, require_log
 from monitoring.drift.workspace import add_to_workspace
 from settings import get_settings
 
@@ -54,7 +56,7 @@ def format_table(summary: dict[str, Any]) -> str:
     ]
     header = ("feature", "method", "score", "threshold", "drifted")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines = [f"window: {summary['window']['description']}", "  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
     window = summary["window"]
     verdict = "DATASET DRIFT" if summary["dataset_drift"] else "no dataset drift"
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     out_dir = Path(args.out or Path(settings.drift_state_path).parent)
     state_path = Path(args.state or settings.drift_state_path)
     workspace = Path(args.workspace) if args.workspace else out_dir / "workspace"
-    since = parse_since(args.since) if args.since else None
+    choice = choose_window(args.since, args.last, args.whole_log)
+    since = choice.since
 
     require_log(log_path)  # before the model store: the cheapest check first
     timings: dict[str, float] = {}
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     timings["load_model"] = time.perf_counter() - mark
     mark = time.perf_counter()
     inputs = list(model.input_schema["columns"])
-    window = load_window(log_path, model.name, model.version, since=since, last=args.last,
+    window = load_window(log_path, model.name, model.version, since=since, last=choice.last,
                          columns=["ts", "model_version", *inputs, "probability"],
                          max_rows=args.max_rows, seed=args.seed)
     if window.other_versions:
@@ -102,8 +105,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         where = f" since {since.isoformat()}" if since else ""
         others = f"; {describe_others(window)} (pass --model {model.name}:VERSION)" if window.other_versions else ""
         raise DriftError(
-            f"too few rows: {window.rows} logged rows of {model.tag}{where} in {log_path}, at least "
-            f"{args.min_rows} needed (--min-rows){others}"
+            f"too few rows: {window.rows} logged rows of {model.tag}{where} in {log_path}, window "
+            f"{choice.description}, at least {args.min_rows} needed (--min-rows){others}"
         )
     reference, current, numerical, categorical = prepare(
         model.input_schema, model.reference(), window.frame, source=str(log_path)
@@ -128,15 +131,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     timings["report"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    html_path = out_dir / f"{model.name}_drift.html"
-    json_path = out_dir / f"{model.name}_drift.json"
-    snapshot.save_html(str(html_path))  # a str: save_html(Path) writes nothing in 0.7.23
+    files = run_files(out_dir, model.name, run_at)
     first_ts, last_ts = window.bounds()
-    project_id, runs = add_to_workspace(
-        workspace, model.name, snapshot, [*numerical, *categorical], run_name=f"{model.tag} {first_ts}..{last_ts}"
-    )
-    timings["html_and_workspace"] = time.perf_counter() - mark
     summary = {
         "model": model.name,
         "model_version": model.version,
@@ -150,23 +146,35 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "sample": window.sample(),
         "reference_rows": len(reference),
         "window": {
+            "description": choice.description,
             "since": since.isoformat() if since else None,
-            "last": args.last,
+            "last": choice.last,
             "first_ts": first_ts,
             "last_ts": last_ts,
         },
         **result,
         "verdict": verdict.as_dict(),
-        "report_html": str(html_path),
+        "report_html": str(files.html),
+    }
+    save_html(snapshot, files.html, summary)
+    project_id, runs = add_to_workspace(
+        workspace, snapshot, [*numerical, *categorical], run_name=f"{model.tag} {first_ts}..{last_ts}",
+        summary=summary, column_threshold=column_threshold(summary),
+    )
+    timings["html_and_workspace"] = time.perf_counter() - mark
+    summary.update({
         "workspace": str(workspace),
         "project_id": project_id,
         "workspace_runs": runs,
         "seconds": {**{k: round(v, 3) for k, v in timings.items()}, "total": None},
-    }
+    })
     summary["seconds"]["total"] = round(time.perf_counter() - started, 3)  # after Python and bentoml start
-    write_json_atomic(json_path, summary)
+    write_json_atomic(files.json, summary)
+    link_latest(files.html, files.latest_html)
+    link_latest(files.json, files.latest_json)
     update_state(state_path, model.name, state_entry(summary))
     print(format_table(summary))
-    print(f"report {html_path}\nsummary {json_path}\nworkspace {workspace} (project {model.name}, {runs} runs)")
+    print(f"report {files.html} (latest: {files.latest_html})\nsummary {files.json} (latest: {files.latest_json})\n"
+          f"workspace {workspace} (project {model.name}, {runs} runs)")
     code = exit_code(verdict, args.fail_on_drift, args.strict)
     return summary, code

@@ -14,6 +14,10 @@ import pandas as pd
 from monitoring.drift.errors import DriftError
 
 DEFAULT_DRIFT_SHARE = 0.3
+# Evidently's per-column threshold when the reference has more than 1,000 rows (normed Wasserstein for numbers,
+# Jensen-Shannon for categories); smaller references get p-value tests (threshold 0.05), which are not drawn.
+DISTANCE_THRESHOLD = 0.1
+DISTANCE_MIN_REFERENCE_ROWS = 1_000
 
 
 def run_report(
@@ -29,9 +33,15 @@ def run_report(
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
+    from monitoring.drift.thresholds import COLUMN_SCORE, DATASET_SHARE, DriftThreshold
+
     # Both lists always: otherwise small-integer columns are inferred categorical and unlisted floats dropped.
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-    report = Report([DataDriftPreset(drift_share=drift_share)], include_tests=True)  # tests carry the flags
+    metrics = [DataDriftPreset(drift_share=drift_share),
+               DriftThreshold(applies_to=DATASET_SHARE, threshold=drift_share)]
+    if len(reference) > DISTANCE_MIN_REFERENCE_ROWS:
+        metrics.append(DriftThreshold(applies_to=COLUMN_SCORE, threshold=DISTANCE_THRESHOLD))
+    report = Report(metrics, include_tests=True)  # tests carry the flags
     return report.run(
         current_data=Dataset.from_pandas(current, data_definition=definition),
         reference_data=Dataset.from_pandas(reference, data_definition=definition),
@@ -66,3 +76,18 @@ def extract(snapshot_dict: dict[str, Any]) -> dict[str, Any]:
         raise DriftError("the Evidently report holds no DriftedColumnsCount metric")
     out["columns"] = len(out["features"])
     return out
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    """One line: the dataset drift flag and the share behind it."""
+    said = "DATASET DRIFT" if summary["dataset_drift"] else "No dataset drift"
+    return (f"{said}: {summary['drifted_columns']} of {summary['columns']} columns drifted "
+            f"(share {summary['drift_share']:.3f}, threshold {summary['drift_share_threshold']:g})")
+
+
+def column_threshold(summary: dict[str, Any]) -> float | None:
+    """The one per-column threshold of the run, when every column was judged by a distance against it."""
+    thresholds = {f["threshold"] for f in summary["features"].values()}
+    if summary["reference_rows"] > DISTANCE_MIN_REFERENCE_ROWS and thresholds == {DISTANCE_THRESHOLD}:
+        return DISTANCE_THRESHOLD
+    return None

@@ -17,6 +17,7 @@ from monitoring.drift.errors import DriftError
 from monitoring.logreader import DEFAULT_SEED, LogMissing, read_window
 from monitoring.segments import discover
 
+DEFAULT_SINCE = "24h"  # a day of traffic: what `make drift` looks at unless told otherwise
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -34,6 +35,31 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
             f"--since {text!r}: expected an ISO 8601 time (2026-11-22T10:00:00Z) or a duration such as 30m, 24h, 7d"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class WindowChoice:
+    """Which rows the user asked for: rows since a time, the last N rows, or the whole log; and how to say so."""
+
+    since: datetime | None
+    last: int | None
+    description: str
+
+
+def choose_window(
+    since: str | None = None, last: int | None = None, whole_log: bool = False, now: datetime | None = None
+) -> WindowChoice:
+    """The window of `--since`, `--last` or `--all`; with none of them, the last DEFAULT_SINCE."""
+    if last is not None:
+        return WindowChoice(None, last, f"the last {last} rows (--last)")
+    if whole_log:
+        return WindowChoice(None, None, "the whole log (--all)")
+    if since is not None:
+        return WindowChoice(parse_since(since, now), None, f"since {since} (--since)")
+    return WindowChoice(
+        parse_since(DEFAULT_SINCE, now), None,
+        f"the last {DEFAULT_SINCE} (the default; --since, --last or --all to change)",
+    )
 
 
 @dataclass

@@ -1,0 +1,64 @@
+"""The HTML report: Evidently's page, headed by what it is about (model, version, window, rows, thresholds,
+verdict), which Evidently 0.7's export has no place for: a small header is written into its `<body>`."""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from monitoring.drift.report import verdict
+
+HEADER_ID = "drift-report-header"
+
+
+def header_facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) pairs a reader needs before the charts, from the run's summary."""
+    window = summary["window"]
+    by_method: dict[tuple[str, float], list[str]] = {}
+    for column, result in summary["features"].items():
+        by_method.setdefault((result["method"], result["threshold"]), []).append(column)
+    methods = "; ".join(f"{method}, threshold {threshold:g}: {', '.join(columns)}"
+                        for (method, threshold), columns in by_method.items())
+    left_out = [f"{n} rows of version {v}" for v, n in sorted(summary["other_versions"].items())]
+    if summary["lines_skipped"]:
+        left_out.append(f"{summary['lines_skipped']} unparseable log line(s)")
+    facts = [
+        ("Model", f"{summary['model']} (task {summary['task']})"),
+        ("Version", summary["model_version"]),
+        ("Window", f"{window['description']}: rows logged from {window['first_ts']} to {window['last_ts']}"),
+        ("Rows", f"{summary['rows']} logged rows (current) against {summary['reference_rows']} reference rows "
+                 "saved with the model"),
+        ("Column drift", methods),
+        ("Dataset drift", f"when the share of drifted columns reaches {summary['drift_share_threshold']:g}"),
+        ("Left out", "; ".join(left_out) or "nothing"),
+        ("Log", summary["log"]),
+        ("Generated", summary["generated_at"]),
+    ]
+    return facts
+
+
+def render_header(summary: dict[str, Any]) -> str:
+    rows = "".join(
+        f'<dt style="font-weight:600">{escape(label)}</dt><dd style="margin:0">{escape(str(text))}</dd>'
+        for label, text in header_facts(summary)
+    )
+    colour = "#b70000" if summary["dataset_drift"] else "#098249"
+    return (
+        f'<header id="{HEADER_ID}" style="font-family:Roboto,Helvetica,Arial,sans-serif;font-size:14px;'
+        'padding:16px 24px;border-bottom:1px solid #ddd;background:#fafafa">'
+        f'<h1 style="font-size:22px;margin:0 0 6px">Data drift of {escape(summary["model"])}:'
+        f'{escape(summary["model_version"])}</h1>'
+        f'<p style="margin:0 0 10px;font-weight:600;color:{colour}">{escape(verdict(summary))}</p>'
+        f'<dl style="display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0">{rows}</dl>'
+        "</header>"
+    )
+
+
+def save_html(snapshot, path: Path, summary: dict[str, Any]) -> None:
+    """Write the snapshot's page with the header at the top and a title naming the model and window."""
+    page = snapshot.get_html_str(as_iframe=False)
+    title = f"Data drift of {summary['model']}:{summary['model_version']}, {summary['window']['description']}"
+    page = page.replace("<head>", f"<head>\n<title>{escape(title)}</title>", 1)
+    page = page.replace("<body>", f"<body>\n{render_header(summary)}", 1)
+    Path(path).write_text(page, encoding="utf-8")
