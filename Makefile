@@ -7,7 +7,7 @@ PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: install serve train test bench drift dashboard score simulate build clean
+.PHONY: install serve train test bench drift dashboard score simulate build clean promote
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ score: install
 	@test -n "$(INPUT)" || { echo "usage: make score INPUT=students.parquet [MODEL=purchase_gbm] [OUTPUT=...] [ENGINE=spark] [SCORE_ARGS=--log-predictions]"; exit 2; }
 	$(BIN)/python -m training.train --if-missing
 	$(BIN)/python -m scoring --input $(INPUT) --model $(MODEL) --output $(OUTPUT) --engine $(ENGINE) $(SCORE_ARGS)
+
+# make promote MODEL=purchase_lr STAGE=production [PROMOTE_ARGS='--reason "better recall"']
+STAGE ?= production
+promote: install
+	@test "$(origin MODEL)" != file || { echo "usage: make promote MODEL=purchase_lr[:VERSION] STAGE=production [PROMOTE_ARGS=...]"; exit 2; }
+	$(BIN)/python -m training.promote $(MODEL) --stage $(STAGE) $(PROMOTE_ARGS)
 
 soak: install
 	$(BIN)/python -m bench.soak --seconds $(or $(SECONDS),300) --concurrency 32

@@ -13,7 +13,8 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.responses import PlainTextResponse, Response
 
-from serving import purchase
+from serving import admin, purchase
+from serving.auth import PredictionTokens
 from serving.http import (
     Call,
     OverloadedAsJSON,
@@ -68,6 +69,7 @@ def list_models() -> dict:
     return {"models": bentoml.get_current_service().predictor.registry.describe()}
 
 
+models_app.include_router(admin.router)
 document_error_responses()
 
 
@@ -83,8 +85,9 @@ class PurchaseService:
         self.drift_gauges.start()
 
     def __is_ready__(self) -> bool:
-        """/readyz: 503 until every configured model is loaded (GET /v1/models says which one is not)."""
-        return all(entry.status == "loaded" for entry in self.predictor.registry.entries)
+        """/readyz: 503 until every configured model is loaded (GET /v1/models says which one is not); an alias
+        whose stage is empty is a state of the store, not a fault of this server."""
+        return all(entry.status in ("loaded", "empty") for entry in self.predictor.registry.entries)
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
@@ -126,3 +129,4 @@ class PurchaseService:
 
 
 PurchaseService.add_asgi_middleware(OverloadedAsJSON)
+PurchaseService.add_asgi_middleware(PredictionTokens, tokens=settings.api_tokens, paths=("/predict", "/batch_predict", "/v1/predict"))

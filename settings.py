@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Both tools send usage events unless told not to; set before either is imported anywhere.
@@ -19,6 +19,8 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 DEFAULT_MODELS = ("purchase_gbm", "purchase_lr", "drive_stats_a", "drive_stats_b")
+# Served by stage alias (task@stage, see training/stages.py): promotions reach running servers without a restart.
+DEFAULT_SERVED = ("purchase@production", "purchase@candidate", "drive_stats@production", "drive_stats@candidate")
 
 
 class Settings(BaseSettings):
@@ -26,15 +28,17 @@ class Settings(BaseSettings):
 
     # NoDecode: plain comma lists in the environment, not JSON.
     served_models: Annotated[list[str], NoDecode] = Field(
-        default=[f"{name}:latest" for name in DEFAULT_MODELS],
-        description="SERVED_MODELS: comma-separated model tags (name or name:version) loaded at start.",
+        default=list(DEFAULT_SERVED),
+        description="SERVED_MODELS: comma-separated references (name, name:version or task@stage) loaded at start.",
     )
     default_purchase_model: str = Field(
-        default="purchase_gbm", description="DEFAULT_PURCHASE_MODEL: the model behind /predict and /batch_predict."
+        default="purchase@production",
+        description="DEFAULT_PURCHASE_MODEL: the model (name or task@stage) behind /predict and /batch_predict.",
     )
     ab_weights: Annotated[dict[str, float], NoDecode] = Field(
         default={},
-        description="AB_WEIGHTS: e.g. 'purchase_gbm=0.9,purchase_lr=0.1'; empty means no A/B split.",
+        description="AB_WEIGHTS: e.g. 'purchase@production=0.9,purchase@candidate=0.1' (names or aliases); "
+        "empty means no A/B split.",
     )
     batching: bool = Field(default=True, description="BATCHING: coalesce concurrent /predict calls.")
     batch_max_size: int = Field(default=64, ge=2, description="BATCH_MAX_SIZE: most records in one model call.")
@@ -61,12 +65,28 @@ class Settings(BaseSettings):
         default=Path("artifacts/drift/latest.json"),
         description="DRIFT_STATE_PATH: the last drift job's summary, exported as gauges on /metrics.",
     )
+    # Model lifecycle (issue 12): hot swap, shadow traffic, tokens.
+    model_refresh_seconds: float = Field(
+        default=10.0, ge=0, description="MODEL_REFRESH_SECONDS: how often served aliases are re-resolved (0: never)."
+    )
+    shadow_models: Annotated[list[str], NoDecode] = Field(
+        default=[], description="SHADOW_MODELS: references also scoring every /predict and /batch_predict record, logged only."
+    )
+    shadow_queue: int = Field(
+        default=256, ge=1, description="SHADOW_QUEUE: most batches waiting for shadow scoring; more are skipped and counted."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="ADMIN_TOKEN: bearer token of the /v1/admin routes; unset, they are off (404)."
+    )
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[], description="API_TOKENS: comma-separated bearer tokens required by the prediction routes; unset, open."
+    )
     seed: int = Field(default=42, description="SEED: random seed of data generation and training.")
     purchase_rows: int = Field(default=60_000, ge=1_000, description="PURCHASE_ROWS: synthetic training rows.")
     drive_rows: int = Field(default=200_000, ge=1_000, description="DRIVE_ROWS: synthetic drive-days.")
     fleet_size: int = Field(default=1_000, ge=10, description="FLEET_SIZE: drives in the bound latest-day dataset.")
 
-    @field_validator("served_models", mode="before")
+    @field_validator("served_models", "shadow_models", "api_tokens", mode="before")
     @classmethod
     def _split_tags(cls, value: object) -> object:
         if isinstance(value, str):

@@ -9,7 +9,7 @@ the file under an advisory lock; a writer that raced the rename lands its line i
 readers read too, so nothing is lost. A failed write never fails the prediction: it is counted and logged.
 
 Line layout (flat, so a day of logs loads straight into a DataFrame):
-    ts, request_id, endpoint, model_name, model_version, routing_key, variant,
+    ts, request_id, endpoint, model_name, model_version, routing_key, variant, alias, shadow,
     <every input column of the model>, probability, prediction
 """
 
@@ -32,7 +32,7 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-META_COLUMNS = ("ts", "request_id", "endpoint", "model_name", "model_version", "routing_key", "variant")
+META_COLUMNS = ("ts", "request_id", "endpoint", "model_name", "model_version", "routing_key", "variant", "alias", "shadow")
 OUTPUT_COLUMNS = ("probability", "prediction")
 RESERVED = frozenset(META_COLUMNS + OUTPUT_COLUMNS)
 
@@ -53,6 +53,8 @@ def to_lines(
     routing_key: str | None | list[str | None] = None,
     variant: str | None = None,
     ts: str | None = None,
+    alias: str | None = None,
+    shadow: bool = False,
 ) -> bytes:
     """Serialize one batch of predictions as JSON lines. What the batch shares is encoded once; `request_id` and
     `routing_key` may be per row (an adaptive batch mixes requests)."""
@@ -65,6 +67,8 @@ def to_lines(
         "model_name": model_name,
         "model_version": model_version,
         "variant": variant,
+        "alias": alias,  # the stage alias (task@stage) the request named, if any
+        "shadow": shadow,  # true: a shadow model's prediction for the primary's record, never sent to the client
     }
     columns: list[str] = []
     values: list[list] = []

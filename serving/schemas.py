@@ -128,9 +128,11 @@ class ServedModel(BaseModel):
     name: str
     requested: str
     version: str | None
-    status: Literal["loaded", "failed"]
+    status: Literal["loaded", "failed", "empty"]
     error: str | None
     load_seconds: float
+    aliases: list[str] = Field(default=[], description="The stage aliases (task@stage) that name this version now.")
+    swap_error: str | None = Field(default=None, description="The last version that failed to replace this one.")
 
 
 class ModelsResponse(BaseModel):
