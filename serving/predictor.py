@@ -123,7 +123,7 @@ class Predictor:
         self._log(entry, frame, proba, classes, context, shadow=False)
         if self.shadow is not None and endpoint in SHADOWED_ENDPOINTS:
             # Hook for prediction ids: the primary's ids go into `context` and reach the shadow lines unchanged.
-            self.shadow.submit(frame, entry, context)
+            self.shadow.submit(frame, entry, {**context, "primary_proba": proba, "primary_class": classes})
         return Scored(entry, proba, classes)
 
     def _log(self, entry: ModelEntry, frame: pd.DataFrame, proba: np.ndarray, classes: np.ndarray, context: dict,
@@ -149,12 +149,14 @@ class Predictor:
         )
         self.log.submit(encode, len(frame))
 
-    def _score_shadow(self, entry: ModelEntry, frame: pd.DataFrame, context: dict) -> None:
+    def _score_shadow(self, entry: ModelEntry, frame: pd.DataFrame, context: dict) -> tuple[np.ndarray, np.ndarray]:
         """A shadow model's predictions for the primary's records: logged (shadow: true), never answered."""
         assert entry.model is not None
         bound_inference_threads()
         proba = entry.model.predict_proba(frame)
-        self._log(entry, frame, proba, entry.model.classify(proba), context, shadow=True)
+        classes = entry.model.classify(proba)
+        self._log(entry, frame, proba, classes, context, shadow=True)
+        return proba, classes
 
     def close(self) -> None:
         self.follower.stop()

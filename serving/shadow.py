@@ -15,7 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
-from prometheus_client import Counter
+import numpy as np
+from prometheus_client import Counter, Histogram
 
 from serving.registry import ModelEntry
 
@@ -23,10 +24,17 @@ logger = logging.getLogger(__name__)
 
 SHADOWED = Counter("serving_shadow_predictions", "Records scored by a shadow model", ["model", "version"])
 SKIPPED = Counter("serving_shadow_skipped", "Records not shadow-scored because the shadow queue was full", ["model"])
+AGREED = Counter(
+    "serving_shadow_agreements", "Shadow-scored records whose predicted class equals the primary's", ["primary", "shadow"]
+)
+DIFFERENCE = Histogram(
+    "serving_shadow_probability_difference", "Shadow minus primary probability, per record", ["primary", "shadow"],
+    buckets=(-0.5, -0.2, -0.1, -0.05, -0.02, 0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+)
 FAILED = Counter("serving_shadow_failures", "Shadow batches that failed (logged, never seen by clients)", ["model"])
 
-# (entry, frame, request ids, primary line fields) -> None: the predictor's scoring without the client's answer.
-ScoreFn = Callable[[ModelEntry, pd.DataFrame, dict], None]
+# (entry, frame, the primary's log fields) -> (probabilities, classes): the predictor's scoring and logging.
+ScoreFn = Callable[[ModelEntry, pd.DataFrame, dict], tuple[np.ndarray, np.ndarray]]
 
 
 class ShadowScorer:
@@ -51,8 +59,16 @@ class ShadowScorer:
             if entry.model is primary.model:
                 return  # the shadow alias points at the primary's own version: nothing to compare
             assert entry.validator is not None
-            self.score(entry, frame[entry.validator.columns], context)
+            proba, classes = self.score(entry, frame[entry.validator.columns], context)
             SHADOWED.labels(entry.name, str(entry.version)).inc(len(frame))
+            # Live comparison on /metrics (agreement rate = agreements / predictions); the full one is
+            # `python -m monitoring.shadow` over the log.
+            AGREED.labels(primary.name, entry.name).inc(int(np.sum(classes == context["primary_class"])))
+            observe = DIFFERENCE.labels(primary.name, entry.name).observe
+            for difference in (proba - context["primary_proba"]).tolist():
+                observe(difference)
+        except LookupError:
+            FAILED.labels(shadow).inc()  # not loaded, or an empty stage: /v1/models says why, once, not per request
         except Exception as exc:  # noqa: BLE001 - a shadow failure is counted and logged, never surfaced
             FAILED.labels(shadow).inc()
             logger.warning("shadow scoring with %s failed: %s", shadow, exc)
