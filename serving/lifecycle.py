@@ -74,6 +74,8 @@ class Follower:
     def refresh(self) -> list[Change]:
         """Swap every served alias whose stage moved (and retry slots that never loaded); returns what changed."""
         with self._lock:
+            for alias in list(self.registry.resolved):
+                self.registry.refresh_alias(alias)
             changes = []
             for entry in list(self.registry.entries):
                 change = self._follow(entry)

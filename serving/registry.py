@@ -110,8 +110,8 @@ def load_entry(requested: str, max_records: int, validators: dict[str, RecordsVa
         except LookupError as exc:
             return empty_entry(requested, str(exc))
     try:
-        tag = resolve_ref(ref)
-        model = load_model(tag)
+        # A fixed tag loads as given (BentoML's own NotFound says what is missing); an alias through the stage book.
+        model = load_model(resolve_ref(ref) if ref.is_alias else requested)
         # A model whose bound data no longer loads is as broken as one whose pipeline does not.
         _ = model.bound
         validator = _validator_for(model, max_records, validators)
@@ -139,6 +139,9 @@ class Registry:
         self.max_records = max_records
         self.validators: dict[str, RecordsValidator] = {}
         self.entries: list[ModelEntry] = [load_entry(tag, max_records, self.validators) for tag in dict.fromkeys(tags)]
+        # Aliases asked for but not configured (DEFAULT_PURCHASE_MODEL=purchase@production with SERVED_MODELS=
+        # purchase_gbm,...): alias -> the tag holding it, resolved once, kept current by the follower.
+        self.resolved: dict[str, str | None] = {}
 
     def replace(self, old: ModelEntry, new: ModelEntry) -> None:
         """Swap one slot's entry atomically: one list item assignment, under the GIL."""
@@ -159,6 +162,8 @@ class Registry:
         Raises LookupError for a model or version that is not served, ModelUnavailable for one that failed to load.
         """
         candidates = [e for e in self.entries if e.name == name or e.requested == name]
+        if not candidates and "@" in name:
+            candidates = self._holders(name)
         if not candidates:
             raise LookupError(f"model {name!r} is not served; served models: {', '.join(self.names())}")
         if version in (None, "latest"):
@@ -176,6 +181,19 @@ class Registry:
         if entry.status != "loaded":
             raise ModelUnavailable(f"model {entry.requested!r} failed to load: {entry.error}")
         return entry
+
+    def _holders(self, alias: str) -> list[ModelEntry]:
+        """The served entries of the version that holds `alias` (an alias no slot is configured for)."""
+        if alias not in self.resolved:
+            self.refresh_alias(alias)
+        tag = self.resolved.get(alias)
+        return [e for e in self.entries if tag is not None and e.tag == tag]
+
+    def refresh_alias(self, alias: str) -> None:
+        try:
+            self.resolved[alias] = resolve_ref(alias)
+        except (LookupError, ValueError):
+            self.resolved[alias] = None
 
     def describe(self) -> list[dict[str, Any]]:
         return [entry.describe() for entry in self.entries]
