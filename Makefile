@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
+# Loopback by default; HOST=0.0.0.0 exposes the server to the network.
+HOST ?= 127.0.0.1
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
@@ -20,9 +22,9 @@ install: $(BIN)/.installed
 train: install
 	$(BIN)/python -m training.train
 
+# serving.serve checks the port and the settings first, then trains if needed, then runs `bentoml serve .`.
 serve: install
-	$(BIN)/python -m training.train --if-missing
-	$(BIN)/bentoml serve . --port $(PORT)
+	@$(BIN)/python -m serving.serve --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

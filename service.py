@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import serving.startup  # noqa: F401, I001 - first: port, settings and a metrics folder of its own (bentoml serve)
+
 import logging
 from typing import ClassVar
 

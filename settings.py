@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Both tools send usage events unless told not to; set before either is imported anywhere.
@@ -109,6 +109,43 @@ class Settings(BaseSettings):
         if any(weight < 0 for weight in value.values()) or (value and sum(value.values()) <= 0):
             raise ValueError("AB_WEIGHTS must be non-negative and not all zero")
         return value
+
+    @model_validator(mode="after")
+    def _check_models_are_served(self) -> "Settings":
+        # A default or an A/B arm that is not loaded would only show up as 503s on every request: refuse the start.
+        from training.store import parse_ref  # the one parser of model references; imported late (bentoml)
+
+        refs = [parse_ref(tag) for tag in [*self.served_models, *self.shadow_models]]
+        refs = refs[: len(self.served_models)]
+        served = list(dict.fromkeys(ref.served_name for ref in refs))
+        listed = ", ".join(self.served_models) or "nothing"
+
+        def not_served(name: str) -> bool:
+            # An alias may be held by a served model name, and a name may hold a served alias: the registry matches
+            # them at run time (and says why in the 503 if it cannot), so only a reference of a kind nothing served
+            # could match is refused here.
+            ref = parse_ref(name)
+            return ref.served_name not in served and all(r.is_alias == ref.is_alias for r in refs)
+
+        if not_served(self.default_purchase_model):
+            raise ValueError(
+                f"DEFAULT_PURCHASE_MODEL={self.default_purchase_model} is not loaded by SERVED_MODELS ({listed}); "
+                "add it there or choose one of the served models"
+            )
+        missing = [name for name in self.ab_weights if not_served(name)]
+        if missing:
+            raise ValueError(f"AB_WEIGHTS names {', '.join(missing)}, which SERVED_MODELS ({listed}) does not load")
+        return self
+
+
+def settings_error(exc: ValidationError) -> str:
+    """A settings ValidationError as one line naming each offending environment variable."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        name = str(error["loc"][0]).upper() if error["loc"] else ""
+        parts.append(message if not name or name in message else f"{name}: {message}")
+    return "invalid settings: " + "; ".join(parts)
 
 
 @lru_cache(maxsize=1)

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from serving.http import Call, PendingRecord, json_response, rejection
 from serving.predictor import Predictor
-from serving.registry import ModelEntry
+from serving.registry import ModelEntry, ModelUnavailable
 from serving.validation import RecordsValidator, RequestRejected
 
 logger = logging.getLogger(__name__)
@@ -21,6 +21,8 @@ FAILED = "Prediction failed; the error is in the server log."
 def _model_or_503(predictor: Predictor, routing_key: str | None) -> ModelEntry:
     try:
         return predictor.purchase_model(routing_key)
+    except ModelUnavailable as exc:  # the seed's message, then which model and why
+        raise RequestRejected(503, f"{NOT_LOADED} {exc.reason}", reason="model_not_loaded") from None
     except LookupError:
         raise RequestRejected(503, NOT_LOADED, reason="model_not_loaded") from None
 

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import bentoml
+
 from serving.validation import RecordsValidator, purchase_validator
 from training.schema import PURCHASE, input_schema, record_model, rules_of
 from training.stages import aliases_of
@@ -23,6 +25,11 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$"
 
 class ModelUnavailable(LookupError):
     """The model is configured but failed to load: a server-side fault, not the client's."""
+
+    def __init__(self, entry: "ModelEntry"):
+        failed = "is not available" if entry.status == "empty" else "failed to load"
+        super().__init__(f"model {entry.requested!r} {failed}: {entry.error}")
+        self.reason = f"{entry.requested}: {entry.error}"  # what the purchase endpoints' 503 adds to the seed's detail
 
 
 @dataclass
@@ -80,6 +87,20 @@ def _aliases(model: StoredModel) -> list[str]:
         return []
 
 
+def not_in_store(tag: str) -> str:
+    """Why `tag` is not in the store, with what the store does have (the usual cause is a typo in SERVED_MODELS)."""
+    name, _, version = tag.partition(":")
+    try:
+        if version and version != "latest":
+            versions = [str(m.tag.version) for m in bentoml.models.list(name)]
+            if versions:
+                return f"no version {version} of {name} in the store; it has: {', '.join(versions)}"
+        names = sorted({m.tag.name for m in bentoml.models.list()})
+    except Exception as exc:  # noqa: BLE001 - an unreadable store is itself the reason
+        return f"no such model in the store, which cannot be listed: {exc}"
+    return f"no such model in the store; the store has: {', '.join(names) or 'no models (run `make train`)'}"
+
+
 def _latest_date(frame: Any) -> str | None:
     return str(frame["date"].max()) if "date" in frame.columns else None
 
@@ -120,9 +141,10 @@ def load_entry(requested: str, max_records: int, validators: dict[str, RecordsVa
         entry = ModelEntry(requested, model.name, "loaded", time.perf_counter() - started, model=model)
         entry.validator = validator
     except Exception as exc:  # noqa: BLE001 - any failure to load is reported, never fatal
-        logger.error("model %s failed to load: %s", requested, exc)
+        error = not_in_store(requested) if isinstance(exc, bentoml.exceptions.NotFound) else f"{type(exc).__name__}: {exc}"
+        logger.error("model %s failed to load: %s", requested, error)
         name = requested if ref.is_alias else str(ref.name)
-        entry = ModelEntry(requested, name, "failed", time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}")
+        entry = ModelEntry(requested, name, "failed", time.perf_counter() - started, error=error)
     entry.alias = requested if ref.is_alias else None
     return entry
 
@@ -176,10 +198,8 @@ class Registry:
                 served = ", ".join(str(e.version) for e in candidates if e.version)
                 raise LookupError(f"version {version!r} of model {name!r} is not served; served versions: {served}")
             entry = matching[0]
-        if entry.status == "empty":
-            raise ModelUnavailable(f"model {entry.requested!r} is not available: {entry.error}")
         if entry.status != "loaded":
-            raise ModelUnavailable(f"model {entry.requested!r} failed to load: {entry.error}")
+            raise ModelUnavailable(entry)
         return entry
 
     def _holders(self, alias: str) -> list[ModelEntry]:
