@@ -21,6 +21,7 @@ from training.store import StoredModel, load_model, parse_ref, resolve_ref
 logger = logging.getLogger(__name__)
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$"
+MODEL_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}(@[A-Za-z0-9_][A-Za-z0-9_\-]{0,30})?$"  # a name, or task@stage
 
 
 class ModelUnavailable(LookupError):
