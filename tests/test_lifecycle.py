@@ -152,7 +152,8 @@ def test_aliases_in_models_listing_and_v1_predict(store, lserver):
 def test_every_primary_line_has_its_shadow_line(lserver):
     for i in range(5):
         assert lserver.post("/predict", RECORD, headers={**AUTH, "x-request-id": f"shadow-p{i}"}).status_code == 200
-    response = lserver.post("/batch_predict", {"records": [RECORD] * 4}, headers={**AUTH, "x-request-id": "shadow-b"})
+    records = [{**RECORD, "minutes_watched": 100.0 * i, "courses_started": i} for i in range(4)]
+    response = lserver.post("/batch_predict", {"records": records}, headers={**AUTH, "x-request-id": "shadow-b"})
     assert response.status_code == 200 and "shadow" not in response.text and response.json()["model_name"] == "purchase_gbm"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -177,7 +178,8 @@ def test_every_primary_line_has_its_shadow_line(lserver):
     assert comparison["records"] >= 9 and 0.0 <= comparison["agreement_rate"] <= 1.0
     assert sum(comparison["histogram"]["counts"]) == comparison["records"]
     worst = comparison["most_disagreeing"][0]
-    assert abs(worst["difference"]) == comparison["difference"]["max_abs"] and "minutes_watched" in worst
+    assert abs(worst["difference"]) == pytest.approx(comparison["difference"]["max_abs"], abs=1e-6)
+    assert "minutes_watched" in worst and worst["request_id"].startswith("shadow-")
     assert "agreement" in result.stdout and (lserver.workdir / "shadow" / "purchase.html").exists()
 
 
