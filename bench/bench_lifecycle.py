@@ -3,9 +3,10 @@
     .venv/bin/python bench/bench_lifecycle.py [--seconds 8] [--concurrency 32]
 
 Swap: /predict at concurrency 32 against a server following `purchase@production` (MODEL_REFRESH_SECONDS=1);
-`python -m training.promote purchase_lr --stage production` runs mid-load; reported are the swap time (the
-promotion's end to the first answer by the new model), the non-200 count, and p99 latency of the requests in
-flight during the swap against the steady seconds before it. Then a rollback, the same way.
+`python -m training.promote purchase_lr --stage production` runs mid-load; reported are the swap time (from the
+stage book's write to the first answer by the new model), the non-200 answers, and the p99 latency of the
+requests sent while the promotion ran and until the switch against the steady seconds before it. Then a
+rollback, the same way.
 Shadow: two servers, SHADOW_MODELS=purchase@candidate and none, loaded alternately in the same run; the ratio
 of their p99s. The store is a private copy of the default one (the promotions must not move the user's aliases).
 
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,11 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 @dataclass
 class Answer:
-    started: float  # time.monotonic()
+    started: float  # time.time(): comparable with the stage book's modification time
     ended: float
     status: int
     model_name: str | None
     model_version: str | None
+    detail: str | None = None  # the start of a non-200 answer's body
 
 
 @dataclass
@@ -74,7 +77,7 @@ class Hammer:
 
             async def client() -> None:
                 while not self._stop.is_set():
-                    started = time.monotonic()
+                    started = time.time()
                     try:
                         async with session.post(self.url, data=self.body, headers=headers) as response:
                             payload = await response.read()
@@ -85,9 +88,8 @@ class Hammer:
                         parsed = orjson.loads(payload) if status == 200 else {}
                     except orjson.JSONDecodeError:
                         parsed = {}
-                    self.answers.append(
-                        Answer(started, time.monotonic(), status, parsed.get("model_name"), parsed.get("model_version"))
-                    )
+                    self.answers.append(Answer(started, time.time(), status, parsed.get("model_name"),
+                                               parsed.get("model_version"), None if status == 200 else payload[:200].decode(errors="replace")))
 
             await asyncio.gather(*(client() for _ in range(self.concurrency)))
 
@@ -101,6 +103,11 @@ def switch_seconds(answers: list[Answer], since: float, to_model: str) -> float 
     """From `since` to the first answer started after it that came from `to_model`."""
     first = min((a.ended for a in answers if a.started >= since and a.model_name == to_model), default=None)
     return None if first is None else first - since
+
+
+def book_changed(home: Path) -> float:
+    """When the stage book was last written (time.time() scale): the moment a promotion took effect."""
+    return (home / "models" / ".lifecycle-stages.json").stat().st_mtime
 
 
 def private_store(source: Path, target: Path) -> Path:
@@ -139,32 +146,36 @@ def main() -> int:
 
     record = orjson.dumps({name: f.examples[0] for name, f in PURCHASE.record.model_fields.items()})
     servers = []
+    for name in ("swap", "on", "off"):
+        (work / name).mkdir()
     try:
-        swap = Server(work / "swap", {"MODEL_REFRESH_SECONDS": "1", "PREDICTION_LOG_MODE": "sync"}).wait_until_up()
+        # A generous batcher deadline: on a busy machine 503s for overload would hide what the swap does.
+        patient = {"BATCH_MAX_LATENCY_MS": "10000"}
+        swap = Server(work / "swap", {**patient, "MODEL_REFRESH_SECONDS": "1"}).wait_until_up()
         servers.append(swap)
         for to_model, change in (("purchase_lr", ("purchase_lr", "--stage", "production")),
                                  ("purchase_gbm", ("--rollback", "purchase", "--stage", "production"))):
             hammer = Hammer(swap.url + "/predict", record, args.concurrency).start()
             time.sleep(args.seconds)
-            steady_end = time.monotonic()
+            steady_end = time.time()
             promote(home, *change)
-            changed = time.monotonic()
-            deadline = changed + 30
-            while time.monotonic() < deadline and switch_seconds(hammer.answers, changed, to_model) is None:
+            changed = book_changed(home)
+            deadline = time.time() + 30
+            while time.time() < deadline and switch_seconds(hammer.answers, changed, to_model) is None:
                 time.sleep(0.2)
             time.sleep(args.seconds / 2)
             answers = hammer.stop()
             took = switch_seconds(answers, changed, to_model)
             before = [a for a in answers if a.started < steady_end]
             during = [a for a in answers if steady_end <= a.started <= changed + (took or 0)]
-            non_200 = sum(a.status != 200 for a in answers)
-            print(f"swap to {to_model}: promotion took {changed - steady_end:.2f}s, answers switched {took:.2f}s after it; "
-                  f"{len(answers)} requests, {non_200} non-200; p99 during/before = "
+            non_200 = Counter(a.status for a in answers if a.status != 200)
+            print(f"swap to {to_model}: answers switched {took:.2f}s after the stage book changed; "
+                  f"{len(answers)} requests, non-200: {dict(non_200) or 0}; p99 during/before = "
                   f"{p99(during) * 1000:.1f}/{p99(before) * 1000:.1f} ms = {p99(during) / p99(before):.2f}x")
         swap.stop()
 
-        shadow_on = Server(work / "on", {"SHADOW_MODELS": "purchase@candidate"}).wait_until_up()
-        shadow_off = Server(work / "off", {}).wait_until_up()
+        shadow_on = Server(work / "on", {**patient, "SHADOW_MODELS": "purchase@candidate"}).wait_until_up()
+        shadow_off = Server(work / "off", patient).wait_until_up()
         servers += [shadow_on, shadow_off]
         results: dict[str, list[Answer]] = {"on": [], "off": []}
         for _ in range(2):  # alternate, so both see the same neighbours' load
