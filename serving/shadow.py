@@ -56,7 +56,7 @@ class ShadowScorer:
     def _run(self, shadow: str, frame: pd.DataFrame, primary: ModelEntry, context: dict) -> None:
         try:
             entry = self.lookup(shadow)
-            if entry.model is primary.model:
+            if entry.tag == primary.tag:
                 return  # the shadow alias points at the primary's own version: nothing to compare
             assert entry.validator is not None
             proba, classes = self.score(entry, frame[entry.validator.columns], context)
