@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: install serve train test test-fast bench drift dashboard score simulate build clean sample
+.PHONY: install serve train test test-fast bench drift dashboard score simulate build clean sample promote
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ sample: install
 	mkdir -p artifacts
 	$(BIN)/python -c "from training.data import generate_purchase as g; f = g(10_000, seed=7); f.to_parquet('artifacts/students.parquet', index=False); f.to_csv('artifacts/students.csv', index=False)"
 	@echo "wrote artifacts/students.parquet and artifacts/students.csv"
+
+# make promote MODEL=purchase_lr STAGE=production [PROMOTE_ARGS='--reason "better recall"']
+STAGE ?= production
+promote: install
+	@test "$(origin MODEL)" != file || { echo "usage: make promote MODEL=purchase_lr[:VERSION] STAGE=production [PROMOTE_ARGS=...]"; exit 2; }
+	$(BIN)/python -m training.promote $(MODEL) --stage $(STAGE) $(PROMOTE_ARGS)
 
 soak: install
 	$(BIN)/python -m bench.soak --seconds $(or $(SECONDS),300) --concurrency 32

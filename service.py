@@ -15,7 +15,8 @@ import bentoml
 from fastapi import FastAPI
 from starlette.responses import Response
 
-from serving import purchase
+from serving import admin, purchase
+from serving.auth import PredictionTokens
 from serving.bentoml_io import NOT_JSON, TOO_LARGE, AdmittedInput, BatchedInput, BatchedOutput, document, error_doc as _error, signature_once
 from serving.errors import json_response
 from serving.http import Gate, Route, bulk_lane
@@ -69,6 +70,9 @@ def list_models() -> dict:
     return {"models": bentoml.get_current_service().predictor.registry.describe()}
 
 
+models_app.include_router(admin.router)
+
+
 @bentoml.asgi_app(models_app, path="/")
 @bentoml.service(
     name="purchase_serving",
@@ -91,8 +95,9 @@ class PurchaseService:
         self.drift_gauges.start()
 
     def __is_ready__(self) -> bool:
-        """/readyz: 503 until every configured model is loaded (GET /v1/models says which one is not)."""
-        return all(entry.status == "loaded" for entry in self.predictor.registry.entries)
+        """/readyz: 503 until every configured model is loaded (GET /v1/models says which one is not); an alias
+        whose stage is empty is a state of the store, not a fault of this server."""
+        return all(entry.status in ("loaded", "empty") for entry in self.predictor.registry.entries)
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
@@ -126,6 +131,9 @@ class PurchaseService:
         return json_response(200, result.model_dump(mode="json"), v1.request_id)
 
 
+PurchaseService.add_asgi_middleware(
+    PredictionTokens, tokens=settings.api_tokens, paths=("/predict", "/batch_predict", "/v1/predict")
+)
 PurchaseService.add_asgi_middleware(
     Gate,
     routes={

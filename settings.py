@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Both tools send usage events unless told not to; set before either is imported anywhere.
@@ -19,6 +19,8 @@ os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 DEFAULT_MODELS = ("purchase_gbm", "purchase_lr", "drive_stats_a", "drive_stats_b")
+# Served by stage alias (task@stage, see training/stages.py): promotions reach running servers without a restart.
+DEFAULT_SERVED = ("purchase@production", "purchase@candidate", "drive_stats@production", "drive_stats@candidate")
 
 
 def default_state_dir() -> Path:
@@ -33,15 +35,17 @@ class Settings(BaseSettings):
 
     # NoDecode: plain comma lists in the environment, not JSON.
     served_models: Annotated[list[str], NoDecode] = Field(
-        default=[f"{name}:latest" for name in DEFAULT_MODELS],
-        description="SERVED_MODELS: comma-separated model tags (name or name:version) loaded at start.",
+        default=list(DEFAULT_SERVED),
+        description="SERVED_MODELS: comma-separated references (name, name:version or task@stage) loaded at start.",
     )
     default_purchase_model: str = Field(
-        default="purchase_gbm", description="DEFAULT_PURCHASE_MODEL: the model behind /predict and /batch_predict."
+        default="purchase@production",
+        description="DEFAULT_PURCHASE_MODEL: the model (name or task@stage) behind /predict and /batch_predict.",
     )
     ab_weights: Annotated[dict[str, float], NoDecode] = Field(
         default={},
-        description="AB_WEIGHTS: e.g. 'purchase_gbm=0.9,purchase_lr=0.1'; empty means no A/B split.",
+        description="AB_WEIGHTS: e.g. 'purchase@production=0.9,purchase@candidate=0.1' (names or aliases); "
+        "empty means no A/B split.",
     )
     batching: bool = Field(default=True, description="BATCHING: coalesce concurrent /predict calls.")
     batch_max_size: int = Field(default=64, ge=2, description="BATCH_MAX_SIZE: most records in one model call.")
@@ -87,6 +91,22 @@ class Settings(BaseSettings):
         description="DRIFT_STATE_PATH: the last drift job's summary, exported as gauges on /metrics "
         "(default STATE_DIR/drift/latest.json; reports and the Evidently workspace go beside it).",
     )
+    # Model lifecycle (issue 12): hot swap, shadow traffic, tokens.
+    model_refresh_seconds: float = Field(
+        default=10.0, ge=0, description="MODEL_REFRESH_SECONDS: how often served aliases are re-resolved (0: never)."
+    )
+    shadow_models: Annotated[list[str], NoDecode] = Field(
+        default=[], description="SHADOW_MODELS: references also scoring every /predict and /batch_predict record, logged only."
+    )
+    shadow_queue: int = Field(
+        default=256, ge=1, description="SHADOW_QUEUE: most batches waiting for shadow scoring; more are skipped and counted."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="ADMIN_TOKEN: bearer token of the /v1/admin routes; unset, they are off (404)."
+    )
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[], description="API_TOKENS: comma-separated bearer tokens required by the prediction routes; unset, open."
+    )
     # Request path (HOTPATH, issue 10).
     access_log: bool = Field(
         default=False,
@@ -112,7 +132,7 @@ class Settings(BaseSettings):
                 setattr(self, name, self.state_dir / getattr(self, name))
         return self
 
-    @field_validator("served_models", mode="before")
+    @field_validator("served_models", "shadow_models", "api_tokens", mode="before")
     @classmethod
     def _split_tags(cls, value: object) -> object:
         if isinstance(value, str):
@@ -139,14 +159,26 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_models_are_served(self) -> "Settings":
         # A default or an A/B arm that is not loaded would only show up as 503s on every request: refuse the start.
-        served = list(dict.fromkeys(tag.split(":", 1)[0] for tag in self.served_models))
+        from training.store import parse_ref  # the one parser of model references; imported late (bentoml)
+
+        refs = [parse_ref(tag) for tag in [*self.served_models, *self.shadow_models]]
+        refs = refs[: len(self.served_models)]
+        served = list(dict.fromkeys(ref.served_name for ref in refs))
         listed = ", ".join(self.served_models) or "nothing"
-        if self.default_purchase_model not in served:
+
+        def not_served(name: str) -> bool:
+            # An alias may be held by a served model name, and a name may hold a served alias: the registry matches
+            # them at run time (and says why in the 503 if it cannot), so only a reference of a kind nothing served
+            # could match is refused here.
+            ref = parse_ref(name)
+            return ref.served_name not in served and all(r.is_alias == ref.is_alias for r in refs)
+
+        if not_served(self.default_purchase_model):
             raise ValueError(
                 f"DEFAULT_PURCHASE_MODEL={self.default_purchase_model} is not loaded by SERVED_MODELS ({listed}); "
                 "add it there or choose one of the served models"
             )
-        missing = [name for name in self.ab_weights if name not in served]
+        missing = [name for name in self.ab_weights if not_served(name)]
         if missing:
             raise ValueError(f"AB_WEIGHTS names {', '.join(missing)}, which SERVED_MODELS ({listed}) does not load")
         return self

@@ -12,7 +12,7 @@ After a rotation the rotating process compacts the rotated segment into Parquet 
 retention (monitoring/segments.py, monitoring/retention.py); readers read through monitoring/logreader.py.
 
 Line layout (flat, so a day of logs loads straight into a DataFrame):
-    ts, request_id, endpoint, model_name, model_version, routing_key, variant,
+    ts, request_id, endpoint, model_name, model_version, routing_key, variant, alias, shadow,
     <every input column of the model>, probability, prediction
 """
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-META_COLUMNS = ("ts", "request_id", "endpoint", "model_name", "model_version", "routing_key", "variant")
+META_COLUMNS = ("ts", "request_id", "endpoint", "model_name", "model_version", "routing_key", "variant", "alias", "shadow")
 OUTPUT_COLUMNS = ("probability", "prediction")
 RESERVED = frozenset(META_COLUMNS + OUTPUT_COLUMNS)
 
@@ -67,6 +67,8 @@ def to_lines(
     variant: str | None = None,
     ts: str | None = None,
     encoded_inputs: list[bytes] | None = None,
+    alias: str | None = None,
+    shadow: bool = False,
 ) -> bytes:
     """Serialize one batch of predictions as JSON lines. What the batch shares is encoded once; `request_id` and
     `routing_key` may be per row (an adaptive batch mixes requests); `encoded_inputs` is `encode_inputs(inputs)`
@@ -80,6 +82,8 @@ def to_lines(
         "model_name": model_name,
         "model_version": model_version,
         "variant": variant,
+        "alias": alias,  # the stage alias (task@stage) the request named, if any
+        "shadow": shadow,  # true: a shadow model's prediction for the primary's record, never sent to the client
     }
     columns: list[str] = []
     values: list[list] = []

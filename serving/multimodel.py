@@ -125,7 +125,7 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
         return plan.answer  # type: ignore[return-value]
     return ModelPrediction(
         status="Success",
-        model_name=plan.item.model_name,
+        model_name=plan.entry.name,  # the concrete model, also when the item named an alias (task@stage)
         model_version=plan.entry.version,
         prediction=scored.proba.tolist(),
         duration_ms=_ms(plan.started),

@@ -17,11 +17,14 @@ from threadpoolctl import ThreadpoolController
 
 from monitoring.predictlog import PredictionLog, encode_inputs, now_iso, to_lines
 from serving import metrics
+from serving.lifecycle import Follower
 from serving.registry import ModelEntry, Registry
 from serving.routing import ABRouter
+from serving.shadow import ShadowScorer
 from settings import Settings
 
 logger = logging.getLogger(__name__)
+SHADOWED_ENDPOINTS = ("/predict", "/batch_predict")
 
 # OpenMP threads per model call (HistGradientBoosting predicts with OpenMP). libgomp's default, one thread per
 # core, spin-waits at its barriers: with the event loop, the batcher's thread, concurrent /v1/predict model calls
@@ -53,20 +56,34 @@ class Scored:
 class Predictor:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.registry = Registry(settings.served_models, settings.max_records)
+        # Shadow models are served too (they follow the store like any alias), but only ever scored in the background.
+        self.registry = Registry([*settings.served_models, *settings.shadow_models], settings.max_records)
         self.router = ABRouter(settings.ab_weights, settings.default_purchase_model)
         self.log = PredictionLog.from_settings(settings, on_failure=self._log_failed) if settings.prediction_log else None
         self.signals: dict[str, metrics.FeatureSignals] = {}
         self._shared: tuple[pd.DataFrame, list[bytes]] | None = None
         self._shared_lock = threading.Lock()
         for entry in self.registry.entries:
-            metrics.MODEL_LOADED.labels(entry.name, entry.version or "none").set(1 if entry.model else 0)
-            metrics.MODEL_LOAD_SECONDS.labels(entry.name, entry.version or "none").set(entry.load_seconds)
-            if entry.model is not None and entry.requested not in self.signals:
-                try:
-                    self.signals[entry.requested] = metrics.FeatureSignals(entry.model)
-                except Exception as exc:  # noqa: BLE001 - a missing reference sample costs the signal, not the model
-                    logger.warning("no live feature signals for %s: %s", entry.requested, exc)
+            self._track(entry, None)
+        self.follower = Follower(self.registry, settings.model_refresh_seconds, on_change=self._track)
+        self.follower.start()
+        self.shadow = (
+            ShadowScorer(settings.shadow_models, self.registry.get, self._score_shadow, settings.shadow_queue)
+            if settings.shadow_models
+            else None
+        )
+
+    def _track(self, entry: ModelEntry, replaced: ModelEntry | None) -> None:
+        """Metrics and live feature signals follow each entry loaded at start or swapped in."""
+        if replaced is not None and replaced.model is not None:
+            metrics.MODEL_LOADED.labels(replaced.name, replaced.version).set(0)
+        metrics.MODEL_LOADED.labels(entry.name, entry.version or "none").set(1 if entry.model else 0)
+        metrics.MODEL_LOAD_SECONDS.labels(entry.name, entry.version or "none").set(entry.load_seconds)
+        if entry.model is not None:
+            try:
+                self.signals[entry.requested] = metrics.FeatureSignals(entry.model)
+            except Exception as exc:  # noqa: BLE001 - a missing reference sample costs the signal, not the model
+                logger.warning("no live feature signals for %s: %s", entry.requested, exc)
 
     @staticmethod
     def _log_failed(_: BaseException) -> None:
@@ -101,24 +118,46 @@ class Predictor:
         signals = self.signals.get(entry.requested)
         if signals is not None:
             signals.observe(frame)
-        if self.log is not None:
-            encode = partial(
-                to_lines,
-                frame,
-                proba,
-                classes,
-                request_id=request_id,
-                endpoint=endpoint,
-                model_name=model.name,
-                model_version=model.version,
-                routing_key=routing_key,
-                variant=model.labels.get("variant"),
-                ts=now_iso(),  # the prediction's time, even when a background thread encodes it later
-            )
-            if shared_inputs:
-                encode = partial(self._with_shared_inputs, encode, frame)
-            self.log.submit(encode, len(frame))
+        context = {"request_id": request_id, "routing_key": routing_key, "endpoint": endpoint, "ts": now_iso()}
+        self._log(entry, frame, proba, classes, context, shadow=False, shared_inputs=shared_inputs)
+        if self.shadow is not None and endpoint in SHADOWED_ENDPOINTS:
+            # Hook for prediction ids: the primary's ids go into `context` and reach the shadow lines unchanged.
+            self.shadow.submit(frame, entry, {**context, "primary_proba": proba, "primary_class": classes})
         return Scored(proba, classes)
+
+    def _log(self, entry: ModelEntry, frame: pd.DataFrame, proba: np.ndarray, classes: np.ndarray, context: dict,
+             *, shadow: bool, shared_inputs: bool = False) -> None:
+        if self.log is None:
+            return
+        model = entry.model
+        assert model is not None
+        encode = partial(
+            to_lines,
+            frame,
+            proba,
+            classes,
+            request_id=context["request_id"],
+            endpoint=context["endpoint"],
+            model_name=model.name,
+            model_version=model.version,
+            routing_key=context["routing_key"],
+            variant=model.labels.get("variant"),
+            ts=context["ts"],  # the prediction's time, even when a background thread encodes it later
+            alias=entry.alias,
+            shadow=shadow,
+        )
+        if shared_inputs:
+            encode = partial(self._with_shared_inputs, encode, frame)
+        self.log.submit(encode, len(frame))
+
+    def _score_shadow(self, entry: ModelEntry, frame: pd.DataFrame, context: dict) -> tuple[np.ndarray, np.ndarray]:
+        """A shadow model's predictions for the primary's records: logged (shadow: true), never answered."""
+        assert entry.model is not None
+        bound_inference_threads()
+        proba = entry.model.predict_proba(frame)
+        classes = entry.model.classify(proba)
+        self._log(entry, frame, proba, classes, context, shadow=True)
+        return proba, classes
 
     def _with_shared_inputs(self, encode: partial, frame: pd.DataFrame) -> bytes:
         # The last shared frame and its encoded inputs; holding the frame keeps its identity from being reused.
@@ -129,5 +168,8 @@ class Predictor:
         return encode(encoded_inputs=encoded)
 
     def close(self) -> None:
+        self.follower.stop()
+        if self.shadow is not None:
+            self.shadow.close()  # shadow lines still queued reach the log before it closes
         if self.log is not None:
             self.log.close()

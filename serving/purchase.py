@@ -80,9 +80,10 @@ def predict_pending(predictor: Predictor, items: list[PendingRecord]) -> list[Ou
     """Answer every item of an adaptive batch, with one model call per A/B variant; a variant whose model call
     raises fails its own callers only. Never raises: BentoML would answer every caller of the batch."""
     outcomes = [Outcome(item.request_id) for item in items]
-    groups: dict[str, list[int]] = defaultdict(list)
+    groups: dict[int, list[int]] = defaultdict(list)
     for position, item in enumerate(items):
-        groups[item.entry.requested].append(position)
+        # By entry, not by name: around a hot swap one batch may hold records admitted on either version.
+        groups[id(item.entry)].append(position)
     for positions in groups.values():
         pending = [items[p] for p in positions]
         entry = pending[0].entry

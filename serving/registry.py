@@ -15,18 +15,21 @@ import bentoml
 
 from serving.validation import RecordsValidator, purchase_validator
 from training.schema import PURCHASE, input_schema, record_model, rules_of
-from training.store import StoredModel, load_model
+from training.stages import aliases_of
+from training.store import StoredModel, load_model, parse_ref, resolve_ref
 
 logger = logging.getLogger(__name__)
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$"
+MODEL_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}(@[A-Za-z0-9_][A-Za-z0-9_\-]{0,30})?$"  # a name, or task@stage
 
 
 class ModelUnavailable(LookupError):
     """The model is configured but failed to load: a server-side fault, not the client's."""
 
     def __init__(self, entry: "ModelEntry"):
-        super().__init__(f"model {entry.requested!r} failed to load: {entry.error}")
+        failed = "is not available" if entry.status == "empty" else "failed to load"
+        super().__init__(f"model {entry.requested!r} {failed}: {entry.error}")
         self.reason = f"{entry.requested}: {entry.error}"  # what the purchase endpoints' 503 adds to the seed's detail
 
 
@@ -34,11 +37,17 @@ class ModelUnavailable(LookupError):
 class ModelEntry:
     requested: str
     name: str
-    status: Literal["loaded", "failed"]
+    status: Literal["loaded", "failed", "empty"]  # empty: an alias whose stage no version holds now
     load_seconds: float
     model: StoredModel | None = None
     validator: RecordsValidator | None = None
     error: str | None = None
+    alias: str | None = None  # the configured alias (task@stage) this entry serves, if any
+    swap_error: str | None = None  # the last version that failed to replace this one, and why
+
+    @property
+    def tag(self) -> str | None:
+        return self.model.tag if self.model else None
 
     @property
     def version(self) -> str | None:
@@ -52,10 +61,13 @@ class ModelEntry:
             "status": self.status,
             "error": self.error,
             "load_seconds": round(self.load_seconds, 4),
+            "aliases": [],
+            "swap_error": self.swap_error,
         }
         if self.model is not None:
             bound = self.model.bound
             described.update(
+                aliases=_aliases(self.model),
                 labels=self.model.labels,
                 task=self.model.task,
                 metrics=self.model.metadata.get("metrics"),
@@ -67,6 +79,14 @@ class ModelEntry:
                 else {"rows": len(bound), "columns": list(bound.columns), "date": _latest_date(bound)},
             )
         return described
+
+
+def _aliases(model: StoredModel) -> list[str]:
+    try:
+        return aliases_of(model.tag, model.task)
+    except Exception as exc:  # noqa: BLE001 - an unreadable stage book costs the listing, not the answer
+        logger.warning("cannot read the stage book: %s", exc)
+        return []
 
 
 def not_in_store(tag: str) -> str:
@@ -99,28 +119,63 @@ def _validator_for(model: StoredModel, max_records: int, cache: dict[str, Record
     return cache[key]
 
 
+def load_entry(requested: str, max_records: int, validators: dict[str, RecordsValidator]) -> ModelEntry:
+    """Resolve `requested` (name, name:version or task@stage) in the store, load it, check its bound data and warm
+    it with one prediction on its reference sample; a failure is a `failed` entry carrying the error."""
+    started = time.perf_counter()
+    try:
+        ref = parse_ref(requested)
+    except ValueError as exc:
+        return ModelEntry(requested, requested, "failed", 0.0, error=str(exc))
+    if ref.is_alias:
+        try:
+            resolve_ref(ref)
+        except LookupError as exc:
+            return empty_entry(requested, str(exc))
+    try:
+        # A fixed tag loads as given (BentoML's own NotFound says what is missing); an alias through the stage book.
+        model = load_model(resolve_ref(ref) if ref.is_alias else requested)
+        # A model whose bound data no longer loads is as broken as one whose pipeline does not.
+        _ = model.bound
+        validator = _validator_for(model, max_records, validators)
+        # Warm-up: the first call pays for lazy imports and allocations; it also proves the pipeline predicts.
+        model.predict_proba(model.reference()[validator.columns].head(1))
+        entry = ModelEntry(requested, model.name, "loaded", time.perf_counter() - started, model=model)
+        entry.validator = validator
+    except Exception as exc:  # noqa: BLE001 - any failure to load is reported, never fatal
+        error = not_in_store(requested) if isinstance(exc, bentoml.exceptions.NotFound) else f"{type(exc).__name__}: {exc}"
+        logger.error("model %s failed to load: %s", requested, error)
+        name = requested if ref.is_alias else str(ref.name)
+        entry = ModelEntry(requested, name, "failed", time.perf_counter() - started, error=error)
+    entry.alias = requested if ref.is_alias else None
+    return entry
+
+
+def empty_entry(alias: str, why: str) -> ModelEntry:
+    return ModelEntry(alias, alias, "empty", 0.0, error=why, alias=alias)
+
+
 class Registry:
+    """The served models, one slot per configured reference. A slot's entry is replaced whole (hot swap, see
+    serving/lifecycle.py): a request holds the entry it got from `get`, so it finishes on that version."""
+
     def __init__(self, tags: list[str], max_records: int):
-        self.entries: list[ModelEntry] = []
-        validators: dict[str, RecordsValidator] = {}
-        for tag in tags:
-            name = tag.split(":", 1)[0]
-            started = time.perf_counter()
-            try:
-                model = load_model(tag)
-                # A model whose bound data no longer loads is as broken as one whose pipeline does not.
-                _ = model.bound
-                entry = ModelEntry(tag, name, "loaded", time.perf_counter() - started, model=model)
-                entry.validator = _validator_for(model, max_records, validators)
-            except bentoml.exceptions.NotFound:
-                error = not_in_store(tag)
-                logger.error("model %s failed to load: %s", tag, error)
-                entry = ModelEntry(tag, name, "failed", time.perf_counter() - started, error=error)
-            except Exception as exc:  # noqa: BLE001 - any failure to load is reported, never fatal
-                logger.error("model %s failed to load: %s", tag, exc)
-                error = f"{type(exc).__name__}: {exc}"
-                entry = ModelEntry(tag, name, "failed", time.perf_counter() - started, error=error)
-            self.entries.append(entry)
+        self.max_records = max_records
+        self.validators: dict[str, RecordsValidator] = {}
+        self.entries: list[ModelEntry] = [load_entry(tag, max_records, self.validators) for tag in dict.fromkeys(tags)]
+        # Aliases asked for but not configured (DEFAULT_PURCHASE_MODEL=purchase@production with SERVED_MODELS=
+        # purchase_gbm,...): alias -> the tag holding it, resolved once, kept current by the follower.
+        self.resolved: dict[str, str | None] = {}
+
+    def replace(self, old: ModelEntry, new: ModelEntry) -> None:
+        """Swap one slot's entry atomically: one list item assignment, under the GIL."""
+        self.entries[self.entries.index(old)] = new
+
+    def add(self, entry: ModelEntry) -> None:
+        self.entries = [*self.entries, entry]
+
+    def remove(self, entry: ModelEntry) -> None:
+        self.entries = [e for e in self.entries if e is not entry]
 
     def names(self) -> list[str]:
         return list(dict.fromkeys(entry.name for entry in self.entries))
@@ -130,12 +185,14 @@ class Registry:
 
         Raises LookupError for a model or version that is not served, ModelUnavailable for one that failed to load.
         """
-        candidates = [e for e in self.entries if e.name == name]
+        candidates = [e for e in self.entries if e.name == name or e.requested == name]
+        if not candidates and "@" in name:
+            candidates = self._holders(name)
         if not candidates:
             raise LookupError(f"model {name!r} is not served; served models: {', '.join(self.names())}")
         if version in (None, "latest"):
             # `name` or `name:latest` in the configuration is the default; otherwise the first listed version.
-            defaults = [e for e in candidates if e.requested in (name, f"{name}:latest")]
+            defaults = [e for e in candidates if e.requested in (name, f"{name}:latest") or e.alias == name]
             entry = (defaults or candidates)[0]
         else:
             matching = [e for e in candidates if e.version == version or e.requested == f"{name}:{version}"]
@@ -146,6 +203,19 @@ class Registry:
         if entry.status != "loaded":
             raise ModelUnavailable(entry)
         return entry
+
+    def _holders(self, alias: str) -> list[ModelEntry]:
+        """The served entries of the version that holds `alias` (an alias no slot is configured for)."""
+        if alias not in self.resolved:
+            self.refresh_alias(alias)
+        tag = self.resolved.get(alias)
+        return [e for e in self.entries if tag is not None and e.tag == tag]
+
+    def refresh_alias(self, alias: str) -> None:
+        try:
+            self.resolved[alias] = resolve_ref(alias)
+        except (LookupError, ValueError):
+            self.resolved[alias] = None
 
     def describe(self) -> list[dict[str, Any]]:
         return [entry.describe() for entry in self.entries]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.registry import NAME_PATTERN
+from serving.registry import MODEL_PATTERN, NAME_PATTERN
 from settings import get_settings
 from training.schema import PredictRequest
 
@@ -51,7 +51,7 @@ class ModelPredictRequest(BaseModel):
     """Seed 000's PredictRequest, plus an optional version and inputs of its own."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
-    model_name: str = Field(pattern=NAME_PATTERN, examples=["drive_stats_a"])
+    model_name: str = Field(pattern=MODEL_PATTERN, examples=["drive_stats_a"], description="A model name or a stage alias (task@stage).")
     model_version: str | None = Field(None, pattern=NAME_PATTERN, description="Defaults to the served default.")
     inputs: list[Record] | None = Field(
         None,
@@ -128,9 +128,11 @@ class ServedModel(BaseModel):
     name: str
     requested: str
     version: str | None
-    status: Literal["loaded", "failed"]
+    status: Literal["loaded", "failed", "empty"]
     error: str | None
     load_seconds: float
+    aliases: list[str] = Field(default=[], description="The stage aliases (task@stage) that name this version now.")
+    swap_error: str | None = Field(default=None, description="The last version that failed to replace this one.")
 
 
 class ModelsResponse(BaseModel):

@@ -6,6 +6,7 @@ and the input schema. A tag alone leads to all of it.
 from __future__ import annotations
 
 import platform
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -126,3 +127,67 @@ def has_model(name: str) -> bool:
     except bentoml.exceptions.NotFound:
         return False
     return True
+
+
+# --- References: `name`, `name:version`, or the stage alias `task@stage` --------------------------------------
+# One parser for every place that takes a model reference (settings, serving, promotion, scoring), so they agree.
+_ALIAS = re.compile(r"^(?P<task>[A-Za-z0-9_][A-Za-z0-9_.\-]*)@(?P<stage>[A-Za-z0-9_][A-Za-z0-9_\-]*)$")
+_TAG = re.compile(r"^(?P<name>[A-Za-z0-9_][A-Za-z0-9_.\-]*)(?::(?P<version>[A-Za-z0-9_.\-]+))?$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model reference: a stage alias (`task`, `stage`) or a tag (`name`, `version`)."""
+
+    text: str
+    name: str | None = None
+    version: str | None = None
+    task: str | None = None
+    stage: str | None = None
+
+    @property
+    def is_alias(self) -> bool:
+        return self.stage is not None
+
+    @property
+    def served_name(self) -> str:
+        """The name a client uses for it: the alias itself, or the model name of a tag."""
+        return self.text if self.is_alias else str(self.name)
+
+
+def parse_ref(text: str) -> ModelRef:
+    """Parse `name`, `name:version` or `task@stage`; raises ValueError naming the reference otherwise."""
+    text = text.strip()
+    alias = _ALIAS.match(text)
+    if alias:
+        return ModelRef(text, task=alias["task"], stage=alias["stage"])
+    tag = _TAG.match(text)
+    if tag:
+        return ModelRef(text, name=tag["name"], version=tag["version"])
+    raise ValueError(f"{text!r} is not a model reference: use name, name:version or task@stage")
+
+
+def resolve_ref(ref: str | ModelRef) -> str:
+    """The concrete tag (`name:version`) a reference names now. An alias is looked up in the stage book kept with
+    the store (training/stages.py); raises LookupError when no version holds that stage or the model is missing."""
+    ref = parse_ref(ref) if isinstance(ref, str) else ref
+    if ref.is_alias:
+        from training.stages import holder  # the stage book imports this module
+
+        tag = holder(str(ref.task), str(ref.stage))
+        if tag is None:
+            raise LookupError(f"no model of task {ref.task!r} holds stage {ref.stage!r} ({ref.text})")
+        return tag
+    try:
+        return str(bentoml.models.get(ref.text).tag)
+    except bentoml.exceptions.NotFound:
+        raise LookupError(f"model {ref.text!r} is not in the model store") from None
+
+
+def load_metadata(tag: str) -> tuple[str, dict[str, Any]]:
+    """(concrete tag, metadata) of a stored version without loading its pipeline; LookupError when missing."""
+    try:
+        model = bentoml.models.get(tag)
+    except (bentoml.exceptions.NotFound, ValueError):
+        raise LookupError(f"model {tag!r} is not in the model store") from None
+    return str(model.tag), dict(model.info.metadata)

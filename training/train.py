@@ -30,6 +30,7 @@ from training.data import fingerprint, generate_drive_stats, generate_purchase, 
 from training.evaluate import best_threshold, evaluate
 from training.features import build_features
 from training.schema import DRIVE_STATS, PURCHASE, TASKS, Task, input_schema
+from training.promote import promote
 from training.store import PREDICTION, has_model, save_model
 from training.validation import DataError
 
@@ -225,7 +226,11 @@ def train(names: list[str], seed: int, data_path: str | None = None) -> list[dic
             datasets[variant.task.name] = task_data(variant.task, seed, data_path)
         data, source = datasets[variant.task.name]
         bound = latest_fleet_day(get_settings().fleet_size, seed) if variant.task.name == "drive_stats" else None
-        rows.append(fit_variant(variant, data, seed, source, bound))
+        row = fit_variant(variant, data, seed, source, bound)
+        # The new version takes its variant's stage through the audited promotion (allowed to change the schema:
+        # the training data decides it).
+        promote(row["tag"], variant.stage, reason="trained", allow_schema_change=True)
+        rows.append(row)
     return rows
 
 

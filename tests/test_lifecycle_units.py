@@ -1,0 +1,53 @@
+"""Pure parts of the lifecycle: reference parsing, the settings that take references, bearer tokens."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from serving.auth import bearer_token, token_matches
+from settings import Settings
+from training.store import parse_ref
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("purchase@production", ("purchase@production", True, None, None, "purchase", "production")),
+        ("purchase_gbm", ("purchase_gbm", False, "purchase_gbm", None, None, None)),
+        ("purchase_gbm:abc123", ("purchase_gbm", False, "purchase_gbm", "abc123", None, None)),
+        (" drive_stats@candidate ", ("drive_stats@candidate", True, None, None, "drive_stats", "candidate")),
+    ],
+)
+def test_parse_ref(text, expected):
+    ref = parse_ref(text)
+    assert (ref.served_name, ref.is_alias, ref.name, ref.version, ref.task, ref.stage) == expected
+
+
+@pytest.mark.parametrize("text", ["", "purchase@", "@production", "a b", "purchase@prod:1", "x:y:z", "../etc"])
+def test_parse_ref_refuses_what_is_not_a_reference(text):
+    with pytest.raises(ValueError, match="not a model reference"):
+        parse_ref(text)
+
+
+def test_settings_take_aliases_and_refuse_what_nothing_served_could_match():
+    assert Settings().default_purchase_model == "purchase@production"
+    assert Settings(served_models="purchase_gbm,drive_stats_a").default_purchase_model == "purchase@production"
+    Settings(ab_weights="purchase@production=0.9,purchase@candidate=0.1")
+    with pytest.raises(ValidationError, match="DEFAULT_PURCHASE_MODEL=purchase@production is not loaded"):
+        Settings(served_models="purchase@candidate")
+    with pytest.raises(ValidationError, match="not a model reference"):
+        Settings(shadow_models="bad name")
+
+
+def test_tokens_are_secret_and_compared_whole():
+    settings = Settings(admin_token="s3cret-admin", api_tokens="tok-a, tok-b")
+    assert "s3cret" not in repr(settings) and "tok-a" not in str(settings.model_dump())
+    accepted = settings.api_tokens
+    assert token_matches("tok-b", accepted) and token_matches("tok-a", accepted)
+    for given in (None, "", "tok", "tok-bb", "TOK-A", "tok-a "):
+        assert not token_matches(given, accepted)
+    assert not token_matches("anything", [])
+    assert token_matches("s3cret-admin", [SecretStr("s3cret-admin")])
+    assert bearer_token("Bearer abc") == "abc" and bearer_token("bearer  abc ") == "abc"
+    assert bearer_token("Basic abc") is None and bearer_token("abc") is None and bearer_token(None) is None
