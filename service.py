@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from starlette.responses import PlainTextResponse, Response
 
 from serving import purchase
+from serving.feedback import router as feedback_router
 from serving.http import (
     Call,
     OverloadedAsJSON,
@@ -27,6 +28,7 @@ from serving.http import (
 from serving.metrics import DriftGauges
 from serving.multimodel import predict_many
 from serving.predictor import Predictor
+from serving.quality_gauges import QualityGauges
 from serving.schemas import BatchPredictRequest as BatchPredictBody
 from serving.schemas import BatchPredictResponse, ModelsResponse, PredictResponse as PredictPayload
 from serving.schemas import V1PredictRequest as V1PredictBody
@@ -68,6 +70,7 @@ def list_models() -> dict:
     return {"models": bentoml.get_current_service().predictor.registry.describe()}
 
 
+models_app.include_router(feedback_router)  # POST /v1/feedback
 document_error_responses()
 
 
@@ -81,6 +84,8 @@ class PurchaseService:
         self.predictor = Predictor(settings)
         self.drift_gauges = DriftGauges(settings.drift_state_path)
         self.drift_gauges.start()
+        self.quality_gauges = QualityGauges(settings.quality_state_path)
+        self.quality_gauges.start()
 
     def __is_ready__(self) -> bool:
         """/readyz: 503 until every configured model is loaded (GET /v1/models says which one is not)."""
@@ -89,6 +94,7 @@ class PurchaseService:
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         self.drift_gauges.stop()
+        self.quality_gauges.stop()
         self.predictor.close()
 
     @bentoml.api(

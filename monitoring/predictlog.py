@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-META_COLUMNS = ("ts", "request_id", "endpoint", "model_name", "model_version", "routing_key", "variant")
+META_COLUMNS = ("ts", "request_id", "endpoint", "model_name", "model_version", "routing_key", "variant",
+                "prediction_id", "serial_number")
 OUTPUT_COLUMNS = ("probability", "prediction")
 RESERVED = frozenset(META_COLUMNS + OUTPUT_COLUMNS)
 
@@ -65,6 +66,7 @@ def to_lines(
     routing_key: str | None | list[str | None] = None,
     variant: str | None = None,
     ts: str | None = None,
+    per_row: dict[str, list] | None = None,
 ) -> bytes:
     """Serialize one batch of predictions as JSON lines. What the batch shares is encoded once; `request_id` and
     `routing_key` may be per row (an adaptive batch mixes requests)."""
@@ -86,6 +88,9 @@ def to_lines(
             values.append(value)
         else:
             shared[key] = value
+    for key, value in (per_row or {}).items():  # prediction_id, serial_number (issue 13)
+        columns.append(key)
+        values.append(value)
     columns += list(inputs.columns)
     values += [inputs[column].tolist() for column in inputs.columns]
     columns += ["probability", "prediction"]

@@ -23,6 +23,7 @@ from serving.validation import RecordsValidator
 
 logger = logging.getLogger(__name__)
 ENDPOINT = "/v1/predict"
+BOUND_KEY = "serial_number"
 
 
 def _ms(since: float) -> int:
@@ -38,6 +39,7 @@ class Planned:
     entry: ModelEntry | None = None
     frame: pd.DataFrame | None = None
     answer: ModelPrediction | None = None
+    serial_numbers: list[str] | None = None  # a bound dataset's row identities, answered and logged
 
     def fail(self, status: str, message: str) -> None:
         version = self.entry.version if self.entry else self.item.model_version
@@ -70,6 +72,8 @@ def _plan(index: int, item: ModelPredictRequest, body: V1PredictRequest, predict
             plan.frame = _shared_frame(validator, body.inputs, shared)
         elif model.bound is not None:
             plan.frame = model.bound[validator.columns]
+            if BOUND_KEY in model.bound.columns:
+                plan.serial_numbers = model.bound[BOUND_KEY].astype(str).tolist()
         else:
             raise ValueError(f"model {item.model_name!r} has no bound dataset: send `inputs` with the item or request")
     except ValueError as exc:
@@ -94,9 +98,10 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
     if plan.answer is not None:
         return plan.answer
     assert plan.entry is not None and plan.frame is not None
+    row_keys = {BOUND_KEY: plan.serial_numbers} if plan.serial_numbers is not None else None
     try:
         scored = await anyio.to_thread.run_sync(
-            lambda: predictor.score(plan.entry, plan.frame, endpoint=ENDPOINT, request_id=request_id)
+            lambda: predictor.score(plan.entry, plan.frame, endpoint=ENDPOINT, request_id=request_id, row_keys=row_keys)
         )
     except Exception as exc:  # noqa: BLE001 - one model raising must not fail the other items
         logger.exception("model %s raised", plan.entry.requested)
@@ -107,6 +112,8 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
         model_name=plan.item.model_name,
         model_version=plan.entry.version,
         prediction=scored.proba.tolist(),
+        prediction_ids=scored.ids,
+        serial_numbers=plan.serial_numbers,
         duration_ms=_ms(plan.started),
     )
 

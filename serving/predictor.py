@@ -17,6 +17,7 @@ from threadpoolctl import ThreadpoolController
 
 from monitoring.predictlog import PredictionLog, now_iso, to_lines
 from serving import metrics
+from serving.ids import new_ids
 from serving.registry import ModelEntry, Registry
 from serving.routing import ABRouter
 from settings import Settings
@@ -49,6 +50,7 @@ class Scored:
     entry: ModelEntry
     proba: np.ndarray
     classes: np.ndarray
+    ids: list[str]  # one prediction_id per row (serving/ids.py), also in the row's log line
 
 
 class Predictor:
@@ -83,6 +85,7 @@ class Predictor:
         endpoint: str,
         request_id: str | list[str],
         routing_key: str | None = None,
+        row_keys: dict[str, list] | None = None,
     ) -> Scored:
         """Predict, then count, observe and log the batch; logging problems never fail the prediction."""
         model = entry.model
@@ -92,6 +95,7 @@ class Predictor:
         proba = model.predict_proba(frame)
         metrics.INFERENCE.labels(model.name).observe(time.perf_counter() - started)
         classes = model.classify(proba)
+        ids = new_ids(len(frame))
         metrics.BATCH_ROWS.labels(endpoint).observe(len(frame))
         metrics.observe_predictions(model, endpoint, proba, classes)
         signals = self.signals.get(entry.requested)
@@ -110,9 +114,10 @@ class Predictor:
                 routing_key=routing_key,
                 variant=model.labels.get("variant"),
                 ts=now_iso(),  # the prediction's time, even when a background thread encodes it later
+                per_row={"prediction_id": ids, **(row_keys or {})},  # row_keys: e.g. a bound row's serial_number
             )
             self.log.submit(encode, len(frame))
-        return Scored(entry, proba, classes)
+        return Scored(entry, proba, classes, ids)
 
     def close(self) -> None:
         if self.log is not None:

@@ -36,8 +36,8 @@ def batch_predict(predictor: Predictor, validator: RecordsValidator, call: Call)
         return rejection(exc, endpoint, call.request_id)
     scored = predictor.score(entry, frame, endpoint=endpoint, request_id=call.request_id, routing_key=call.routing_key)
     predictions = [
-        {"predicted_purchase_probability": p, "predicted_purchase": c}
-        for p, c in zip(scored.proba.tolist(), scored.classes.tolist())
+        {"predicted_purchase_probability": p, "predicted_purchase": c, "prediction_id": i}
+        for p, c, i in zip(scored.proba.tolist(), scored.classes.tolist(), scored.ids)
     ]
     payload = {"predictions": predictions, "model_name": entry.name, "model_version": entry.version}
     return json_response(200, payload, call.request_id)
@@ -76,10 +76,12 @@ def predict_pending(predictor: Predictor, items: list) -> list:
             for position, item in zip(positions, pending):
                 answers[position] = json_response(500, {"detail": FAILED}, item.request_id)
             continue
-        for position, item, p, c in zip(positions, pending, scored.proba.tolist(), scored.classes.tolist()):
+        rows = zip(positions, pending, scored.proba.tolist(), scored.classes.tolist(), scored.ids)
+        for position, item, p, c, prediction_id in rows:
             payload = {
                 "predicted_purchase_probability": p,
                 "predicted_purchase": c,
+                "prediction_id": prediction_id,
                 "model_name": entry.name,
                 "model_version": entry.version,
             }
