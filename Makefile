@@ -7,7 +7,7 @@ PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: install serve train test bench drift dashboard score simulate build clean
+.PHONY: install serve train test test-fast bench drift dashboard score simulate build clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ serve: install
 	$(BIN)/python -m training.train --if-missing
 	$(BIN)/bentoml serve . --port $(PORT)
 
-test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# Two tiers, two pytest sessions (each trains its own temporary model store): in-process first, then real servers.
+test: test-fast
+	$(BIN)/python -m pytest --ignore=tests/fast $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest tests/fast -q $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m training.train --if-missing

@@ -1,64 +1,63 @@
 """The HTTP surface: routes, payload schemas and status codes. Everything else lives in serving/.
 
     bentoml serve .          # bentofile.yaml points here; settings come from the environment (settings.py)
+
+A request meets `serving.http.Gate` first: it reads the body, admits it into the route's typed input or answers
+the client error (serving/errors.py), and only then BentoML's route runs the method below.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import ClassVar
-
+import anyio
 import bentoml
 from fastapi import FastAPI
-from pydantic import ValidationError
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from serving import purchase
 from serving.feedback import router as feedback_router
-from serving.http import (
-    Call,
-    OverloadedAsJSON,
-    RawJSONInput,
-    SingleRecordInput,
-    SingleRecordOutput,
-    document_error_responses,
-    json_response,
-    rejection,
-)
+from serving.bentoml_io import NOT_JSON, TOO_LARGE, AdmittedInput, BatchedInput, BatchedOutput, document, error_doc as _error
+from serving.errors import json_response
+from serving.http import Gate, Route, bulk_lane
 from serving.metrics import DriftGauges
-from serving.multimodel import predict_many
+from serving.multimodel import V1Input, admit_v1, predict_many
 from serving.predictor import Predictor
 from serving.quality_gauges import QualityGauges
 from serving.schemas import BatchPredictRequest as BatchPredictBody
 from serving.schemas import BatchPredictResponse, ModelsResponse, PredictResponse as PredictPayload
 from serving.schemas import V1PredictRequest as V1PredictBody
 from serving.schemas import V1PredictResponse
-from serving.validation import RecordsValidator, RequestRejected, error_reason, fastapi_errors, purchase_validator
 from settings import get_settings
 from training.schema import PredictRequest as PredictRecord
 
-logger = logging.getLogger("bentoml.service")
 settings = get_settings()
-UNEXPECTED = "An unexpected error occurred while processing batch predictions"
+
+# Seed 001's example records and seed 000's example request, shown as request examples in /docs.
+SEED_RECORDS = [
+    {"student_country": "United States", "days_on_platform": 45, "minutes_watched": 320.5, "courses_started": 3,
+     "practice_exams_started": 5, "practice_exams_passed": 3, "minutes_spent_on_exams": 87.2},
+    {"student_country": "Canada", "days_on_platform": 12, "minutes_watched": 45.0, "courses_started": 1,
+     "practice_exams_started": 0, "practice_exams_passed": 0, "minutes_spent_on_exams": 0.0},
+    {"student_country": "United Kingdom", "days_on_platform": 90, "minutes_watched": 1250.0, "courses_started": 8,
+     "practice_exams_started": 12, "practice_exams_passed": 10, "minutes_spent_on_exams": 340.5},
+]
+SEED_V1 = {"predictions": [{"model_name": "drive_stats_a"}, {"model_name": "drive_stats_b"}]}
 
 
-# Input specs: the field lists document the bodies in /docs.json; serving/http.py explains the overrides.
-class PredictRequest(SingleRecordInput, PredictRecord):
+# Input specs: their fields document the bodies (and BentoML's client); the API receives the admitted input.
+class PredictRequest(BatchedInput, PredictRecord):
     """One student's engagement record."""
 
-    validator: ClassVar[RecordsValidator] = purchase_validator(settings.max_records)
 
-
-class PredictResponse(SingleRecordOutput, PredictPayload):
+class PredictResponse(BatchedOutput, PredictPayload):
     """One prediction, and the model that made it."""
 
 
-class BatchPredictRequest(RawJSONInput, BatchPredictBody):
-    endpoint: ClassVar[str] = "/batch_predict"
+class BatchPredictRequest(AdmittedInput, BatchPredictBody):
+    """Student records, scored in one vectorized pass."""
 
 
-class V1PredictRequest(RawJSONInput, V1PredictBody):
-    endpoint: ClassVar[str] = "/v1/predict"
+class V1PredictRequest(AdmittedInput, V1PredictBody):
+    """Several models' predictions in one request (seed 000)."""
 
 
 models_app = FastAPI(title="served models")
@@ -71,11 +70,18 @@ def list_models() -> dict:
 
 
 models_app.include_router(feedback_router)  # POST /v1/feedback
-document_error_responses()
 
 
 @bentoml.asgi_app(models_app, path="/")
-@bentoml.service(name="purchase_serving", workers=settings.workers, traffic={"timeout": 120})
+@bentoml.service(
+    name="purchase_serving",
+    workers=settings.workers,
+    # BentoML's thread limiter runs only /predict's batch function: big requests run in serving.http's bulk lane,
+    # so a 10,000-record batch never queues a single record behind it.
+    threads=1,
+    traffic={"timeout": 120},
+    logging={"access": {"enabled": settings.access_log}},
+)
 class PurchaseService:
     """Student-purchase and drive-stats models from the BentoML model store."""
 
@@ -105,30 +111,90 @@ class PurchaseService:
         input_spec=PredictRequest,
         output_spec=PredictResponse,
     )
-    def predict(self, items: list) -> list:
+    def predict(self, records: list[purchase.PendingRecord]) -> list[purchase.Outcome]:
         """Predict one record. Concurrent calls are coalesced into one model call (adaptive batching)."""
-        return purchase.predict_pending(self.predictor, items)
+        return purchase.predict_pending(self.predictor, records)
 
     @bentoml.api(route="/batch_predict", input_spec=BatchPredictRequest, output_spec=BatchPredictResponse)
-    def batch_predict(self, call: Call) -> Response:
+    async def batch_predict(self, batch: purchase.BatchInput) -> Response:
         """Predict many records in one vectorized pass; predictions come back in input order."""
-        return purchase.batch_predict(self.predictor, PredictRequest.validator, call)
+        return await anyio.to_thread.run_sync(purchase.batch_predict, self.predictor, batch, limiter=bulk_lane())
 
     @bentoml.api(route="/v1/predict", input_spec=V1PredictRequest, output_spec=V1PredictResponse)
-    async def v1_predict(self, call: Call) -> Response:
+    async def v1_predict(self, v1: V1Input) -> Response:
         """Predict with several models at once (ensembles, A/B tests); one failing item never fails the others."""
-        if call.rejected is not None:
-            return call.rejected
-        try:
-            body = V1PredictBody.model_validate_json(call.body)
-        except ValidationError as exc:
-            return rejection(RequestRejected(422, fastapi_errors(exc), error_reason(exc)), "/v1/predict", call.request_id)
-        try:
-            result = await predict_many(body, self.predictor, call.request_id)
-        except Exception:  # noqa: BLE001 - the seed's 500 is text/plain, and says nothing internal
-            logger.exception("/v1/predict failed as a whole")
-            return PlainTextResponse(UNEXPECTED, status_code=500)
-        return json_response(200, result.model_dump(mode="json"), call.request_id)
+        result = await predict_many(v1.body, self.predictor, v1.request_id)
+        return json_response(200, result.model_dump(mode="json"), v1.request_id)
 
 
-PurchaseService.add_asgi_middleware(OverloadedAsJSON)
+PurchaseService.add_asgi_middleware(
+    Gate,
+    routes={
+        "/predict": Route(lambda svc, call: purchase.admit_one(svc.predictor, call), in_thread=False, batched=True),
+        "/batch_predict": Route(
+            lambda svc, call: purchase.admit_batch(svc.predictor, call), media_types=tuple(purchase.BATCH_DECODERS)
+        ),
+        "/v1/predict": Route(admit_v1),
+    },
+)
+
+DESCRIPTION = """\
+Predictions from scikit-learn models kept in the BentoML model store.
+
+* **POST /predict**: one student's engagement record as the whole body; the purchase probability back.
+  Concurrent calls share one model call (adaptive batching).
+* **POST /batch_predict**: `{"records": [...]}` (up to MAX_RECORDS), predictions in input order.
+* **POST /v1/predict**: several models in one request (ensembles, A/B tests); one failing item never fails the others.
+* **GET /v1/models**: the served models, their versions, metrics, input schemas and load status.
+
+Errors: 422 names the record and the field (`loc`) or the broken rule; 413 and 415 for bodies that are too big or
+not JSON; 503 when the model is not loaded. Every prediction is written to the prediction log; Prometheus metrics
+are on /metrics.
+"""
+_FIELD_ERRORS = "Field errors (loc = ['body', field]) or the business rule, which JSON Schema cannot express: "
+document(
+    PurchaseService,
+    description=DESCRIPTION,
+    routes={
+        "/predict": {
+            "request": PredictRecord,
+            "response": PredictPayload,
+            "examples": {f"seed record {i}": {"value": r} for i, r in enumerate(SEED_RECORDS)},
+            "errors": {
+                413: TOO_LARGE,
+                415: NOT_JSON,
+                422: _error(_FIELD_ERRORS + "practice_exams_passed <= practice_exams_started."),
+                503: _error("Model is not loaded (and why), or the adaptive batcher is overloaded."),
+            },
+        },
+        "/batch_predict": {
+            "request": BatchPredictBody,
+            "response": BatchPredictResponse,
+            "examples": {"seed 001 example": {"value": {"records": SEED_RECORDS}}},
+            "errors": {
+                413: TOO_LARGE,
+                415: NOT_JSON,
+                422: _error("Field errors (loc = ['body', 'records', i, field]), an empty or oversized list, or the "
+                            "business rule practice_exams_passed <= practice_exams_started, naming the records."),
+                503: _error("Model is not loaded (and why)."),
+            },
+        },
+        "/v1/predict": {
+            "request": V1PredictBody,
+            "response": V1PredictResponse,
+            "examples": {
+                "seed 000 example (bound datasets)": {"value": SEED_V1},
+                "ensemble on shared inputs": {"value": {
+                    "inputs": SEED_RECORDS[:1],
+                    "predictions": [{"model_name": "purchase_gbm"}, {"model_name": "purchase_lr"}],
+                    "ensemble": "mean",
+                }},
+            },
+            "errors": {
+                413: TOO_LARGE,
+                415: NOT_JSON,
+                422: _error("The request itself is malformed (per-item problems are BadRequest items in a 200)."),
+            },
+        },
+    },
+)

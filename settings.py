@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         description="DRIFT_STATE_PATH: the last drift job's summary, exported as gauges on /metrics "
         "(default STATE_DIR/drift/latest.json; reports and the Evidently workspace go beside it).",
     )
+    # Request path (HOTPATH, issue 10).
+    access_log: bool = Field(
+        default=False,
+        description="ACCESS_LOG: BentoML's per-request access log lines (off by default: they cost about a third "
+        "of a single-record request's time; errors and the prediction log are unaffected).",
+    )
     seed: int = Field(default=42, description="SEED: random seed of data generation and training.")
     purchase_rows: int = Field(default=60_000, ge=1_000, description="PURCHASE_ROWS: synthetic training rows.")
     drive_rows: int = Field(default=200_000, ge=1_000, description="DRIVE_ROWS: synthetic drive-days.")

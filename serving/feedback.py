@@ -25,8 +25,9 @@ from starlette.responses import Response
 
 from monitoring.outcomes import Outcome, OutcomeStore
 from serving import ids
-from serving.http import json_response, read_body, rejection
-from serving.validation import RequestRejected, error_reason, fastapi_errors
+from serving.errors import ClientError, error_response, json_response, request_id_of
+from serving.http import JSON, read_body
+from serving.validation import error_reason, fastapi_errors
 from settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -94,25 +95,28 @@ router = APIRouter(tags=["Service APIs"])
 )
 async def feedback(request: Request) -> Response:
     """Record the true outcomes of past predictions (by prediction_id) for the quality job."""
+    request_id = request_id_of(request.headers)
     try:
-        body = FeedbackRequest.model_validate_json(await read_body(request))
-    except RequestRejected as exc:
+        raw = await read_body(request.receive, request.headers, (JSON,), _settings.max_body_bytes)
+        try:
+            body = FeedbackRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise ClientError(422, fastapi_errors(exc), error_reason(exc)) from None
+    except ClientError as exc:
         FEEDBACK.labels("rejected").inc()
-        return rejection(exc, ENDPOINT)
-    except ValidationError as exc:
-        FEEDBACK.labels("rejected").inc()
-        return rejection(RequestRejected(422, fastapi_errors(exc), error_reason(exc)), ENDPOINT)
+        return error_response(exc, ENDPOINT, request_id)
     outcomes = [Outcome(item.prediction_id, item.outcome, item.observed_at) for item in body.outcomes]
 
     try:
         result = await to_thread.run_sync(outcome_store().ingest, outcomes)  # file lock and write off the loop
     except OSError:
         logger.exception("cannot store feedback")
-        return json_response(503, {"detail": "The outcome store cannot be written; nothing was stored. Retry."})
+        return json_response(503, {"detail": "The outcome store cannot be written; nothing was stored. Retry."},
+                             request_id)
     FEEDBACK.labels("accepted").inc(result.accepted)
     FEEDBACK.labels("duplicate").inc(result.duplicates)
     FEEDBACK.labels("correction").inc(result.corrections)
     corrected = [outcomes[p].prediction_id for p in result.corrected[:200]]
     payload = {"accepted": result.accepted, "duplicates": result.duplicates, "corrections": result.corrections,
                "corrected": corrected}
-    return json_response(200, payload)
+    return json_response(200, payload, request_id)

@@ -1,259 +1,200 @@
-"""BentoML 1.4 glue that lets the service keep the seeds' HTTP contracts.
+"""The gate in front of the API endpoints: every client error and every 500 is answered here.
 
-BentoML would parse every body into its own pydantic model and answer errors as 400 `{"error": ...}`; the seeds
-want FastAPI's 422 shapes, 413/415 for bad bodies, and a single-record `/predict` body fed to the adaptive
-batcher. So the input specs here override `from_http_request` to hand the API either the raw body (validated
-by `serving.validation` in one pydantic-core pass) or a ready error response, and `/predict`'s output spec
-unwraps its one-item slice of the batch. These hooks are BentoML internals (`_bentoml_sdk.io_models`): bentoml
-is pinned to 1.4.39 and tests/test_service.py checks every contract against a real server.
+`Gate` is an ASGI middleware (BentoML's public `Service.add_asgi_middleware`). For each API route it reads the
+body (415 for a media type the route does not take, 413 past MAX_BODY_BYTES, without reading on), then runs the
+route's `admit` function, which turns the body into the route's typed input or raises `ClientError`. Only admitted
+requests reach BentoML's route: a rejected `/predict` never takes a batch slot or a queue position, so it is a
+413/415/422/503 at once, never an overload 503. The admitted input rides in the ASGI scope to the route's input
+spec (serving/bentoml_io.py), so the body is parsed exactly once.
+
+Heavy admissions (thousands of records) run in a thread of their own limiter, not on the event loop, so they
+never stall the single-record traffic; `/predict`'s admission (one record, ~20 us) runs inline.
+
+Unexpected failures inside the route come back from BentoML as a 500 with its own body; the gate answers them in
+the endpoint's documented 500 shape instead (serving.errors.UNEXPECTED), and says what an overload 503 from the
+adaptive batcher means.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
+import anyio
 import orjson
-from _bentoml_sdk.io_models import IODescriptor
-from _bentoml_sdk.service import openapi as bentoml_openapi
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.datastructures import Headers
 
-from serving import metrics
-from serving.schemas import (
-    BatchPredictRequest,
-    BatchPredictResponse,
-    Detail,
-    PredictResponse,
-    V1PredictRequest,
-    V1PredictResponse,
-)
-from serving.validation import RequestRejected
+from serving.errors import ClientError, UNEXPECTED, error_response, request_id_of, unexpected_response
 from settings import get_settings
-from training.schema import PredictRequest
 
+logger = logging.getLogger("bentoml.service")
 _settings = get_settings()
-REQUEST_ID_HEADER = "x-request-id"
+
+ADMITTED = "purchase_serving.admitted"  # the scope key the input specs read
+JSON = "application/json"
 ROUTING_KEY_HEADER = "x-routing-key"
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@\-]")
 MAX_ROUTING_KEY = 128
 OVERLOADED = "The adaptive batcher is overloaded: this request could not be scheduled within BATCH_MAX_LATENCY_MS; retry later."
 
 
-def json_response(status: int, payload: Any, request_id: str | None = None) -> Response:
-    # Always a new Response: BentoML attaches background tasks and headers to the object it gets.
-    headers = {REQUEST_ID_HEADER: request_id} if request_id else None
-    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+@dataclass
+class Call:
+    """A request's body and who is calling: what every route's `admit` receives."""
+
+    body: bytes
+    media_type: str
+    accept: str  # the first media type of the Accept header ("*/*" when absent): the seam for other encodings
+    request_id: str
+    routing_key: str | None
 
 
-def rejection(exc: RequestRejected, endpoint: str, request_id: str | None = None) -> Response:
-    metrics.VALIDATION_FAILURES.labels(endpoint, exc.reason).inc()
-    return json_response(exc.status, {"detail": exc.detail}, request_id)
-
-
-def request_id_of(request: Request) -> str:
-    """The client's request id when it is a short plain token, else a fresh one: ids reach the log verbatim."""
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _SAFE_ID.match(given) else uuid.uuid4().hex
-
-
-def routing_key_of(request: Request) -> str | None:
-    key = request.headers.get(ROUTING_KEY_HEADER)
+def routing_key_of(headers: Headers) -> str | None:
+    key = headers.get(ROUTING_KEY_HEADER)
     if not key:
         return None
     return _UNSAFE.sub("_", key)[:MAX_ROUTING_KEY]
 
 
-async def read_body(request: Request, limit: int = _settings.max_body_bytes) -> bytes:
-    """The JSON body, refusing wrong content types (415) and bodies over `limit` bytes (413) without reading them."""
-    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if media_type not in ("application/json", ""):
-        raise RequestRejected(415, f"Content-Type must be application/json, got {media_type!r}.", reason="content_type")
-    declared = request.headers.get("content-length")
+def media_type_of(value: str | None, default: str) -> str:
+    return (value or default).split(",")[0].split(";")[0].strip().lower() or default
+
+
+async def read_body(receive: Any, headers: Headers, media_types: tuple[str, ...], limit: int) -> bytes:
+    """The body, refusing media types outside `media_types` (415) and bodies over `limit` bytes (413) early."""
+    media_type = media_type_of(headers.get("content-type"), JSON)
+    if media_type not in media_types:
+        raise ClientError(415, f"Content-Type must be {' or '.join(media_types)}, got {media_type!r}.", "content_type")
+    declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise RequestRejected(413, f"Request body of {declared} bytes is over the limit of {limit} bytes.", reason="too_large")
+        raise ClientError(413, f"Request body of {declared} bytes is over the limit of {limit} bytes.", "too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientError(400, "The client disconnected before sending the whole body.", "disconnect")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise RequestRejected(413, f"Request body is over the limit of {limit} bytes.", reason="too_large")
+            raise ClientError(413, f"Request body is over the limit of {limit} bytes.", "too_large")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+Admit = Callable[[Any, Call], Any]  # (the service instance, the call) -> the route's typed input; raises ClientError
+
+
+@dataclass(frozen=True)
+class Route:
+    """How the gate admits one API route."""
+
+    admit: Admit
+    media_types: tuple[str, ...] = (JSON,)
+    in_thread: bool = True  # False only for admissions cheap enough for the event loop
+    batched: bool = False  # a 503 from inside is the adaptive batcher's overload answer
 
 
 @dataclass
-class Call:
-    """What a non-batched endpoint receives: the raw body and who is calling, or a ready error response."""
+class Gate:
+    """ASGI middleware: admit or reject each API request before BentoML's route; answer inner failures."""
 
-    body: bytes
-    request_id: str
-    routing_key: str | None
-    rejected: Response | None = None
-
-
-@dataclass
-class PendingRecord:
-    """One /predict call inside an adaptive batch."""
-
-    record: dict[str, Any]
-    request_id: str
-    routing_key: str | None
-
-
-class RawJSONInput(IODescriptor):
-    """An input spec whose fields only document the body: the API receives a `Call` with the raw bytes."""
-
-    __root_input__ = True
-    endpoint: ClassVar[str] = ""
-
-    @classmethod
-    async def from_http_request(cls, request: Request, serde: Any) -> Call:  # type: ignore[override]
-        request_id = request_id_of(request)
-        try:
-            body = await read_body(request)
-        except RequestRejected as exc:
-            return Call(b"", request_id, None, rejected=rejection(exc, cls.endpoint, request_id))
-        return Call(body, request_id, routing_key_of(request))
-
-
-class SingleRecordInput(IODescriptor):
-    """/predict: validates the one record here, before the batcher, so a bad request never costs a batch slot
-    of model work; the batcher receives a one-item list holding the record or the ready 422."""
-
-    __root_input__ = True
-    endpoint: ClassVar[str] = "/predict"
-    validator: ClassVar[Any] = None  # set by the service: a serving.validation.RecordsValidator
-
-    @classmethod
-    async def from_http_request(cls, request: Request, serde: Any) -> list:  # type: ignore[override]
-        request_id = request_id_of(request)
-        try:
-            record = cls.validator.single_record(await read_body(request))
-        except RequestRejected as exc:
-            return [rejection(exc, cls.endpoint, request_id)]
-        return [PendingRecord(record, request_id, routing_key_of(request))]
-
-
-class SingleRecordOutput(IODescriptor):
-    """/predict: the batch function answers each item with a payload dict or a ready Response."""
-
-    @classmethod
-    async def to_http_response(cls, obj: Any, serde: Any) -> Response:  # type: ignore[override]
-        item = obj[0]
-        if isinstance(item, Response):
-            return item
-        payload, request_id = item
-        return json_response(200, payload, request_id)
-
-
-class OverloadedAsJSON:
-    """ASGI middleware: BentoML answers a request the batcher dropped (past its max latency) with a generic 503;
-    say instead, in the seed's `detail` shape, that the batcher was overloaded. Our own 503s pass untouched."""
-
-    def __init__(self, app: Any, paths: tuple[str, ...] = ("/predict",)):
-        self.app = app
-        self.paths = paths
+    app: Any
+    routes: dict[str, Route]
+    max_body_bytes: int = _settings.max_body_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None:
             await self.app(scope, receive, send)
             return
-        held: dict | None = None
+        path = scope["path"]
+        headers = Headers(scope=scope)
+        request_id = request_id_of(headers)
+        try:
+            body = await read_body(receive, headers, route.media_types, self.max_body_bytes)
+            call = Call(body, media_type_of(headers.get("content-type"), JSON), media_type_of(headers.get("accept"), "*/*"),
+                        request_id, routing_key_of(headers))
+            service = _service()
+            if route.in_thread:
+                scope[ADMITTED] = await anyio.to_thread.run_sync(route.admit, service, call, limiter=bulk_lane())
+            else:
+                scope[ADMITTED] = route.admit(service, call)
+        except ClientError as exc:
+            await error_response(exc, path, request_id)(scope, receive, send)
+            return
+        except Exception:  # noqa: BLE001 - the endpoint's documented 500, never a traceback
+            await unexpected_response(path, request_id)(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), _Answers(send, path, request_id, route.batched))
 
-        async def rewrite(message: dict) -> None:
-            nonlocal held
-            if message["type"] == "http.response.start" and message["status"] == 503:
-                held = message
+
+
+_BULK: anyio.CapacityLimiter | None = None
+
+
+def bulk_lane() -> anyio.CapacityLimiter:
+    """The one thread for big requests: admitting (parsing, validating) and scoring /batch_predict and /v1/predict.
+
+    BentoML's own limiter (`threads`) then serves only /predict's batch function, so single records never queue
+    behind a 10,000-record request: two lanes, one per core. One bulk thread, not more: parsing holds the GIL,
+    and each model call already uses its OpenMP thread (serving/predictor.py)."""
+    global _BULK
+    if _BULK is None:
+        _BULK = anyio.CapacityLimiter(1)
+    return _BULK
+
+
+def _service() -> Any:
+    import bentoml
+
+    return bentoml.get_current_service()
+
+
+def _replay(body: bytes, receive: Any) -> Callable[[], Awaitable[dict]]:
+    """The body once more (nothing downstream parses it today), then the client's own messages (disconnect)."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class _Answers:
+    """Wraps `send`: BentoML's own 500 body becomes the endpoint's documented 500, and an overload 503 from the
+    adaptive batcher says so in the seed's `detail` shape."""
+
+    def __init__(self, send: Any, path: str, request_id: str, batched: bool):
+        self.send, self.path, self.request_id, self.batched = send, path, request_id, batched
+        self.replacement: tuple[dict, bytes, str] | None = None
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            if status == 500:
+                unexpected = UNEXPECTED[self.path]
+                self.replacement = (message, unexpected.body, unexpected.media_type)
                 return
-            if held is not None and message["type"] == "http.response.body":
-                body = message.get("body", b"")
-                if b'"detail"' not in body:
-                    body = orjson.dumps({"detail": OVERLOADED})
-                headers = [(k, v) for k, v in held["headers"] if k.lower() != b"content-length"]
-                await send({**held, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-                held = None
-                await send({"type": "http.response.body", "body": body, "more_body": False})
+            if status == 503 and self.batched:
+                self.replacement = (message, orjson.dumps({"detail": OVERLOADED}), JSON)
                 return
-            await send(message)
-
-        await self.app(scope, receive, rewrite)
-
-
-def _error(description: str) -> dict[str, Any]:
-    schema = Detail.model_json_schema()
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _schema(model: type) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template=bentoml_openapi.REF_TEMPLATE)
-    schema.pop("$defs", None)  # BentoML already lists the nested models as components
-    return schema
-
-
-_TOO_LARGE = _error("Body over MAX_BODY_BYTES.")
-_NOT_JSON = _error("Content-Type is not application/json.")
-
-# route -> (request body model, 200 body model, other documented responses)
-DOCUMENTED: dict[str, tuple[type, type, dict[int, dict[str, Any]]]] = {
-    "/predict": (
-        PredictRequest,
-        PredictResponse,
-        {
-            413: _TOO_LARGE,
-            415: _NOT_JSON,
-            422: _error("Field errors (loc = ['body', field]) or the business rule, which JSON Schema cannot "
-                        "express: practice_exams_passed <= practice_exams_started."),
-            503: _error("Model is not loaded, or the adaptive batcher is overloaded."),
-        },
-    ),
-    "/batch_predict": (
-        BatchPredictRequest,
-        BatchPredictResponse,
-        {
-            413: _TOO_LARGE,
-            415: _NOT_JSON,
-            422: _error("Field errors (loc = ['body', 'records', i, field]), an empty or oversized list, or the "
-                        "business rule practice_exams_passed <= practice_exams_started, naming the records."),
-            503: _error("Model is not loaded."),
-        },
-    ),
-    "/v1/predict": (
-        V1PredictRequest,
-        V1PredictResponse,
-        {
-            413: _TOO_LARGE,
-            415: _NOT_JSON,
-            422: _error("The request itself is malformed (per-item problems are BadRequest items in a 200)."),
-            500: {
-                "description": "Unexpected failure of the whole request.",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            },
-        },
-    ),
-}
-
-_bentoml_api_routes = bentoml_openapi._get_api_routes
-
-
-def _documented_api_routes(svc: Any) -> dict[str, Any]:
-    """BentoML documents 400/404/500 for every API, and flattens `X | None` to `X` (keeping the first anyOf
-    branch); document what our routes really accept and answer, with pydantic's own schemas."""
-    routes = _bentoml_api_routes(svc)
-    for path, (request, response, errors) in DOCUMENTED.items():
-        if path not in routes:
-            continue
-        operation = routes[path].post
-        operation["requestBody"]["content"] = {"application/json": {"schema": _schema(request)}}
-        operation["responses"] = {
-            200: {"description": "Successful Response", "content": {"application/json": {"schema": _schema(response)}}},
-            **errors,
-        }
-    return routes
-
-
-def document_error_responses() -> None:
-    # generate_spec looks the function up at call time, so replacing it changes every /docs.json answer.
-    bentoml_openapi._get_api_routes = _documented_api_routes
+        elif self.replacement is not None and message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return  # BentoML's own body is dropped
+            start, body, media_type = self.replacement
+            headers = [(k, v) for k, v in start["headers"] if k.lower() not in (b"content-length", b"content-type")]
+            headers += [(b"content-length", str(len(body)).encode()), (b"content-type", media_type.encode())]
+            if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                headers.append((b"x-request-id", self.request_id.encode()))
+            await self.send({**start, "headers": headers})
+            await self.send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        await self.send(message)

@@ -15,15 +15,33 @@ from dataclasses import dataclass
 import anyio
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
+from serving.errors import ClientError
+from serving.http import Call, bulk_lane
 from serving.predictor import Predictor
 from serving.registry import ModelEntry, ModelUnavailable
 from serving.schemas import Ensemble, EnsemblePrediction, ModelPrediction, ModelPredictRequest, V1PredictRequest, V1PredictResponse
-from serving.validation import RecordsValidator
+from serving.validation import RecordsValidator, error_reason, fastapi_errors
 
 logger = logging.getLogger(__name__)
 ENDPOINT = "/v1/predict"
 BOUND_KEY = "serial_number"
+
+
+@dataclass
+class V1Input:
+    """An admitted /v1/predict request."""
+
+    body: V1PredictRequest
+    request_id: str
+
+
+def admit_v1(_: object, call: Call) -> V1Input:
+    try:
+        return V1Input(V1PredictRequest.model_validate_json(call.body), call.request_id)
+    except ValidationError as exc:
+        raise ClientError(422, fastapi_errors(exc), error_reason(exc)) from None
 
 
 def _ms(since: float) -> int:
@@ -101,7 +119,8 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
     row_keys = {BOUND_KEY: plan.serial_numbers} if plan.serial_numbers is not None else None
     try:
         scored = await anyio.to_thread.run_sync(
-            lambda: predictor.score(plan.entry, plan.frame, endpoint=ENDPOINT, request_id=request_id, row_keys=row_keys)
+            lambda: predictor.score(plan.entry, plan.frame, endpoint=ENDPOINT, request_id=request_id, row_keys=row_keys),
+            limiter=bulk_lane(),
         )
     except Exception as exc:  # noqa: BLE001 - one model raising must not fail the other items
         logger.exception("model %s raised", plan.entry.requested)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
-from monitoring.predictlog import PredictionLog, now_iso, to_lines
+from monitoring.predictlog import BackgroundLog, PredictionLog, now_iso, to_lines
 from serving import metrics
 from serving.ids import new_ids
 from serving.registry import ModelEntry, Registry
@@ -47,7 +47,6 @@ def bound_inference_threads() -> None:
 
 @dataclass
 class Scored:
-    entry: ModelEntry
     proba: np.ndarray
     classes: np.ndarray
     ids: list[str]  # one prediction_id per row (serving/ids.py), also in the row's log line
@@ -58,7 +57,12 @@ class Predictor:
         self.settings = settings
         self.registry = Registry(settings.served_models, settings.max_records)
         self.router = ABRouter(settings.ab_weights, settings.default_purchase_model)
-        self.log = PredictionLog.from_settings(settings, on_failure=self._log_failed) if settings.prediction_log else None
+        log_class = BackgroundLog if settings.prediction_log_mode == "background" else PredictionLog
+        self.log = (
+            log_class(settings.prediction_log_path, settings.prediction_log_max_bytes, on_failure=self._log_failed)
+            if settings.prediction_log
+            else None
+        )
         self.signals: dict[str, metrics.FeatureSignals] = {}
         for entry in self.registry.entries:
             metrics.MODEL_LOADED.labels(entry.name, entry.version or "none").set(1 if entry.model else 0)
@@ -117,7 +121,7 @@ class Predictor:
                 per_row={"prediction_id": ids, **(row_keys or {})},  # row_keys: e.g. a bound row's serial_number
             )
             self.log.submit(encode, len(frame))
-        return Scored(entry, proba, classes, ids)
+        return Scored(proba, classes, ids)
 
     def close(self) -> None:
         if self.log is not None:

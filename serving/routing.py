@@ -17,10 +17,6 @@ class ABRouter:
                 cumulative += weight / total
                 self.arms.append((cumulative, name))
 
-    @property
-    def enabled(self) -> bool:
-        return len(self.arms) > 1
-
     def choose(self, routing_key: str | None) -> str:
         """The variant for this caller: a hash of the key, so the same key always lands on the same variant;
         callers without a key are spread at random by the same weights."""

@@ -13,21 +13,12 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 
+from serving.errors import ClientError
 from training.schema import PURCHASE, Rule, StrictRecord
 from training.validation import rule_violations
 
 MAX_ERRORS = 200  # errors listed in one 422; a 10,000-record batch of garbage should not echo back megabytes
 MAX_NAMED_RECORDS = 20
-
-
-class RequestRejected(Exception):
-    """A client error to answer with `status` and `{"detail": detail}`."""
-
-    def __init__(self, status: int, detail: Any, reason: str):
-        super().__init__(detail if isinstance(detail, str) else reason)
-        self.status = status
-        self.detail = detail
-        self.reason = reason  # a short label for the validation-failures metric
 
 
 def fastapi_errors(exc: ValidationError, prefix: tuple[str | int, ...] = ("body",)) -> list[dict[str, Any]]:
@@ -39,6 +30,18 @@ def fastapi_errors(exc: ValidationError, prefix: tuple[str | int, ...] = ("body"
             {"loc": list(prefix), "msg": f"{len(errors) - MAX_ERRORS} more errors not shown", "type": "too_many_errors"}
         )
     return shaped
+
+
+BATCH_ON_SINGLE = {
+    "loc": ["body", "records"],
+    "msg": "This endpoint scores one record sent as the whole body; a `records` list belongs on /batch_predict.",
+    "type": "batch_body_on_single_record_endpoint",
+}
+
+
+def _is_batch_body(exc: ValidationError) -> bool:
+    """`{"records": [...]}` sent to the single-record endpoint: pydantic would list every field as missing."""
+    return any(e["type"] == "extra_forbidden" and e["loc"] == ("records",) for e in exc.errors(include_url=False))
 
 
 def error_reason(exc: ValidationError) -> str:
@@ -87,23 +90,29 @@ class RecordsValidator:
         try:
             parsed = self.batch.model_validate_json(body)
         except ValidationError as exc:
-            raise RequestRejected(422, fastapi_errors(exc), reason=error_reason(exc)) from None
+            raise ClientError(422, fastapi_errors(exc), reason=error_reason(exc)) from None
         frame = to_frame(parsed.records, self.columns)
         message = rules_message(frame, self.rules)
         if message:
-            raise RequestRejected(422, message, reason="rule")
+            raise ClientError(422, message, reason="rule")
         return frame
+
+    def frame(self, values: list[dict[str, Any]]) -> pd.DataFrame:
+        """Validated records' values -> the model's input frame."""
+        return pd.DataFrame.from_records(values, columns=self.columns)
 
     def single_record(self, body: bytes) -> dict[str, Any]:
         """One record as the whole body -> its validated values."""
         try:
             record = self.record.model_validate_json(body)
         except ValidationError as exc:
-            raise RequestRejected(422, fastapi_errors(exc), reason=error_reason(exc)) from None
+            if _is_batch_body(exc):
+                raise ClientError(422, [BATCH_ON_SINGLE], reason="batch_body") from None
+            raise ClientError(422, fastapi_errors(exc), reason=error_reason(exc)) from None
         values = record.__dict__
         for rule in self.rules:
             if values[rule.left] > values[rule.right]:
-                raise RequestRejected(422, rule.message, reason="rule")
+                raise ClientError(422, rule.message, reason="rule")
         return values
 
     def records(self, records: list[Any], where: str) -> pd.DataFrame:

@@ -69,3 +69,13 @@ def start_server(trained_store, tmp_path_factory):
 def server(start_server) -> Server:
     """The default configuration: all four models, batching on, no A/B."""
     return start_server()
+
+
+def raw_post(server, path: str, content: bytes, content_type: str):
+    """POST raw bytes to a real server or to the in-process app (tests/fast) alike."""
+    import httpx
+
+    client = getattr(server, "client", None)
+    if client is not None:
+        return client.post(path, content=content, headers={"Content-Type": content_type})
+    return httpx.post(server.url + path, content=content, headers={"Content-Type": content_type}, timeout=60)

@@ -20,7 +20,7 @@ import pytest
 
 from bench.soak import soak
 from monitoring.predictlog import iter_records
-from tests.conftest import ROOT
+from tests.conftest import ROOT, raw_post
 from tests.test_service import SEED_RECORDS, students
 from training.store import MODEL_FILE, load_model
 
@@ -73,7 +73,7 @@ HOSTILE = [
 
 @pytest.mark.parametrize(("name", "path", "body", "content_type", "status", "needle"), HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_hostile_input_gets_a_clear_4xx(server, name, path, body, content_type, status, needle):
-    response = httpx.post(server.url + path, content=body, headers={"Content-Type": content_type}, timeout=60)
+    response = raw_post(server, path, body, content_type)
     assert response.status_code == status, response.text[:500]
     assert needle in response.text
     assert "Traceback" not in response.text and "File \"" not in response.text

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import raw_post
 from training.data import generate_purchase
 from training.schema import PURCHASE
 from training.store import load_model
@@ -101,7 +103,7 @@ def test_business_rule_names_the_offending_records(server):
     ],
 )
 def test_malformed_bodies_are_client_errors(server, body, content_type, status, needle):
-    response = httpx.post(server.url + "/batch_predict", content=body, headers={"Content-Type": content_type})
+    response = raw_post(server, "/batch_predict", body, content_type)
     assert response.status_code == status
     assert needle in response.text
 
@@ -137,6 +139,13 @@ def test_predict_business_rule(server):
     response = server.post("/predict", {**SEED_RECORDS[1], "practice_exams_passed": 1})
     assert response.status_code == 422
     assert response.json() == {"detail": "practice_exams_passed cannot exceed practice_exams_started."}
+
+
+def test_batch_body_on_predict_says_where_it_belongs(server):
+    response = server.post("/predict", {"records": SEED_RECORDS})
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "records"] and "/batch_predict" in error["msg"]
 
 
 def test_concurrent_predicts_are_batched_and_answer_their_own_record(server):
@@ -274,6 +283,47 @@ def test_health_and_openapi(server):
     assert item["properties"]["status"]["enum"] == ["Success", "BadRequest", "InternalError"]
 
 
+def test_docs_describe_the_product_with_seed_examples(server):
+    spec = server.get("/docs.json").json()
+    description = spec["info"]["description"]
+    assert "/batch_predict" in description and "created with BentoML" not in description
+    assert "![" not in description and "http" not in description, "no badge images or links to fetch"
+    examples = spec["paths"]["/batch_predict"]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    assert [e["value"] for e in examples.values()] == [{"records": SEED_RECORDS}]
+    v1 = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    assert SEED_V1 in [e["value"] for e in v1.values()]
+    for path, media_type in (("/predict", "application/json"), ("/batch_predict", "application/json"),
+                             ("/v1/predict", "text/plain")):
+        assert list(spec["paths"][path]["post"]["responses"]["500"]["content"]) == [media_type]
+
+
+def test_bentoml_client_keyword_form(server):
+    """BentoML's own client: keyword arguments are the body's fields, on every endpoint."""
+    import bentoml
+
+    with bentoml.SyncHTTPClient(server.url) as client:
+        batch = client.batch_predict(records=SEED_RECORDS)
+        one = client.predict(**SEED_RECORDS[0])
+        v1 = client.v1_predict(predictions=SEED_V1["predictions"])
+    assert [p["predicted_purchase"] for p in batch["predictions"]] == [1, 0, 1] or len(batch["predictions"]) == 3
+    assert one["predicted_purchase_probability"] == batch["predictions"][0]["predicted_purchase_probability"]
+    assert [p["status"] for p in v1["predictions"]] == ["Success", "Success"]
+
+
+def test_rejected_predicts_never_reach_the_batcher(server):
+    def batched() -> float:
+        return sum(float(l.split()[-1]) for l in server.get("/metrics").text.splitlines()
+                   if l.startswith("bentoml_service_adaptive_batch_size_sum") and 'method_name="predict"' in l)
+
+    before = batched()
+    bad = [(json.dumps({**SEED_RECORDS[1], "courses_started": -1}).encode(), "application/json", 422),
+           (b"x=1", "application/x-www-form-urlencoded", 415),
+           (b'{"records": [' + b" " * 33_554_432 + b"]}", "application/json", 413)]
+    for body, content_type, status in bad:
+        assert raw_post(server, "/predict", body, content_type).status_code == status
+    assert batched() == before
+
+
 # --- other configurations ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -315,7 +365,8 @@ def test_model_not_loaded(broken_server):
     assert broken_server.get("/livez").status_code == 200
     for path, payload in (("/batch_predict", {"records": SEED_RECORDS}), ("/predict", SEED_RECORDS[0])):
         response = broken_server.post(path, payload)
-        assert response.status_code == 503 and response.json() == {"detail": "Model is not loaded."}
+        assert response.status_code == 503 and response.json()["detail"].startswith("Model is not loaded.")
+        assert "ghost_model" in response.json()["detail"], "the 503 says which model and why"
     models = {m["name"]: m for m in broken_server.get("/v1/models").json()["models"]}
     assert models["ghost_model"]["status"] == "failed" and "ghost_model" in models["ghost_model"]["error"]
     assert models["drive_stats_a"]["status"] == "loaded"

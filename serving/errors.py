@@ -1,0 +1,96 @@
+"""Client errors carry their HTTP status; one function turns them into the HTTP answer.
+
+The pattern is MLServer's (`mlserver/errors.py` + `mlserver/rest/errors.py`): code anywhere on the request path
+raises `ClientError(status, detail, reason)`; `error_response` is the only place that builds the answer for it.
+The body's shape belongs to the error: the seeds' endpoints answer `{"detail": ...}` (FastAPI's shape, the
+default); a protocol with its own convention (KServe V2: `{"error": "..."}`) raises with `shape="error"`.
+
+Unexpected failures get one documented 500 per endpoint (`UNEXPECTED`): text/plain on /v1/predict, as seed 000
+says, and `{"detail": ...}` JSON elsewhere. Nothing internal is ever in it; the traceback goes to the server log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from starlette.responses import Response
+
+from serving import metrics
+
+logger = logging.getLogger("bentoml.service")
+
+REQUEST_ID_HEADER = "x-request-id"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
+Shape = Literal["detail", "error"]
+
+
+class ClientError(Exception):
+    """A request the client must change: answered with `status` and `{shape: detail}`."""
+
+    def __init__(self, status: int, detail: Any, reason: str, shape: Shape = "detail"):
+        super().__init__(detail if isinstance(detail, str) else reason)
+        self.status = status
+        self.detail = detail
+        self.reason = reason  # a short label for the serving_validation_failures metric
+        self.shape = shape
+
+
+def request_id_of(headers: Any) -> str:
+    """The client's request id when it is a short plain token, else a fresh one: ids reach the log verbatim."""
+    given = headers.get(REQUEST_ID_HEADER, "")
+    return given if _SAFE_ID.match(given) else uuid.uuid4().hex
+
+
+def json_response(status: int, payload: Any, request_id: str | None = None) -> Response:
+    # Always a new Response: BentoML attaches background tasks and headers to the object it gets.
+    headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(exc: ClientError, endpoint: str, request_id: str | None = None) -> Response:
+    """The HTTP answer to a client error: the one place that builds it (and counts it)."""
+    metrics.VALIDATION_FAILURES.labels(endpoint, exc.reason).inc()
+    return json_response(exc.status, {exc.shape: exc.detail}, request_id)
+
+
+@dataclass(frozen=True)
+class Unexpected:
+    """An endpoint's documented answer to a failure that is not the client's."""
+
+    media_type: str
+    body: bytes
+    example: Any
+
+    def response(self, request_id: str | None = None) -> Response:
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+        return Response(self.body, status_code=500, media_type=self.media_type, headers=headers)
+
+
+_FAILED = "Prediction failed; the error is in the server log."
+_V1_FAILED = "An unexpected error occurred while processing batch predictions"  # seed 000, verbatim
+UNEXPECTED: dict[str, Unexpected] = {
+    "/predict": Unexpected("application/json", orjson.dumps({"detail": _FAILED}), {"detail": _FAILED}),
+    "/batch_predict": Unexpected("application/json", orjson.dumps({"detail": _FAILED}), {"detail": _FAILED}),
+    "/v1/predict": Unexpected("text/plain", _V1_FAILED.encode(), _V1_FAILED),
+}
+
+
+def unexpected_response(endpoint: str, request_id: str | None = None) -> Response:
+    logger.exception("%s failed", endpoint)
+    return UNEXPECTED[endpoint].response(request_id)
+
+
+def answer(endpoint: str, request_id: str, work: Any) -> Response:
+    """Run `work()` (which returns the endpoint's Response) and answer what it raises: the endpoints' one
+    try/except. A ClientError gets its status; anything else the endpoint's documented 500."""
+    try:
+        return work()
+    except ClientError as exc:
+        return error_response(exc, endpoint, request_id)
+    except Exception:  # noqa: BLE001 - an unexpected failure gets the documented 500, never a traceback
+        return unexpected_response(endpoint, request_id)
