@@ -7,7 +7,7 @@ PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: install serve train test test-fast bench drift dashboard score simulate build clean
+.PHONY: install serve train test test-fast bench drift dashboard score simulate build clean quality
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench: install
 DRIFT_MODEL ?= purchase_gbm
 drift: install
 	$(BIN)/python -m monitoring.drift --model $(DRIFT_MODEL) $(DRIFT_ARGS)
+
+QUALITY_TASK ?= purchase
+quality: install
+	$(BIN)/python -m monitoring.quality --task $(QUALITY_TASK) $(QUALITY_ARGS)
 
 dashboard: install
 	$(BIN)/evidently ui --workspace artifacts/drift/workspace --host 127.0.0.1 --port 8000

@@ -113,6 +113,8 @@ def run(log: Path, outcomes: Path, task: str, since: datetime | None, out_dir: P
     """The whole job; returns the summary and the regressions found."""
     from monitoring.drift.state import update_state  # the drift job's locked, atomic state writer
 
+    if task not in TASKS:
+        raise QualityError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
     timings: dict[str, float] = {}
     mark = time.perf_counter()
     joined = join(log, outcomes, since)
