@@ -81,6 +81,7 @@ def write_log(predictions: int, outcomes: int, workdir: Path) -> tuple[Path, Pat
     from monitoring.predictlog import Maintenance, PredictionLog, now_iso, to_lines
     from monitoring.simulate import draw_traffic
     from serving.ids import new_ids
+    from serving.predictor import bound_inference_threads
     from settings import get_settings
     from training.schema import PURCHASE
     from training.store import load_model
@@ -90,7 +91,8 @@ def write_log(predictions: int, outcomes: int, workdir: Path) -> tuple[Path, Pat
     models = [load_model("purchase_gbm"), load_model("purchase_lr")]
     store = OutcomeStore(outcome_path, 64 << 20)
     rng = np.random.default_rng(0)
-    batch = 1_000
+    batch = 10_000
+    bound_inference_threads()  # one OpenMP thread, as the service's model calls
     frame = draw_traffic(min(predictions, 200_000), seed=11, with_outcome=True)
     outcome_share = outcomes / predictions
     pending: list = []

@@ -39,11 +39,11 @@ def store_info(name: str, version: str) -> StoreInfo | None:
     return StoreInfo(metadata.get("task"), float(metadata.get("threshold", 0.5)), metadata.get("metrics"))
 
 
-def arm_name(row: pd.Series | dict) -> str:
-    """How a variant is named in verdicts: name:version, and @alias when it was served under one."""
-    alias = row.get("alias")
-    base = f"{row['model_name']}:{row['model_version']}"
-    return f"{base}@{alias}" if isinstance(alias, str) and alias else base
+def arm_names(frame: pd.DataFrame) -> pd.Series:
+    """How variants are named in verdicts: name:version, and @alias when served under one (vectorized)."""
+    names = frame["model_name"].astype(str) + ":" + frame["model_version"].astype(str)
+    alias = frame["alias"].where(frame["alias"].notna() & (frame["alias"].astype(str) != ""), None)
+    return names.where(alias.isna(), names + "@" + alias.astype(str))
 
 
 def live_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any] | None:
@@ -69,7 +69,7 @@ def group_quality(frame: pd.DataFrame, info: StoreInfo) -> dict[str, Any]:
     if metrics is not None and held:
         degradation = {m: round(metrics[m] - held[m], 4) for m in COMPARED if m in held and m in metrics}
     return {
-        "arm": arm_name(first),
+        "arm": arm_names(frame.iloc[:1]).iloc[0],
         "model": first["model_name"],
         "version": first["model_version"],
         "alias": first["alias"] if isinstance(first["alias"], str) else None,

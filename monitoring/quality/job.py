@@ -15,7 +15,7 @@ import pandas as pd
 
 from monitoring.abtest import VERDICT_CODES, compare
 from monitoring.quality.errors import QualityError
-from monitoring.quality.groups import GROUP_KEYS, arm_name, group_quality, regressions, store_info
+from monitoring.quality.groups import GROUP_KEYS, arm_names, group_quality, regressions, store_info
 from monitoring.quality.join import Joined, join
 from training.schema import TASKS
 
@@ -26,14 +26,17 @@ def _task_rows(joined: Joined, task: str) -> tuple[pd.DataFrame, list[str]]:
     if frame.empty:
         return frame, []
     keys = frame[["model_name", "model_version"]].drop_duplicates()
-    tasks, missing = {}, []
+    mine, missing = [], []
     for name, version in keys.itertuples(index=False):
         info = store_info(str(name), str(version))
         if info is None:
             missing.append(f"{name}:{version}")
-        tasks[(name, version)] = info.task if info else None
-    mine = [tasks[(n, v)] == task for n, v in zip(frame["model_name"], frame["model_version"])]
-    return frame[np.asarray(mine, dtype=bool)], missing
+        elif info.task == task:
+            mine.append((name, version))
+    wanted = pd.MultiIndex.from_tuples(mine, names=["model_name", "model_version"]) if mine else None
+    if wanted is None:
+        return frame.iloc[:0], missing
+    return frame[pd.MultiIndex.from_frame(frame[["model_name", "model_version"]]).isin(wanted)], missing
 
 
 def ab_pairs(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -41,7 +44,7 @@ def ab_pairs(frame: pd.DataFrame) -> list[dict[str, Any]]:
     labelled = frame[frame["outcome"].notna()]
     results = []
     for endpoint, rows in labelled.groupby("endpoint", sort=True):
-        arms = {arm: part for arm, part in rows.groupby(rows.apply(arm_name, axis=1), sort=True)}
+        arms = {arm: part for arm, part in rows.groupby(arm_names(rows), sort=True)}
         for a, b in itertools.combinations(sorted(arms), 2):
             comparisons = compare(
                 a, b,
