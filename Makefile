@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: install serve train test test-fast bench drift dashboard score simulate build clean sample promote
+.PHONY: install serve train test test-fast bench drift dashboard score simulate build clean sample promote quality
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: install
 DRIFT_MODEL ?= purchase_gbm
 drift: install
 	$(BIN)/python -m monitoring.drift --model $(DRIFT_MODEL) $(DRIFT_ARGS)
+
+QUALITY_TASK ?= purchase
+quality: install
+	$(BIN)/python -m monitoring.quality --task $(QUALITY_TASK) $(QUALITY_ARGS)
 
 DASHBOARD_PORT ?= 8000
 # The drift job's workspace: beside DRIFT_STATE_PATH (under STATE_DIR), wherever `make` runs.

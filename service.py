@@ -18,11 +18,13 @@ from starlette.responses import Response
 from serving import admin, purchase
 from serving.auth import PredictionTokens
 from serving.bentoml_io import NOT_JSON, TOO_LARGE, AdmittedInput, BatchedInput, BatchedOutput, document, error_doc as _error, signature_once
+from serving.feedback import router as feedback_router
 from serving.errors import json_response
 from serving.http import Gate, Route, bulk_lane
 from serving.metrics import DriftGauges
 from serving.multimodel import V1Input, admit_v1, predict_many
 from serving.predictor import Predictor
+from serving.quality_gauges import QualityGauges
 from serving.schemas import BatchPredictRequest as BatchPredictBody
 from serving.schemas import BatchPredictResponse, ModelsResponse, PredictResponse as PredictPayload
 from serving.schemas import V1PredictRequest as V1PredictBody
@@ -71,6 +73,7 @@ def list_models() -> dict:
 
 
 models_app.include_router(admin.router)
+models_app.include_router(feedback_router)  # POST /v1/feedback
 
 
 @bentoml.asgi_app(models_app, path="/")
@@ -93,6 +96,8 @@ class PurchaseService:
         self.predictor = Predictor(settings)
         self.drift_gauges = DriftGauges(settings.drift_state_path)
         self.drift_gauges.start()
+        self.quality_gauges = QualityGauges(settings.quality_state_path)
+        self.quality_gauges.start()
 
     def __is_ready__(self) -> bool:
         """/readyz: 503 until every configured model is loaded (GET /v1/models says which one is not); an alias
@@ -102,6 +107,7 @@ class PurchaseService:
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         self.drift_gauges.stop()
+        self.quality_gauges.stop()
         self.predictor.close()
 
     @bentoml.api(

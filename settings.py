@@ -122,12 +122,21 @@ class Settings(BaseSettings):
     purchase_rows: int = Field(default=60_000, ge=1_000, description="PURCHASE_ROWS: synthetic training rows.")
     drive_rows: int = Field(default=200_000, ge=1_000, description="DRIVE_ROWS: synthetic drive-days.")
     fleet_size: int = Field(default=1_000, ge=10, description="FLEET_SIZE: drives in the bound latest-day dataset.")
+    # --- the experiment loop (issue 13): outcome feedback and the quality job
+    outcome_log_path: Path = Field(
+        default=Path("outcomes.jsonl"),
+        description="OUTCOME_LOG_PATH: the outcome store written by POST /v1/feedback (default STATE_DIR/outcomes.jsonl).",
+    )
+    quality_state_path: Path = Field(
+        default=Path("quality/latest.json"),
+        description="QUALITY_STATE_PATH: the last quality job's summary, exported as serving_model_quality and "
+        "serving_ab_verdict gauges (default STATE_DIR/quality/latest.json; reports go beside it).",
+    )
 
     @model_validator(mode="after")
     def _under_state_dir(self) -> Settings:
-        # The defaults of these two live under STATE_DIR, never under the working directory; a value that is set
-        # is used as given.
-        for name in ("prediction_log_path", "drift_state_path"):
+        # These defaults live under STATE_DIR, never under the working directory; a value that is set is used as given.
+        for name in ("prediction_log_path", "drift_state_path", "outcome_log_path", "quality_state_path"):
             if name not in self.model_fields_set:
                 setattr(self, name, self.state_dir / getattr(self, name))
         return self

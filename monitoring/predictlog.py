@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-META_COLUMNS = ("ts", "request_id", "endpoint", "model_name", "model_version", "routing_key", "variant", "alias", "shadow")
+META_COLUMNS = ("ts", "request_id", "endpoint", "model_name", "model_version", "routing_key", "variant", "alias", "shadow",
+                "prediction_id", "serial_number")
 OUTPUT_COLUMNS = ("probability", "prediction")
 RESERVED = frozenset(META_COLUMNS + OUTPUT_COLUMNS)
 
@@ -69,6 +70,7 @@ def to_lines(
     encoded_inputs: list[bytes] | None = None,
     alias: str | None = None,
     shadow: bool = False,
+    per_row: dict[str, list] | None = None,
 ) -> bytes:
     """Serialize one batch of predictions as JSON lines. What the batch shares is encoded once; `request_id` and
     `routing_key` may be per row (an adaptive batch mixes requests); `encoded_inputs` is `encode_inputs(inputs)`
@@ -93,6 +95,9 @@ def to_lines(
             values.append(value)
         else:
             shared[key] = value
+    for key, value in (per_row or {}).items():  # prediction_id, serial_number (issue 13)
+        columns.append(key)
+        values.append(value)
     prefix = orjson.dumps(shared)[:-1] + b","
     probabilities = np.asarray(probability, dtype=np.float64).tolist()
     predictions = np.asarray(prediction, dtype=np.int64).tolist()

@@ -2,11 +2,16 @@
 
     python -m monitoring.simulate --url http://127.0.0.1:3000 --rows 5000            # like the training data
     python -m monitoring.simulate --url http://127.0.0.1:3000 --rows 5000 --shift    # drifted traffic
+    python -m monitoring.simulate --rows 5000 --outcomes --outcome-share 0.5 --delay 0   # then true outcomes
 
 Records go to `POST {url}/batch_predict` as `{"records": [...]}` in batches of `--batch`. The draw uses
 `training.data.generate_purchase` with a seed other than training's, so "normal" traffic is new data from the
 same distribution; `--shift` moves the country mix towards India, Nigeria and Pakistan and triples
 `minutes_watched`, which the drift job (`python -m monitoring.drift`) should then report.
+
+`--outcomes` closes the loop: after the traffic, the generator's own labels (did the student buy?) for the
+predictions that came back are posted to `POST {url}/v1/feedback` by prediction_id, `--outcome-share` of them
+(a seeded random share), after `--delay` seconds, for the quality job (`python -m monitoring.quality`).
 """
 
 from __future__ import annotations
@@ -39,9 +44,11 @@ def shifted_country_shares() -> dict[str, float]:
     return {name: SHIFTED_BOOST.get(name, share * left / rest) for name, share in base.items()}
 
 
-def draw_traffic(rows: int, seed: int = DEFAULT_SEED, shift: bool = False) -> pd.DataFrame:
-    """`rows` input records (the 7 request fields, no label), like the training data or shifted."""
-    frame = generate_purchase(rows, seed=seed)[PURCHASE.columns]
+def draw_traffic(rows: int, seed: int = DEFAULT_SEED, shift: bool = False, with_outcome: bool = False) -> pd.DataFrame:
+    """`rows` input records (the 7 request fields; with the generator's true label `purchased` when
+    `with_outcome`), like the training data or shifted."""
+    drawn = generate_purchase(rows, seed=seed)
+    frame = drawn[[*PURCHASE.columns, PURCHASE.label] if with_outcome else PURCHASE.columns]
     if shift:
         rng = np.random.default_rng(seed + 1)
         shares = shifted_country_shares()
@@ -53,7 +60,7 @@ def draw_traffic(rows: int, seed: int = DEFAULT_SEED, shift: bool = False) -> pd
 
 
 def batches(frame: pd.DataFrame, size: int) -> list[list[dict]]:
-    records = frame.to_dict(orient="records")  # pandas 2 gives plain Python ints/floats/strings
+    records = frame[PURCHASE.columns].to_dict(orient="records")  # pandas 2 gives plain Python ints/floats/strings
     return [records[i : i + size] for i in range(0, len(records), size)]
 
 
@@ -79,6 +86,7 @@ def send(
     if routing_key:
         headers["x-routing-key"] = routing_key
     predictions = positives = requests = 0
+    ids: list[str | None] = []
     started = time.perf_counter()
     chunks = batches(frame, batch)
     with httpx.Client(timeout=timeout) as client, tqdm(
@@ -98,6 +106,7 @@ def send(
                     f"{response.text[:300]}"
                 )
             answers = response.json().get("predictions", [])
+            ids += [answer.get("prediction_id") for answer in answers]
             predictions += len(answers)
             positives += sum(1 for answer in answers if answer.get("predicted_purchase") == 1)
             bar.update(len(chunk))
@@ -107,7 +116,35 @@ def send(
         "predictions": predictions,
         "positive_share": positives / predictions if predictions else math.nan,
         "seconds": time.perf_counter() - started,
+        "prediction_ids": ids,
     }
+
+
+def send_outcomes(url: str, prediction_ids: list[str | None], outcomes: np.ndarray, *, share: float = 1.0,
+                  seed: int = DEFAULT_SEED, batch: int = MAX_BATCH, timeout: float = 60.0) -> dict[str, int]:
+    """POST the true outcomes of (a seeded `share` of) the predictions to `{url}/v1/feedback`; returns the sums of
+    the service's counts."""
+    import httpx
+
+    endpoint = url.rstrip("/") + "/v1/feedback"
+    keep = np.random.default_rng(seed + 2).random(len(prediction_ids)) < share
+    items = [{"prediction_id": pid, "outcome": int(y)}
+             for pid, y, kept in zip(prediction_ids, outcomes, keep) if kept and pid]
+    totals = {"posted": 0, "accepted": 0, "duplicates": 0, "corrections": 0}
+    with httpx.Client(timeout=timeout) as client:
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            try:
+                response = client.post(endpoint, json={"outcomes": chunk})
+            except httpx.HTTPError as exc:
+                raise SimulationError(f"cannot reach {endpoint}: {exc}") from exc
+            if response.status_code != 200:
+                raise SimulationError(f"{endpoint} answered {response.status_code}: {response.text[:300]}")
+            counts = response.json()
+            totals["posted"] += len(chunk)
+            for key in ("accepted", "duplicates", "corrections"):
+                totals[key] += int(counts[key])
+    return totals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,13 +156,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed of the draw")
     parser.add_argument("--routing-key", help="sent as the X-Routing-Key header (A/B assignment)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    parser.add_argument("--outcomes", action="store_true",
+                        help="then post the true outcomes of the predictions to /v1/feedback")
+    parser.add_argument("--outcome-share", type=float, default=1.0, help="share of outcomes to post (0..1)")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before posting outcomes (late)")
     args = parser.parse_args(argv)
     if not 1 <= args.rows <= MAX_ROWS:
         parser.error(f"--rows must be between 1 and {MAX_ROWS}")
     if not 1 <= args.batch <= MAX_BATCH:
         parser.error(f"--batch must be between 1 and {MAX_BATCH}")
 
-    frame = draw_traffic(args.rows, seed=args.seed, shift=args.shift)
+    if args.outcomes and args.shift:
+        parser.error("--outcomes needs the generator's own draw: the labels do not describe --shift traffic")
+    if not 0 <= args.outcome_share <= 1 or args.delay < 0:
+        parser.error("--outcome-share must be in [0, 1] and --delay at least 0")
+    frame = draw_traffic(args.rows, seed=args.seed, shift=args.shift, with_outcome=args.outcomes)
     try:
         result = send(args.url, frame, batch=args.batch, routing_key=args.routing_key, timeout=args.timeout)
     except SimulationError as exc:
@@ -137,6 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         f"({result['seconds']:.1f} s); {result['predictions']} predictions came back, "
         f"{result['positive_share']:.1%} predicted to purchase"
     )
+    if args.outcomes:
+        time.sleep(args.delay)
+        try:
+            counts = send_outcomes(args.url, result["prediction_ids"], frame[PURCHASE.label].to_numpy(),
+                                   share=args.outcome_share, seed=args.seed, timeout=args.timeout)
+        except SimulationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"posted {counts['posted']} outcomes: {counts['accepted']} accepted, {counts['duplicates']} "
+              f"duplicates, {counts['corrections']} corrections")
     return 0 if result["predictions"] == result["sent"] else 1
 
 

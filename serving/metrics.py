@@ -164,6 +164,9 @@ class DriftGauges:
             logger.warning("cannot read drift state %s: %s", self.path, exc)
             return
         self._mtime = mtime
+        self.apply(state)
+
+    def apply(self, state: dict) -> None:
         for model, summary in state.items():
             DRIFT_SHARE.labels(model).set(float(summary.get("drift_share", 0.0)))
             DRIFT_TIME.labels(model).set(float(summary.get("ts", time.time())))

@@ -26,6 +26,7 @@ from serving.validation import RecordsValidator, error_reason, fastapi_errors
 
 logger = logging.getLogger(__name__)
 ENDPOINT = "/v1/predict"
+BOUND_KEY = "serial_number"
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Planned:
     frame: pd.DataFrame | None = None
     answer: ModelPrediction | None = None
     shared: bool = False  # the frame is the request's shared inputs, scored by other items too
+    serial_numbers: list[str] | None = None  # a bound dataset's row identities, answered and logged
 
     def fail(self, status: str, message: str) -> None:
         version = self.entry.version if self.entry else self.item.model_version
@@ -90,6 +92,8 @@ def _plan(index: int, item: ModelPredictRequest, body: V1PredictRequest, predict
             plan.shared = True
         elif model.bound is not None:
             plan.frame = model.bound[validator.columns]
+            if BOUND_KEY in model.bound.columns:
+                plan.serial_numbers = model.bound[BOUND_KEY].astype(str).tolist()
         else:
             raise ValueError(f"model {item.model_name!r} has no bound dataset: send `inputs` with the item or request")
     except ValueError as exc:
@@ -114,9 +118,11 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
     if plan.answer is not None:
         return plan.answer
     assert plan.entry is not None and plan.frame is not None
+    row_keys = {BOUND_KEY: plan.serial_numbers} if plan.serial_numbers is not None else None
     try:
         scored = await anyio.to_thread.run_sync(
-            lambda: predictor.score(plan.entry, plan.frame, endpoint=ENDPOINT, request_id=request_id, shared_inputs=plan.shared),
+            lambda: predictor.score(plan.entry, plan.frame, endpoint=ENDPOINT, request_id=request_id,
+                                    shared_inputs=plan.shared, row_keys=row_keys),
             limiter=bulk_lane(),
         )
     except Exception as exc:  # noqa: BLE001 - one model raising must not fail the other items
@@ -128,6 +134,8 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
         model_name=plan.entry.name,  # the concrete model, also when the item named an alias (task@stage)
         model_version=plan.entry.version,
         prediction=scored.proba.tolist(),
+        prediction_ids=scored.ids,
+        serial_numbers=plan.serial_numbers,
         duration_ms=_ms(plan.started),
     )
 

@@ -17,6 +17,7 @@ from threadpoolctl import ThreadpoolController
 
 from monitoring.predictlog import PredictionLog, encode_inputs, now_iso, to_lines
 from serving import metrics
+from serving.ids import new_ids
 from serving.lifecycle import Follower
 from serving.registry import ModelEntry, Registry
 from serving.routing import ABRouter
@@ -51,6 +52,7 @@ def bound_inference_threads() -> None:
 class Scored:
     proba: np.ndarray
     classes: np.ndarray
+    ids: list[str]  # one prediction_id per row (serving/ids.py), also in the row's log line
 
 
 class Predictor:
@@ -102,6 +104,7 @@ class Predictor:
         request_id: str | list[str],
         routing_key: str | None = None,
         shared_inputs: bool = False,
+        row_keys: dict[str, list] | None = None,
     ) -> Scored:
         """Predict, then count, observe and log the batch; logging problems never fail the prediction.
 
@@ -113,17 +116,19 @@ class Predictor:
         proba = model.predict_proba(frame)
         metrics.INFERENCE.labels(model.name).observe(time.perf_counter() - started)
         classes = model.classify(proba)
+        ids = new_ids(len(frame))
         metrics.BATCH_ROWS.labels(endpoint).observe(len(frame))
         metrics.observe_predictions(model, endpoint, proba, classes)
         signals = self.signals.get(entry.requested)
         if signals is not None:
             signals.observe(frame)
-        context = {"request_id": request_id, "routing_key": routing_key, "endpoint": endpoint, "ts": now_iso()}
+        context = {"prediction_id": ids, "row_keys": row_keys or {}, "request_id": request_id,
+                   "routing_key": routing_key, "endpoint": endpoint, "ts": now_iso()}
         self._log(entry, frame, proba, classes, context, shadow=False, shared_inputs=shared_inputs)
         if self.shadow is not None and endpoint in SHADOWED_ENDPOINTS:
-            # Hook for prediction ids: the primary's ids go into `context` and reach the shadow lines unchanged.
+            # The primary's prediction ids go into `context` and reach the shadow lines unchanged.
             self.shadow.submit(frame, entry, {**context, "primary_proba": proba, "primary_class": classes})
-        return Scored(proba, classes)
+        return Scored(proba, classes, ids)
 
     def _log(self, entry: ModelEntry, frame: pd.DataFrame, proba: np.ndarray, classes: np.ndarray, context: dict,
              *, shadow: bool, shared_inputs: bool = False) -> None:
@@ -145,6 +150,8 @@ class Predictor:
             ts=context["ts"],  # the prediction's time, even when a background thread encodes it later
             alias=entry.alias,
             shadow=shadow,
+            # The primary's ids on shadow lines too (the `shadow` flag tells them apart); row_keys: a bound row's serial_number.
+            per_row={"prediction_id": context["prediction_id"], **context["row_keys"]},
         )
         if shared_inputs:
             encode = partial(self._with_shared_inputs, encode, frame)

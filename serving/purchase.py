@@ -101,10 +101,11 @@ def predict_pending(predictor: Predictor, items: list[PendingRecord]) -> list[Ou
             for position in positions:
                 outcomes[position].error = exc
             continue
-        for position, p, c in zip(positions, scored.proba.tolist(), scored.classes.tolist()):
+        for position, p, c, prediction_id in zip(positions, scored.proba.tolist(), scored.classes.tolist(), scored.ids):
             outcomes[position].payload = {
                 "predicted_purchase_probability": p,
                 "predicted_purchase": c,
+                "prediction_id": prediction_id,
                 "model_name": entry.name,
                 "model_version": entry.version,
             }
@@ -127,6 +128,7 @@ class BatchResult:
     entry: ModelEntry
     proba: np.ndarray
     classes: np.ndarray
+    ids: list[str]
     request_id: str
 
 
@@ -136,8 +138,8 @@ def _json_records(body: bytes, validator: RecordsValidator) -> pd.DataFrame:
 
 def _json_answer(result: BatchResult) -> Response:
     predictions = [
-        {"predicted_purchase_probability": p, "predicted_purchase": c}
-        for p, c in zip(result.proba.tolist(), result.classes.tolist())
+        {"predicted_purchase_probability": p, "predicted_purchase": c, "prediction_id": i}
+        for p, c, i in zip(result.proba.tolist(), result.classes.tolist(), result.ids)
     ]
     payload = {"predictions": predictions, "model_name": result.entry.name, "model_version": result.entry.version}
     return json_response(200, payload, result.request_id)
@@ -160,5 +162,5 @@ def batch_predict(predictor: Predictor, batch: BatchInput) -> Response:
     scored = predictor.score(
         batch.entry, batch.frame, endpoint="/batch_predict", request_id=call.request_id, routing_key=call.routing_key
     )
-    result = BatchResult(batch.entry, scored.proba, scored.classes, call.request_id)
+    result = BatchResult(batch.entry, scored.proba, scored.classes, scored.ids, call.request_id)
     return BATCH_ENCODERS.get(call.accept, _json_answer)(result)

@@ -17,6 +17,9 @@ _settings = get_settings()
 Record = dict[str, Any]
 
 
+PREDICTION_ID = "This prediction's id (a UUIDv7): send it with the true outcome to POST /v1/feedback."
+
+
 class BatchPredictRequest(BaseModel):
     """Seed 001: student records, scored in one vectorized pass."""
 
@@ -26,6 +29,7 @@ class BatchPredictRequest(BaseModel):
 class PredictResponse(BaseModel):
     predicted_purchase_probability: float = Field(ge=0, le=1, examples=[0.7834])
     predicted_purchase: Literal[0, 1] = Field(examples=[1])
+    prediction_id: str | None = Field(None, description=PREDICTION_ID)
     model_name: str | None = Field(None, description="The model that answered (A/B analysis).")
     model_version: str | None = None
 
@@ -33,6 +37,7 @@ class PredictResponse(BaseModel):
 class BatchPrediction(BaseModel):
     predicted_purchase_probability: float = Field(ge=0, le=1)
     predicted_purchase: Literal[0, 1]
+    prediction_id: str | None = Field(None, description=PREDICTION_ID)
 
 
 class BatchPredictResponse(BaseModel):
@@ -104,6 +109,12 @@ class ModelPrediction(BaseModel):
     model_name: str
     model_version: str | None = None
     prediction: list[float] | None = None
+    prediction_ids: list[str] | None = Field(
+        None, description="One prediction_id per value of `prediction`, for POST /v1/feedback."
+    )
+    serial_numbers: list[str] | None = Field(
+        None, description="Predictions on a bound dataset: each row's serial_number, aligned with `prediction`."
+    )
     duration_ms: int = Field(ge=0)
     error_message: str | None = None
 

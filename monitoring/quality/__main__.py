@@ -1,0 +1,5 @@
+import sys
+
+from monitoring.quality.cli import main
+
+sys.exit(main())

@@ -1,0 +1,82 @@
+"""Model quality from true outcomes, per model, version, alias and variant, and the A/B verdict between variants.
+
+    python -m monitoring.quality --task purchase                          # every logged prediction so far
+    python -m monitoring.quality --task purchase --since 7d --fail-on-regression
+
+Reads the prediction log (PREDICTION_LOG_PATH) and the outcome store (OUTCOME_LOG_PATH, filled by POST /v1/feedback)
+and joins them by prediction_id: outcomes may arrive days late, and each run uses whatever has arrived. Per model,
+version, alias and variant: predictions, rows with an outcome and their share, positive rate, ROC AUC (with a 95%
+DeLong interval), log loss, Brier score, precision and recall at the model's threshold and a calibration table,
+beside the held-out metrics stored with the model (`live_minus_held_out`). For every pair of variants that served
+the same endpoint: each metric's difference with a fixed-sample 95% interval, an always-valid interval (mSPRT,
+valid however often the job runs) and a verdict (`better`, `worse`, `not yet significant` with the outcomes still
+needed); monitoring/abtest.py explains the method. Outcomes whose id matches no prediction in the window are
+counted as unmatched, with examples.
+
+Writes, in --out (default: the folder of QUALITY_STATE_PATH): `quality_<task>.json` (everything above),
+`quality_<model>_<version>.html` and `.json` (Evidently's classification report per version), a snapshot per
+version in the Evidently workspace beside drift's (`make dashboard`), and the task's entry in QUALITY_STATE_PATH,
+which the service exports as `serving_model_quality` and `serving_ab_verdict` gauges.
+
+Exit codes: 0 done; 1 with --fail-on-regression when a variant's live ROC AUC is below its held-out ROC AUC by more
+than --tolerance beyond its 95% interval; 2 the job cannot run (no feedback yet, no overlap between predictions and
+outcomes, unknown task, no log), with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from monitoring.quality.errors import QualityError
+from settings import get_settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m monitoring.quality", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--task", required=True, help="purchase or drive_stats")
+    parser.add_argument("--since", metavar="TIME", help="only predictions logged since TIME (ISO 8601, or 24h, 7d)")
+    parser.add_argument("--log", help="the prediction log: a file, a folder of logs or a glob (default: PREDICTION_LOG_PATH)")
+    parser.add_argument("--outcomes", help="the outcome store (default: OUTCOME_LOG_PATH)")
+    parser.add_argument("--out", help="folder for the reports (default: QUALITY_STATE_PATH's folder)")
+    parser.add_argument("--state", help="state file read by the service (default: QUALITY_STATE_PATH)")
+    parser.add_argument("--workspace", help="Evidently workspace (default: the drift job's, beside DRIFT_STATE_PATH)")
+    parser.add_argument("--no-evidently", action="store_true", help="skip the Evidently reports and snapshots")
+    parser.add_argument("--fail-on-regression", action="store_true",
+                        help="exit 1 when a variant's live ROC AUC fell below its held-out ROC AUC")
+    parser.add_argument("--tolerance", type=float, default=0.02,
+                        help="ROC AUC drop tolerated by --fail-on-regression (default 0.02)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    try:
+        from monitoring.drift.errors import DriftError
+        from monitoring.drift.window import parse_since
+        from monitoring.quality.job import format_table, run
+
+        try:
+            since = parse_since(args.since) if args.since else None
+        except DriftError as exc:
+            raise QualityError(str(exc)) from None
+        state = Path(args.state or settings.quality_state_path)
+        out_dir = Path(args.out) if args.out else state.parent
+        workspace = None if args.no_evidently else Path(
+            args.workspace or Path(settings.drift_state_path).parent / "workspace")
+        summary, found = run(
+            Path(args.log or settings.prediction_log_path), Path(args.outcomes or settings.outcome_log_path),
+            args.task, since, out_dir, state, workspace, args.tolerance,
+        )
+    except (QualityError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(summary))
+    print(f"summary {out_dir / f'quality_{args.task}.json'}")
+    for line in found:
+        print(f"regression: {line}")
+    return 1 if found and args.fail_on_regression else 0
