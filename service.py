@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.responses import PlainTextResponse, Response
 
-from serving import purchase
+from serving import purchase, v2
 from serving.http import (
     Call,
     OverloadedAsJSON,
@@ -68,6 +68,7 @@ def list_models() -> dict:
     return {"models": bentoml.get_current_service().predictor.registry.describe()}
 
 
+models_app.include_router(v2.router)  # the Open Inference Protocol (KServe V2): serving/v2.py
 document_error_responses()
 
 

@@ -183,7 +183,7 @@ def _check_number(array: pa.Array, spec: dict[str, Any]) -> tuple[np.ndarray, Fo
         ok = ok & finite
         if spec["type"] == "integer":
             with np.errstate(invalid="ignore"):
-                found.append(("not_integer", "must be an integer (has a fractional part)", ok & (np.floor(values) != values)))
+                found.append(("not_integer", "must be a whole number", ok & (np.floor(values) != values)))
     with np.errstate(invalid="ignore"):
         for key, breaks, op in _BOUNDS:
             if key in spec:

@@ -40,6 +40,7 @@ ROUTING_KEY_HEADER = "x-routing-key"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@\-]")
 MAX_ROUTING_KEY = 128
+JSON_TYPES = ("application/json", "")
 OVERLOADED = "The adaptive batcher is overloaded: this request could not be scheduled within BATCH_MAX_LATENCY_MS; retry later."
 
 
@@ -67,11 +68,14 @@ def routing_key_of(request: Request) -> str | None:
     return _UNSAFE.sub("_", key)[:MAX_ROUTING_KEY]
 
 
-async def read_body(request: Request, limit: int = _settings.max_body_bytes) -> bytes:
-    """The JSON body, refusing wrong content types (415) and bodies over `limit` bytes (413) without reading them."""
+async def read_body(
+    request: Request, limit: int = _settings.max_body_bytes, media_types: tuple[str, ...] = JSON_TYPES
+) -> bytes:
+    """The body, refusing other content types (415) and bodies over `limit` bytes (413) without reading them."""
     media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if media_type not in ("application/json", ""):
-        raise RequestRejected(415, f"Content-Type must be application/json, got {media_type!r}.", reason="content_type")
+    if media_type not in media_types:
+        expected = " or ".join(t for t in media_types if t)
+        raise RequestRejected(415, f"Content-Type must be {expected}, got {media_type!r}.", reason="content_type")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise RequestRejected(413, f"Request body of {declared} bytes is over the limit of {limit} bytes.", reason="too_large")

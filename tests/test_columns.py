@@ -66,7 +66,7 @@ def test_integer_columns_take_integral_floats_and_refuse_fractions():
     columns["days_on_platform"] = [45, 12.5, 300.0]
     found, exc = problems_of(columns)
     assert found[("days_on_platform", "not_integer")].rows == (1,)
-    assert "'days_on_platform' must be an integer" in str(exc) and "0-based: 1)" in str(exc)
+    assert "'days_on_platform' must be a whole number" in str(exc) and "0-based: 1)" in str(exc)
 
 
 def test_number_columns_take_integers():
