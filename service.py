@@ -14,7 +14,9 @@ from pydantic import ValidationError
 from starlette.responses import PlainTextResponse, Response
 
 from serving import purchase, v2
+from serving.arrow import ARROW_STREAM
 from serving.http import (
+    JSON_TYPES,
     Call,
     OverloadedAsJSON,
     RawJSONInput,
@@ -53,6 +55,7 @@ class PredictResponse(SingleRecordOutput, PredictPayload):
 
 class BatchPredictRequest(RawJSONInput, BatchPredictBody):
     endpoint: ClassVar[str] = "/batch_predict"
+    media_types: ClassVar[tuple[str, ...]] = (*JSON_TYPES, ARROW_STREAM)  # Arrow: serving/arrow.py
 
 
 class V1PredictRequest(RawJSONInput, V1PredictBody):

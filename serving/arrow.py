@@ -14,7 +14,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from starlette.responses import Response
+
 from serving.columns import ColumnsInvalid, validate_columns
+from serving.registry import ModelEntry
+from serving.validation import RequestRejected
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 BATCH_COLUMNS = ("predicted_purchase_probability", "predicted_purchase")  # /batch_predict's answer, as in JSON
@@ -83,3 +87,20 @@ def predictions_stream(
     columns = {names[0]: np.asarray(proba, dtype=np.float64), names[1]: np.asarray(classes, dtype=np.int64)}
     return write_stream(columns, {"model_name": model_name, "model_version": model_version})
 
+
+
+# /batch_predict's Arrow door: its errors are the seed's 422 `{"detail": "..."}`, naming the column and rows.
+def batch_request(body: bytes, entry: ModelEntry, max_rows: int) -> pd.DataFrame:
+    assert entry.model is not None
+    try:
+        return read_frame(body, entry.model.input_schema, max_rows)
+    except ArrowBodyInvalid as exc:
+        raise RequestRejected(422, str(exc), reason=exc.reason) from None
+    except ColumnsInvalid as exc:
+        raise RequestRejected(422, exc.message(), reason=exc.kind) from None
+
+
+def batch_response(scored: Any, request_id: str) -> Response:
+    """A `serving.predictor.Scored` as an Arrow stream with /batch_predict's column names."""
+    stream = predictions_stream(BATCH_COLUMNS, scored.proba, scored.classes, scored.entry.name, scored.entry.version)
+    return Response(stream, media_type=ARROW_STREAM, headers={"x-request-id": request_id})

@@ -96,6 +96,8 @@ class Call:
     request_id: str
     routing_key: str | None
     rejected: Response | None = None
+    media_type: str = "application/json"  # or serving.arrow.ARROW_STREAM where the endpoint takes Arrow
+    accept: str = ""
 
 
 @dataclass
@@ -112,15 +114,17 @@ class RawJSONInput(IODescriptor):
 
     __root_input__ = True
     endpoint: ClassVar[str] = ""
+    media_types: ClassVar[tuple[str, ...]] = JSON_TYPES
 
     @classmethod
     async def from_http_request(cls, request: Request, serde: Any) -> Call:  # type: ignore[override]
         request_id = request_id_of(request)
         try:
-            body = await read_body(request)
+            body = await read_body(request, media_types=cls.media_types)
         except RequestRejected as exc:
             return Call(b"", request_id, None, rejected=rejection(exc, cls.endpoint, request_id))
-        return Call(body, request_id, routing_key_of(request))
+        media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        return Call(body, request_id, routing_key_of(request), None, media_type, request.headers.get("accept", ""))
 
 
 class SingleRecordInput(IODescriptor):
