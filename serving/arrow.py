@@ -23,6 +23,11 @@ from serving.validation import RequestRejected
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 BATCH_COLUMNS = ("predicted_purchase_probability", "predicted_purchase")  # /batch_predict's answer, as in JSON
 V2_COLUMNS = ("predict_proba", "predicted_class")  # the V2 outputs
+REQUEST_DOC = {ARROW_STREAM: {"schema": {"type": "string", "format": "binary", "description": "An Arrow IPC stream, "
+                                         "one column per model input; rows over MAX_RECORDS are refused."}}}
+BATCH_RESPONSE_DOC = {ARROW_STREAM: {"schema": {"type": "string", "format": "binary", "description": "With `Accept: "
+                      f"{ARROW_STREAM}`: columns {', '.join(BATCH_COLUMNS)}; model_name and model_version in the "
+                      "schema metadata."}}}
 
 
 class ArrowBodyInvalid(ValueError):

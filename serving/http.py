@@ -21,7 +21,7 @@ from _bentoml_sdk.service import openapi as bentoml_openapi
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serving import metrics
+from serving import arrow, metrics
 from serving.schemas import (
     BatchPredictRequest,
     BatchPredictResponse,
@@ -202,7 +202,7 @@ def _schema(model: type) -> dict[str, Any]:
 
 
 _TOO_LARGE = _error("Body over MAX_BODY_BYTES.")
-_NOT_JSON = _error("Content-Type is not application/json.")
+_NOT_JSON = _error("Content-Type is not application/json (or, on /batch_predict, an Arrow stream).")
 
 # route -> (request body model, 200 body model, other documented responses)
 DOCUMENTED: dict[str, tuple[type, type, dict[int, dict[str, Any]]]] = {
@@ -259,6 +259,9 @@ def _documented_api_routes(svc: Any) -> dict[str, Any]:
             200: {"description": "Successful Response", "content": {"application/json": {"schema": _schema(response)}}},
             **errors,
         }
+    if "/batch_predict" in routes:  # the Arrow door (serving/arrow.py)
+        routes["/batch_predict"].post["requestBody"]["content"].update(arrow.REQUEST_DOC)
+        routes["/batch_predict"].post["responses"][200]["content"].update(arrow.BATCH_RESPONSE_DOC)
     return routes
 
 

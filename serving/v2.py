@@ -235,8 +235,7 @@ _INFER_DOC: dict[str, Any] = {
             "required": True,
             "content": {
                 "application/json": {"schema": inline_schema(InferenceRequest)},
-                arrow.ARROW_STREAM: {"schema": {"type": "string", "format": "binary",
-                                                "description": "An Arrow IPC stream, one column per model input."}},
+                **arrow.REQUEST_DOC,
             },
         }
     },
