@@ -210,7 +210,7 @@ def _score(predictor: Predictor, entry: ModelEntry, body: bytes, headers: dict[s
 async def _infer(request: Request, predictor: Predictor, name: str, version: str | None) -> Response:
     entry = _entry(predictor, name, version)
     try:
-        body = await read_body(request, media_types=MEDIA_TYPES)
+        body = await read_body(request, predictor.settings.max_body_bytes, MEDIA_TYPES)
     except RequestRejected as exc:
         raise V2ClientError(exc.status, str(exc.detail), exc.reason) from None
     headers = {k: request.headers[k] for k in ("content-type", "accept", HEADER_LENGTH) if k in request.headers}
