@@ -15,7 +15,7 @@ import bentoml
 from fastapi import FastAPI
 from starlette.responses import Response
 
-from serving import admin, purchase
+from serving import admin, arrow, purchase, v2
 from serving.auth import PredictionTokens
 from serving.bentoml_io import NOT_JSON, TOO_LARGE, AdmittedInput, BatchedInput, BatchedOutput, document, error_doc as _error, signature_once
 from serving.feedback import router as feedback_router
@@ -74,6 +74,7 @@ def list_models() -> dict:
 
 models_app.include_router(admin.router)
 models_app.include_router(feedback_router)  # POST /v1/feedback
+models_app.include_router(v2.router)  # the Open Inference Protocol (KServe V2): serving/v2.py
 
 
 @bentoml.asgi_app(models_app, path="/")
@@ -184,9 +185,11 @@ document(
             "request": BatchPredictBody,
             "response": BatchPredictResponse,
             "examples": {"seed 001 example": {"value": {"records": SEED_RECORDS}}},
+            "request_content": arrow.REQUEST_DOC,  # an Arrow IPC stream, one column per input (serving/arrow.py)
+            "response_content": arrow.BATCH_RESPONSE_DOC,
             "errors": {
                 413: TOO_LARGE,
-                415: NOT_JSON,
+                415: _error("Content-Type is neither application/json nor an Arrow stream."),
                 422: _error("Field errors (loc = ['body', 'records', i, field]), an empty or oversized list, or the "
                             "business rule practice_exams_passed <= practice_exams_started, naming the records."),
                 503: _error("Model is not loaded (and why)."),

@@ -108,7 +108,8 @@ NOT_JSON = error_doc("Content-Type is not application/json.")
 
 
 def document(service: Any, description: str, routes: dict[str, dict[str, Any]]) -> None:
-    """Make /docs.json describe `routes` ({path: {"request", "response", "examples", "errors"}}) and the service."""
+    """Make /docs.json describe `routes` ({path: {"request", "response", "examples", "errors"}, plus optional
+    "request_content" / "response_content": other media types of the body and the 200 answer}) and the service."""
     generate = bentoml_openapi.generate_spec
 
     def generate_spec(svc: Any, **kwargs: Any) -> Any:
@@ -122,10 +123,11 @@ def document(service: Any, description: str, routes: dict[str, dict[str, Any]]) 
             content: dict[str, Any] = {"schema": _schema(documented["request"])}
             if documented.get("examples"):
                 content["examples"] = copy.deepcopy(documented["examples"])
-            operation["requestBody"]["content"] = {"application/json": content}
+            operation["requestBody"]["content"] = {"application/json": content, **documented.get("request_content", {})}
             operation["responses"] = {
                 200: {"description": "Successful Response",
-                      "content": {"application/json": {"schema": _schema(documented["response"])}}},
+                      "content": {"application/json": {"schema": _schema(documented["response"])},
+                                  **documented.get("response_content", {})}},
                 **documented["errors"],
                 500: _unexpected(path),
             }

@@ -84,6 +84,7 @@ UNEXPECTED: dict[str, Unexpected] = {
     "/predict": Unexpected("application/json", orjson.dumps({"detail": _FAILED}), {"detail": _FAILED}),
     "/batch_predict": Unexpected("application/json", orjson.dumps({"detail": _FAILED}), {"detail": _FAILED}),
     "/v1/predict": Unexpected("text/plain", _V1_FAILED.encode(), _V1_FAILED),
+    "/v2/infer": Unexpected("application/json", orjson.dumps({"error": _FAILED}), {"error": _FAILED}),  # KServe V2
 }
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from starlette.responses import Response
 
+from serving import arrow
 from serving.errors import ClientError, json_response
 from serving.http import JSON, Call
 from serving.predictor import Predictor
@@ -145,10 +146,19 @@ def _json_answer(result: BatchResult) -> Response:
     return json_response(200, payload, result.request_id)
 
 
+def _arrow_answer(result: BatchResult) -> Response:
+    stream = arrow.predictions_stream(arrow.BATCH_COLUMNS, result.proba, result.classes, result.entry.name,
+                                      result.entry.version, result.ids)
+    return Response(stream, media_type=arrow.ARROW_STREAM, headers={"x-request-id": result.request_id})
+
+
 # Content-Type -> (body, validator) -> validated frame; raises ClientError naming the record and field.
-BATCH_DECODERS: dict[str, Callable[[bytes, RecordsValidator], pd.DataFrame]] = {JSON: _json_records}
+BATCH_DECODERS: dict[str, Callable[[bytes, RecordsValidator], pd.DataFrame]] = {
+    JSON: _json_records,
+    arrow.ARROW_STREAM: arrow.batch_request,
+}
 # Accept -> answer; anything not listed (*/*, application/*) gets JSON.
-BATCH_ENCODERS: dict[str, Callable[[BatchResult], Response]] = {JSON: _json_answer}
+BATCH_ENCODERS: dict[str, Callable[[BatchResult], Response]] = {JSON: _json_answer, arrow.ARROW_STREAM: _arrow_answer}
 
 
 def admit_batch(predictor: Predictor, call: Call) -> BatchInput:
