@@ -31,7 +31,15 @@ from serving.http import _SAFE_ID as SAFE_ID  # ids reach the log verbatim: the 
 from serving.http import json_response, read_body, request_id_of
 from serving.predictor import Predictor
 from serving.registry import ModelEntry, ModelUnavailable
-from serving.v2_protocol import HEADER_LENGTH, SCHEMA_DATATYPES, V2Invalid, decode_inputs, encode_response, parse_request
+from serving.v2_protocol import (
+    HEADER_LENGTH,
+    SCHEMA_DATATYPES,
+    V2Invalid,
+    check_requested_outputs,
+    decode_inputs,
+    encode_response,
+    parse_request,
+)
 from serving.v2_schemas import ERRORS_DOC, INFER_DOC, InferenceRequest, ModelMetadata, ServerMetadata
 from serving.validation import RequestRejected
 
@@ -167,6 +175,7 @@ def _score(predictor: Predictor, entry: ModelEntry, body: bytes, headers: dict[s
         else:
             request, binary = parse_request(body, headers.get(HEADER_LENGTH))
             _limit_rows(max((t.shape[0] for t in request.inputs if t.shape), default=0), predictor.settings.max_records)
+            check_requested_outputs(request, list(OUTPUT_TYPES))
             decoded = decode_inputs(request, binary)
             columns, rank = decoded.columns, decoded.rank
         frame = validate_columns(columns, entry.model.input_schema)
@@ -183,10 +192,7 @@ def _score(predictor: Predictor, entry: ModelEntry, body: bytes, headers: dict[s
         stream = arrow.predictions_stream(arrow.V2_COLUMNS, scored.proba, scored.classes, entry.name, entry.version)
         return Response(stream, media_type=arrow.ARROW_STREAM, headers=out_headers)
     outputs = {"predict_proba": ("FP64", scored.proba), "predicted_class": ("INT64", scored.classes.astype(np.int64))}
-    try:
-        payload, header_length = encode_response(outputs, entry.name, entry.version, answer_id, request, rank)
-    except V2Invalid as exc:
-        raise V2ClientError(400, str(exc), exc.reason) from None
+    payload, header_length = encode_response(outputs, entry.name, entry.version, answer_id, request, rank)
     if header_length is None:
         return Response(payload, media_type="application/json", headers=out_headers)
     out_headers["Inference-Header-Content-Length"] = str(header_length)
