@@ -32,7 +32,15 @@ from serving.errors import ClientError, error_response, request_id_of, unexpecte
 from serving.http import read_body
 from serving.predictor import Predictor
 from serving.registry import ModelEntry, ModelUnavailable
-from serving.v2_protocol import HEADER_LENGTH, SCHEMA_DATATYPES, V2Invalid, decode_inputs, encode_response, parse_request
+from serving.v2_protocol import (
+    HEADER_LENGTH,
+    SCHEMA_DATATYPES,
+    V2Invalid,
+    check_requested_outputs,
+    decode_inputs,
+    encode_response,
+    parse_request,
+)
 from serving.v2_schemas import ERRORS_DOC, INFER_DOC, InferenceRequest, ModelMetadata, ServerMetadata
 
 logger = logging.getLogger(__name__)
@@ -156,6 +164,7 @@ def _score(predictor: Predictor, entry: ModelEntry, body: bytes, headers: dict[s
         else:
             request, binary = parse_request(body, headers.get(HEADER_LENGTH))
             _limit_rows(max((t.shape[0] for t in request.inputs if t.shape), default=0), predictor.settings.max_records)
+            check_requested_outputs(request, list(OUTPUT_TYPES))
             decoded = decode_inputs(request, binary)
             columns, rank = decoded.columns, decoded.rank
         frame = validate_columns(columns, entry.model.input_schema)
@@ -173,11 +182,8 @@ def _score(predictor: Predictor, entry: ModelEntry, body: bytes, headers: dict[s
                                           scored.ids)
         return Response(stream, media_type=arrow.ARROW_STREAM, headers=out_headers)
     outputs = {"predict_proba": ("FP64", scored.proba), "predicted_class": ("INT64", scored.classes.astype(np.int64))}
-    try:
-        payload, header_length = encode_response(outputs, entry.name, entry.version, answer_id, request, rank,
-                                                 prediction_ids=scored.ids)
-    except V2Invalid as exc:
-        raise v2_error(400, str(exc), exc.reason) from None
+    payload, header_length = encode_response(outputs, entry.name, entry.version, answer_id, request, rank,
+                                             prediction_ids=scored.ids)
     if header_length is None:
         return Response(payload, media_type="application/json", headers=out_headers)
     out_headers["Inference-Header-Content-Length"] = str(header_length)

@@ -174,6 +174,13 @@ def decode_inputs(request: InferenceRequest, binary: memoryview) -> Decoded:
     return Decoded(columns, 2 if 2 in ranks else 1)
 
 
+def check_requested_outputs(request: InferenceRequest, names: list[str]) -> None:
+    """Before the model runs: a request for an output that does not exist is refused, and nothing is logged."""
+    unknown = sorted({o.name for o in request.outputs or []} - set(names))
+    if unknown:
+        raise V2Invalid(f"requested output(s) {', '.join(map(repr, unknown))} do not exist; outputs: {', '.join(names)}.")
+
+
 def encode_response(
     outputs: dict[str, tuple[str, np.ndarray]],
     model_name: str,
@@ -192,9 +199,6 @@ def encode_response(
     binary_all = bool(parameters.get("binary_data_output", False))
     requested = (request.outputs if request else None) or []
     wanted = {o.name: bool((o.parameters or {}).get("binary_data", binary_all)) for o in requested}
-    unknown = sorted(set(wanted) - set(outputs))
-    if unknown:
-        raise V2Invalid(f"requested output(s) {', '.join(map(repr, unknown))} do not exist; outputs: {', '.join(outputs)}.")
     names = list(wanted) if wanted else list(outputs)
     tensors, chunks = [], []
     for name in names:

@@ -186,8 +186,11 @@ def test_rule_names_rows_and_limits_hold(client, frame):
     assert "over the limit of 65536 bytes" in error_of(client.post(INFER, content=huge, headers={"content-type": ARROW_STREAM}), 413)
     assert "Invalid inference request" in error_of(client.post(INFER, content=b"{not json"), 400)
     assert "inputs" in error_of(client.post(INFER, json={"inputs": []}), 400)
+    log_path = client.app.dependency_overrides[v2.current_predictor]().settings.prediction_log_path
+    logged = log_path.read_bytes().count(b"\n")
     missing = error_of(client.post(INFER, json=v2_request(frame, outputs=[{"name": "predict"}])), 400)
     assert "'predict' do not exist" in missing
+    assert log_path.read_bytes().count(b"\n") == logged  # refused before the model ran: nothing logged
     assert "Content-Type" in error_of(client.post(INFER, content=b"a,b", headers={"content-type": "text/csv"}), 415)
     arrow_bad = error_of(client.post(INFER, content=b"nope", headers={"content-type": ARROW_STREAM}), 400)
     assert "not an Arrow IPC stream" in arrow_bad
