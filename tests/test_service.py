@@ -126,7 +126,7 @@ def test_predict_one_record(server):
         ({"minutes_watched": "a lot"}, ["body", "minutes_watched"], "float_type"),
         ({"student_country": ""}, ["body", "student_country"], "string_too_short"),
         ({"coupon": "X"}, ["body", "coupon"], "extra_forbidden"),
-        ({"days_on_platform": 2.5}, ["body", "days_on_platform"], "int_type"),
+        ({"days_on_platform": 2.5}, ["body", "days_on_platform"], "int_from_float"),
     ],
 )
 def test_predict_field_errors(server, change, loc, kind):
