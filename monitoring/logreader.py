@@ -35,12 +35,6 @@ class LogMissing(FileNotFoundError):
     """No prediction log where the source points."""
 
 
-@dataclass
-class Segment:
-    path: Path
-    skipped: int = 0
-
-
 @dataclass(frozen=True)
 class Where:
     """A row filter on the log's own fields, pushed down to Parquet row groups."""

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m monitoring.drift", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", required=True, help="NAME, NAME:latest or NAME:VERSION from the model store")
-    parser.add_argument("--log", help="the prediction log (default: PREDICTION_LOG_PATH)")
+    parser.add_argument("--log", help="the prediction log, a folder of logs (one per server) or a glob "
+                        "(default: PREDICTION_LOG_PATH)")
     parser.add_argument("--out", help="folder for the HTML report and JSON summary (default: DRIFT_STATE_PATH's)")
     window = parser.add_mutually_exclusive_group()
     window.add_argument("--last", type=int, metavar="N", help="only the last N logged rows of the version")
