@@ -139,7 +139,8 @@ def test_arrow_in_v2_json_or_arrow_out(client, frame, expected):
     response = client.post(INFER, content=body, headers={"content-type": ARROW_STREAM, "accept": ARROW_STREAM})
     assert response.headers["content-type"] == ARROW_STREAM
     answer = from_arrow(response.content)
-    assert list(answer.columns) == ["predict_proba", "predicted_class"] and answer.attrs["model_name"] == "purchase_gbm"
+    assert list(answer.columns) == ["predict_proba", "predicted_class", "prediction_id"]
+    assert answer.attrs["model_name"] == "purchase_gbm" and answer["prediction_id"].is_unique
     np.testing.assert_allclose(answer["predict_proba"], expected, atol=1e-12)
 
 
@@ -157,7 +158,7 @@ def _break(body: dict, column: str, **change) -> dict:
         ("days_on_platform", {"data": [True] + [1] * 19}, ["'days_on_platform'", "row 0", "bool", "INT64"]),
         ("days_on_platform", {"data": ["12"] + [1] * 19}, ["'days_on_platform'", "row 0", "str"]),
         ("days_on_platform", {"datatype": "BYTES", "data": ["12"] * 20}, ["'days_on_platform'", "must hold integers"]),
-        ("days_on_platform", {"datatype": "FP64", "data": [1.0] * 19 + [12.5]}, ["'days_on_platform'", "whole number", "19"]),
+        ("days_on_platform", {"datatype": "FP64", "data": [1.0] * 19 + [12.5]}, ["'days_on_platform'", "must be an integer", "19"]),
         ("minutes_watched", {"data": [1.0] * 5 + [-3.0] + [1.0] * 14}, ["'minutes_watched'", "must be >= 0", "rows, 0-based: 5"]),
         ("student_country", {"data": ["ok"] * 3 + [" "] + ["ok"] * 16}, ["'student_country'", "empty string", "3"]),
         ("student_country", {"data": [1] * 20}, ["'student_country'", "int", "BYTES"]),

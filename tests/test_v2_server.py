@@ -109,7 +109,7 @@ def test_mlserver_style_pandas_request(server, frame, batch_answer):
 
 def test_arrow_round_trips_through_the_client(server, frame, batch_answer):
     answer = predict_arrow(server.url, frame)
-    assert list(answer.columns) == ["predicted_purchase_probability", "predicted_purchase"]
+    assert list(answer.columns) == ["predicted_purchase_probability", "predicted_purchase", "prediction_id"]
     assert answer.attrs["model_name"] == "purchase_gbm"
     np.testing.assert_allclose(answer["predicted_purchase_probability"], batch_answer["predicted_purchase_probability"],
                                rtol=0, atol=1e-12)
@@ -127,7 +127,7 @@ def test_arrow_round_trips_through_the_client(server, frame, batch_answer):
     [
         (lambda f: f.astype({"days_on_platform": str}), "column 'days_on_platform' must hold integers, got string"),
         (lambda f: f.drop(columns="minutes_watched"), "column 'minutes_watched' is missing"),
-        (lambda f: f.assign(days_on_platform=f["days_on_platform"] + 0.5), "'days_on_platform' must be a whole number"),
+        (lambda f: f.assign(days_on_platform=f["days_on_platform"] + 0.5), "'days_on_platform' must be an integer"),
         # pandas' NaN is "missing": pyarrow sends it as a null
         (lambda f: f.assign(minutes_watched=np.where(f.index == 4, np.nan, f["minutes_watched"])), "missing (null) (offending rows, 0-based: 4)"),
         (lambda f: f.assign(minutes_watched=np.where(f.index == 5, np.inf, f["minutes_watched"])), "NaN or infinite (offending rows, 0-based: 5)"),
