@@ -94,7 +94,10 @@ def not_in_store(tag: str) -> str:
     name, _, version = tag.partition(":")
     try:
         if version and version != "latest":
-            versions = [str(m.tag.version) for m in bentoml.models.list(name)]
+            try:
+                versions = [str(m.tag.version) for m in bentoml.models.list(name)]
+            except bentoml.exceptions.NotFound:  # no version of that name at all: say what names there are
+                versions = []
             if versions:
                 return f"no version {version} of {name} in the store; it has: {', '.join(versions)}"
         names = sorted({m.tag.name for m in bentoml.models.list()})

@@ -8,12 +8,13 @@ from serving.registry import ModelUnavailable, Registry
 
 
 def test_a_missing_model_or_version_says_what_the_store_has(trained_store):
-    registry = Registry(["purchase_gmb:latest", "purchase_gbm:v0nosuch", "purchase_lr"], max_records=10)
-    typo, version, loaded = registry.entries
-    assert typo.status == version.status == "failed" and loaded.status == "loaded"
+    tags = ["purchase_gmb:latest", "purchase_gbm:v0nosuch", "purchase_lr", "purchase_gmb:v1"]
+    typo, version, loaded, typo_version = Registry(tags, max_records=10).entries
+    assert typo.status == version.status == typo_version.status == "failed" and loaded.status == "loaded"
+    assert typo_version.error == typo.error
     assert typo.error.startswith("no such model in the store; the store has: ")
     assert {"purchase_gbm", "purchase_lr", "drive_stats_a", "drive_stats_b"} <= set(typo.error.split(": ")[1].split(", "))
     assert version.error.startswith("no version v0nosuch of purchase_gbm in the store; it has: ")
     with pytest.raises(ModelUnavailable) as raised:
-        registry.get("purchase_gmb")
+        Registry(tags[:1], max_records=10).get("purchase_gmb")
     assert raised.value.reason == f"purchase_gmb:latest: {typo.error}"
