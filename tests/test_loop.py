@@ -23,7 +23,11 @@ def _is_uuid7(value) -> bool:
 
 
 def _outcome_store(server) -> Path:
-    env = server.env
+    env = getattr(server, "env", None)
+    if env is None:  # the in-process tier (tests/fast): this process's settings
+        from settings import get_settings
+
+        return get_settings().outcome_log_path
     return Path(env.get("OUTCOME_LOG_PATH") or Path(env["STATE_DIR"]) / "outcomes.jsonl")
 
 
@@ -150,7 +154,12 @@ def test_ab_test_closed_by_outcomes_reports_both_variants_and_a_verdict(ab_serve
         assert low <= c["difference"] <= high and c["ci95"][0] >= low
     print(result.stdout)
     assert (out / f"quality_purchase_gbm_{groups['purchase_gbm']['version']}.html").stat().st_size > 10_000
-    assert (ab_server.state / "workspace").is_dir()
+    from evidently.ui.workspace import Workspace
+
+    workspace = Workspace.create(str(ab_server.state / "workspace"))
+    for name in groups:
+        (project,) = workspace.search_project(f"{name} quality")
+        assert len(workspace.list_runs(project.id)) == 1
 
     deadline = time.monotonic() + 20  # the service polls the state file every 5 s
     while time.monotonic() < deadline:

@@ -35,3 +35,7 @@ def test_workers_see_each_others_outcomes_across_rotations_and_torn_lines(tmp_pa
     reader = LogReader(path)
     table = reader.table(["prediction_id", "outcome"])
     assert table.num_rows == 102 and reader.skipped == 1
+    assert any(p.name.endswith(".parquet") for p in family(path))  # the reader compacted rotated segments
+    restarted = OutcomeStore(path, max_bytes=2_000)  # a worker started after compaction reads Parquet and JSONL
+    again = restarted.ingest([Outcome(ids[5], 0), Outcome(ids[150], 0), Outcome(ids[199], 1)])
+    assert (again.accepted, again.duplicates, again.corrections) == (2, 1, 1)

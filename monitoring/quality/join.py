@@ -13,7 +13,7 @@ from monitoring.logreader import LogMissing, LogReader, to_frame
 from monitoring.quality.errors import QualityError
 
 PREDICTION_COLUMNS = ["ts", "prediction_id", "endpoint", "model_name", "model_version", "alias", "variant",
-                      "probability", "prediction"]
+                      "shadow", "probability", "prediction"]
 OUTCOME_COLUMNS = ["ts", "prediction_id", "outcome"]
 UNMATCHED_SHOWN = 20
 
@@ -57,6 +57,8 @@ def read_predictions(path: Path | str, since: datetime | None) -> tuple[pd.DataF
 def join(log: Path | str, outcome_store: Path | str, since: datetime | None) -> Joined:
     outcomes, skipped_outcomes = read_outcomes(outcome_store)
     predictions, skipped = read_predictions(log, since)
+    # Shadow predictions (issue 12) never reached a client, so no outcome names them: they are not a variant here.
+    predictions = predictions[~predictions["shadow"].eq(True).fillna(False).astype(bool)]
     with_id = predictions["prediction_id"].notna()
     without_id = int((~with_id).sum())
     predictions = predictions[with_id].drop_duplicates("prediction_id", keep="last").reset_index(drop=True)
