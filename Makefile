@@ -26,9 +26,9 @@ train: install
 serve: install
 	@$(BIN)/python -m serving.serve --host $(HOST) --port $(PORT)
 
-# Two tiers, two pytest sessions (each trains its own temporary model store): in-process first, then real servers.
-test: test-fast
-	$(BIN)/python -m pytest --ignore=tests/fast $(PYTEST_ARGS)
+# One pytest session, one trained store: the in-process tier (tests/fast) is collected first, then real servers.
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest tests/fast -q $(PYTEST_ARGS)
