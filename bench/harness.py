@@ -40,7 +40,7 @@ def private_home(workdir: Path) -> Path:
 class Server:
     """A real `bentoml serve` process on a free loopback port, with its own prediction log."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], target: str = "."):
+    def __init__(self, workdir: Path, env: dict[str, str], target: str = ".", root: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "prediction_log.jsonl"
@@ -57,7 +57,7 @@ class Server:
         with open(self.output, "wb") as out:
             self.process = subprocess.Popen(
                 [str(Path(sys.executable).parent / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=root or ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
     def wait_until_up(self, timeout: float = 120, ready: bool = True) -> "Server":
