@@ -46,6 +46,18 @@ def raw_pipeline(model: StoredModel, validator: RecordsValidator, body: bytes) -
     return {"total": t3 - t0, "parse_validate": t1 - t0, "predict": t2 - t1, "serialize": t3 - t2}
 
 
+def dataframe_pipeline(model: StoredModel, frame: pd.DataFrame) -> dict[str, float]:
+    """The model's own work on rows already in a DataFrame: features + predict_proba + classes (issue 11's
+    "raw pipeline on a DataFrame", the floor of any columnar door)."""
+    t0 = time.perf_counter()
+    bound_inference_threads()
+    proba = model.predict_proba(frame)
+    classes = model.classify(proba)
+    t1 = time.perf_counter()
+    assert len(classes) == len(frame)
+    return {"total": t1 - t0, "predict": t1 - t0}
+
+
 # --- a columnar fast path (prototype only: not in service.py) -------------------------------------------------------
 
 def columnar_body(records: list[dict[str, Any]]) -> bytes:
