@@ -7,7 +7,7 @@ PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: install serve train test bench drift dashboard score simulate build clean
+.PHONY: install serve train test bench bench-profile drift dashboard score simulate build clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,20 @@ serve: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: install
+# MLServer, the benchmark's peer, in its own virtualenv (never a project dependency).
+MLSERVER_VENV := bench/.mlserver-venv
+$(MLSERVER_VENV)/.installed: $(BIN)/.installed bench/mlserver_peer.py
+	$(BIN)/python -m bench.mlserver_peer install
+
+bench: install $(MLSERVER_VENV)/.installed
 	$(BIN)/python -m training.train --if-missing
-	$(BIN)/python -m bench.run --out bench/results
+	$(BIN)/python -m bench.run --out bench/results $(BENCH_ARGS)
 	$(BIN)/python bench/bench_scoring.py $(BENCH_SCORING_ARGS)
+
+# py-spy of the service's worker under /predict load: bench/results/profile/top.md
+bench-profile: install
+	$(BIN)/python -m training.train --if-missing
+	$(BIN)/python -m bench.profile --out bench/results/profile $(PROFILE_ARGS)
 
 DRIFT_MODEL ?= purchase_gbm
 drift: install
@@ -59,4 +69,4 @@ build: install
 	$(BIN)/bentoml build .
 
 clean:
-	rm -rf $(VENV) artifacts bench/results .pytest_cache
+	rm -rf $(VENV) artifacts bench/results bench/.mlserver-venv .pytest_cache

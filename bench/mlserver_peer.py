@@ -56,6 +56,7 @@ def is_installed() -> bool:
 def install() -> Path:
     """Create (or refresh) bench/.mlserver-venv with uv, the project's installer (its Makefile puts uv in .venv)."""
     if is_installed():
+        (VENV / ".installed").touch()  # make's stamp: up to date
         return venv_python()
     uv = Path(sys.executable).parent / "uv"
     if not uv.exists():

@@ -45,6 +45,8 @@ class Config:
     v1_records: int
     v1_reps: int
     breakdown_sizes: list[int]
+    sequential_start: bool = True
+    skip_servers: tuple[str, ...] = ()
     mode: str = "full"
     notes: list[str] = field(default_factory=list)
 
@@ -57,7 +59,8 @@ FULL = Config(
 QUICK = Config(
     focus_concurrency=8, mixed_concurrency=4, load_rounds=1, load_seconds=1.0, load_requests=200,
     focus_size=1_000, size_reps={1_000: 2}, big_rows=2_000, big_reps=1,
-    v1_records=200, v1_reps=2, breakdown_sizes=[32], mode="quick",
+    v1_records=200, v1_reps=2, breakdown_sizes=[32], sequential_start=False, skip_servers=("nolog", "workers2"),
+    mode="quick",
 )
 QUICK_SCENARIOS = ["predict", "batch", "arrow_big", "mixed", "multimodel", "breakdown"]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -131,24 +132,34 @@ def start_servers(names: set[str], cfg, workdir: Path, running: list[Running], l
         log(f"  skipped mlserver: {mlserver_peer.VENV} is missing (`python -m bench.mlserver_peer install`, "
             "which `make bench` runs)")
         names = names - {"mlserver"}
-    for name in ("service", "nolog", "workers2", "ceiling", "mlserver", "reference"):
-        if name not in names:
-            continue
+
+    def start(name: str) -> Running:
         if name in envs:
-            server = start_bento(name, workdir, envs[name], root=root)
-        elif name == "ceiling":
-            server = start_ceiling(workdir, {"MAX_RECORDS": str(MAX_RECORDS), "MAX_BODY_BYTES": str(MAX_BODY_BYTES)})
-        elif name == "mlserver":
+            return start_bento(name, workdir, envs[name], root=root)
+        if name == "ceiling":
+            return start_ceiling(workdir, {"MAX_RECORDS": str(MAX_RECORDS), "MAX_BODY_BYTES": str(MAX_BODY_BYTES)})
+        if name == "mlserver":
             from training.store import load_model
 
-            server = start_mlserver(load_model(f"purchase_gbm:{g0}"), workdir)
-        else:
-            # The reference app with the same one-thread model calls: it differs from the service in its HTTP and
-            # parsing path only.
-            server = start_reference(workdir, {"REFERENCE_MODEL": f"purchase_gbm:{g0}", "OMP_NUM_THREADS": "1"})
+            return start_mlserver(load_model(f"purchase_gbm:{g0}"), workdir)
+        # The reference app with the same one-thread model calls: it differs from the service in its HTTP and
+        # parsing path only.
+        return start_reference(workdir, {"REFERENCE_MODEL": f"purchase_gbm:{g0}", "OMP_NUM_THREADS": "1"})
+
+    def start_one(name: str) -> None:
+        server = start(name)
         running.append(server)
         servers[name] = server
         log(f"  {name}: ready in {server.ready_s:.1f} s, RSS {server.rss_ready / 2**20:.0f} MiB")
+
+    ordered = [n for n in ("service", "nolog", "workers2", "ceiling", "mlserver", "reference") if n in names]
+    if cfg.sequential_start:
+        for name in ordered:
+            start_one(name)
+    else:  # quick mode: start-up times are not the point, the smoke's seconds are
+        with ThreadPoolExecutor(len(ordered)) as pool:
+            for future in [pool.submit(start_one, name) for name in ordered]:
+                future.result()
     servers["_versions"] = versions  # type: ignore[assignment]
     return servers
 
@@ -162,7 +173,8 @@ def run_all(cfg, chosen: list[str], workdir: Path, loader: LoadProcess, running:
 
     load_start = os.getloadavg()
     log("starting servers")
-    servers = start_servers({s for name in chosen for s in SCENARIOS[name]}, cfg, workdir, running, log, root)
+    needed = {s for name in chosen for s in SCENARIOS[name]} - set(cfg.skip_servers)
+    servers = start_servers(needed, cfg, workdir, running, log, root)
     versions = servers["_versions"]
     models = {name: load_model(f"{name}:{versions[name][0]}") for name in ("purchase_gbm", "purchase_lr")}
     validator = purchase_validator(MAX_RECORDS)

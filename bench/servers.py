@@ -143,8 +143,13 @@ def start_reference(workdir: Path, env: dict[str, str]) -> Running:
 
 
 def start_ceiling(workdir: Path, env: dict[str, str], root: Path | None = None) -> Running:
-    """bench/ceiling_service.py: the service's BentoML settings, a constant answer, no model."""
-    return start_bento("ceiling", workdir, env, target="bench.ceiling_service:Ceiling", root=root)
+    """bench/ceiling_service.py: the service's BentoML settings, a constant answer, no model. The module is served
+    as a copy on PYTHONPATH, so that with `root` (another checkout) it reads that checkout's service.py."""
+    source = workdir / "ceiling_source"
+    source.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "bench" / "ceiling_service.py", source / "bench_ceiling.py")
+    path = os.pathsep.join(p for p in (str(source), os.environ.get("PYTHONPATH", "")) if p)
+    return start_bento("ceiling", workdir, {**env, "PYTHONPATH": path}, target="bench_ceiling:Ceiling", root=root)
 
 
 def start_mlserver(model, workdir: Path) -> Running:
