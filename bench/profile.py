@@ -33,11 +33,24 @@ def worker_pid(pid: int) -> int:
     raise RuntimeError(f"no BentoML worker under pid {pid}")
 
 
-def top_frames(collapsed: Path, limit: int = 40) -> tuple[int, list[tuple[str, float, float]]]:
-    """(samples, [(frame, inclusive share, self share)]) from py-spy's raw collapsed stacks."""
+# Leaf frames of a thread that waits (anyio's idle worker threads, the drift gauges' timer): not work.
+IDLE_LEAVES = ("Condition.wait (threading.py)", "Event.wait (threading.py)", "Queue.get (queue.py)",
+               "Thread.join (threading.py)", "select (selectors.py)")
+
+
+def _package(frame: str) -> str:
+    """`func (path/to/module.py)` -> the top-level package (or the project's module) that holds it."""
+    path = frame.rpartition("(")[2].rstrip(")")
+    return path.split("/")[0].removesuffix(".py") if "/" in path else path.removesuffix(".py")
+
+
+def top_frames(collapsed: Path, limit: int = 40) -> tuple[int, int, list[tuple[str, float, float]], list[tuple[str, float]]]:
+    """From py-spy's raw collapsed stacks: (all samples, busy samples, [(frame, inclusive, self)] and
+    [(package, self)] as shares of the busy samples). Busy = the leaf is not a wait (IDLE_LEAVES)."""
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
-    total = 0
+    packages: Counter[str] = Counter()
+    total = busy = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -45,11 +58,28 @@ def top_frames(collapsed: Path, limit: int = 40) -> tuple[int, list[tuple[str, f
         samples = int(count)
         frames = stack.split(";")
         total += samples
+        if frames[-1] in IDLE_LEAVES:
+            continue
+        busy += samples
         for frame in set(frames):
             inclusive[frame] += samples
         own[frames[-1]] += samples
-    rows = [(frame, n / total, own[frame] / total) for frame, n in inclusive.most_common(limit)] if total else []
-    return total, rows
+        packages[_package(frames[-1])] += samples
+    if not busy:
+        return total, 0, [], []
+    rows = [(frame, n / busy, own[frame] / busy) for frame, n in inclusive.most_common(limit)]
+    return total, busy, rows, [(name, n / busy) for name, n in packages.most_common(15)]
+
+
+def summary(collapsed: Path, heading: str) -> list[str]:
+    total, busy, rows, packages = top_frames(collapsed)
+    lines = [heading, "", f"{busy} busy samples of {total} (stacks ending in a wait excluded: "
+             + ", ".join(f"`{leaf}`" for leaf in IDLE_LEAVES) + "). uvloop's own work shows as `Runner.run` self.", "",
+             "Self time by package (leaf frame's top-level package or module):", "", "| package | self |", "|---|---|"]
+    lines += [f"| `{name}` | {share:.1%} |" for name, share in packages]
+    lines += ["", "Frames by inclusive share:", "", "| frame | inclusive | self |", "|---|---|---|"]
+    lines += [f"| `{frame}` | {inc:.1%} | {own:.1%} |" for frame, inc, own in rows]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,14 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         loader.close()
         server.stop()
-    total, rows = top_frames(args.out / "profile.txt")
-    lines = [f"# py-spy of the worker under /predict, concurrency {args.concurrency}", "",
-             f"`python -m bench.profile {' '.join(argv if argv is not None else sys.argv[1:])}`; load during the "
-             f"recording: {first.throughput:.0f} req/s, p50 {first.percentile(50) * 1e3:.1f} ms, p99 "
-             f"{first.percentile(99) * 1e3:.1f} ms, {first.errors} errors; {total} samples of the worker's busy "
-             "threads (idle excluded).", "",
-             "| frame | inclusive | self |", "|---|---|---|"]
-    lines += [f"| `{frame}` | {inc:.1%} | {own:.1%} |" for frame, inc, own in rows]
+    lines = summary(args.out / "profile.txt", f"# py-spy of the worker under /predict, concurrency {args.concurrency}")
+    lines[1:1] = ["", f"`python -m bench.profile {' '.join(argv if argv is not None else sys.argv[1:])}`; load during the "
+                  f"recording: {first.throughput:.0f} req/s, p50 {first.percentile(50) * 1e3:.1f} ms, p99 "
+                  f"{first.percentile(99) * 1e3:.1f} ms, {first.errors} errors."]
     (args.out / "top.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
