@@ -13,8 +13,10 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.responses import PlainTextResponse, Response
 
-from serving import purchase
+from serving import purchase, v2
+from serving.arrow import ARROW_STREAM
 from serving.http import (
+    JSON_TYPES,
     Call,
     OverloadedAsJSON,
     RawJSONInput,
@@ -53,6 +55,7 @@ class PredictResponse(SingleRecordOutput, PredictPayload):
 
 class BatchPredictRequest(RawJSONInput, BatchPredictBody):
     endpoint: ClassVar[str] = "/batch_predict"
+    media_types: ClassVar[tuple[str, ...]] = (*JSON_TYPES, ARROW_STREAM)  # Arrow: serving/arrow.py
 
 
 class V1PredictRequest(RawJSONInput, V1PredictBody):
@@ -68,6 +71,7 @@ def list_models() -> dict:
     return {"models": bentoml.get_current_service().predictor.registry.describe()}
 
 
+models_app.include_router(v2.router)  # the Open Inference Protocol (KServe V2): serving/v2.py
 document_error_responses()
 
 

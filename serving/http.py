@@ -21,7 +21,7 @@ from _bentoml_sdk.service import openapi as bentoml_openapi
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serving import metrics
+from serving import arrow, metrics
 from serving.schemas import (
     BatchPredictRequest,
     BatchPredictResponse,
@@ -40,6 +40,7 @@ ROUTING_KEY_HEADER = "x-routing-key"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@\-]")
 MAX_ROUTING_KEY = 128
+JSON_TYPES = ("application/json", "")
 OVERLOADED = "The adaptive batcher is overloaded: this request could not be scheduled within BATCH_MAX_LATENCY_MS; retry later."
 
 
@@ -67,11 +68,14 @@ def routing_key_of(request: Request) -> str | None:
     return _UNSAFE.sub("_", key)[:MAX_ROUTING_KEY]
 
 
-async def read_body(request: Request, limit: int = _settings.max_body_bytes) -> bytes:
-    """The JSON body, refusing wrong content types (415) and bodies over `limit` bytes (413) without reading them."""
+async def read_body(
+    request: Request, limit: int = _settings.max_body_bytes, media_types: tuple[str, ...] = JSON_TYPES
+) -> bytes:
+    """The body, refusing other content types (415) and bodies over `limit` bytes (413) without reading them."""
     media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if media_type not in ("application/json", ""):
-        raise RequestRejected(415, f"Content-Type must be application/json, got {media_type!r}.", reason="content_type")
+    if media_type not in media_types:
+        expected = " or ".join(t for t in media_types if t)
+        raise RequestRejected(415, f"Content-Type must be {expected}, got {media_type!r}.", reason="content_type")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise RequestRejected(413, f"Request body of {declared} bytes is over the limit of {limit} bytes.", reason="too_large")
@@ -92,6 +96,8 @@ class Call:
     request_id: str
     routing_key: str | None
     rejected: Response | None = None
+    media_type: str = "application/json"  # or serving.arrow.ARROW_STREAM where the endpoint takes Arrow
+    accept: str = ""
 
 
 @dataclass
@@ -108,15 +114,17 @@ class RawJSONInput(IODescriptor):
 
     __root_input__ = True
     endpoint: ClassVar[str] = ""
+    media_types: ClassVar[tuple[str, ...]] = JSON_TYPES
 
     @classmethod
     async def from_http_request(cls, request: Request, serde: Any) -> Call:  # type: ignore[override]
         request_id = request_id_of(request)
         try:
-            body = await read_body(request)
+            body = await read_body(request, media_types=cls.media_types)
         except RequestRejected as exc:
             return Call(b"", request_id, None, rejected=rejection(exc, cls.endpoint, request_id))
-        return Call(body, request_id, routing_key_of(request))
+        media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        return Call(body, request_id, routing_key_of(request), None, media_type, request.headers.get("accept", ""))
 
 
 class SingleRecordInput(IODescriptor):
@@ -194,7 +202,7 @@ def _schema(model: type) -> dict[str, Any]:
 
 
 _TOO_LARGE = _error("Body over MAX_BODY_BYTES.")
-_NOT_JSON = _error("Content-Type is not application/json.")
+_NOT_JSON = _error("Content-Type is not application/json (or, on /batch_predict, an Arrow stream).")
 
 # route -> (request body model, 200 body model, other documented responses)
 DOCUMENTED: dict[str, tuple[type, type, dict[int, dict[str, Any]]]] = {
@@ -251,6 +259,9 @@ def _documented_api_routes(svc: Any) -> dict[str, Any]:
             200: {"description": "Successful Response", "content": {"application/json": {"schema": _schema(response)}}},
             **errors,
         }
+    if "/batch_predict" in routes:  # the Arrow door (serving/arrow.py)
+        routes["/batch_predict"].post["requestBody"]["content"].update(arrow.REQUEST_DOC)
+        routes["/batch_predict"].post["responses"][200]["content"].update(arrow.BATCH_RESPONSE_DOC)
     return routes
 
 

@@ -8,6 +8,7 @@ from collections import defaultdict
 import pandas as pd
 from starlette.responses import Response
 
+from serving import arrow
 from serving.http import Call, PendingRecord, json_response, rejection
 from serving.predictor import Predictor
 from serving.registry import ModelEntry
@@ -31,10 +32,15 @@ def batch_predict(predictor: Predictor, validator: RecordsValidator, call: Call)
         return call.rejected
     try:
         entry = _model_or_503(predictor, call.routing_key)
-        frame = validator.batch_body(call.body)
+        if arrow.is_arrow(call.media_type):
+            frame = arrow.batch_request(call.body, entry, validator.max_records)
+        else:
+            frame = validator.batch_body(call.body)
     except RequestRejected as exc:
         return rejection(exc, endpoint, call.request_id)
     scored = predictor.score(entry, frame, endpoint=endpoint, request_id=call.request_id, routing_key=call.routing_key)
+    if arrow.wants_arrow(call.accept):
+        return arrow.batch_response(scored, call.request_id)
     predictions = [
         {"predicted_purchase_probability": p, "predicted_purchase": c}
         for p, c in zip(scored.proba.tolist(), scored.classes.tolist())

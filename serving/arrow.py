@@ -1,0 +1,111 @@
+"""Apache Arrow bodies: an IPC stream in (one column per model input), an IPC stream out.
+
+Decoding stops at columns: `serving.columns.validate_columns` turns them into the model's input frame with the
+same rules as every other door. Encoding writes the prediction columns, with the model's name and version in
+the stream's schema metadata. The endpoints (`/batch_predict`, the V2 infer routes) only call these functions
+and answer the errors in their own shape (422 `{"detail": ...}` on /batch_predict, 400 `{"error": ...}` on V2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from starlette.responses import Response
+
+from serving.columns import ColumnsInvalid, validate_columns
+from serving.registry import ModelEntry
+from serving.validation import RequestRejected
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+BATCH_COLUMNS = ("predicted_purchase_probability", "predicted_purchase")  # /batch_predict's answer, as in JSON
+V2_COLUMNS = ("predict_proba", "predicted_class")  # the V2 outputs
+REQUEST_DOC = {ARROW_STREAM: {"schema": {"type": "string", "format": "binary", "description": "An Arrow IPC stream, "
+                                         "one column per model input; rows over MAX_RECORDS are refused."}}}
+BATCH_RESPONSE_DOC = {ARROW_STREAM: {"schema": {"type": "string", "format": "binary", "description": "With `Accept: "
+                      f"{ARROW_STREAM}`: columns {', '.join(BATCH_COLUMNS)}; model_name and model_version in the "
+                      "schema metadata."}}}
+
+
+class ArrowBodyInvalid(ValueError):
+    """The body is not a usable Arrow IPC stream, or holds too many rows."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def is_arrow(content_type: str | None) -> bool:
+    return media_type(content_type) == ARROW_STREAM
+
+
+def wants_arrow(accept: str | None) -> bool:
+    """True when the client's Accept header names the Arrow stream type (q-values are not weighed)."""
+    return any(media_type(part) == ARROW_STREAM for part in (accept or "").split(","))
+
+
+def read_columns(body: bytes, max_rows: int) -> dict[str, pa.ChunkedArray]:
+    """The columns of an Arrow IPC stream body, by name. Raises ArrowBodyInvalid."""
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise ArrowBodyInvalid(f"The body is not an Arrow IPC stream ({ARROW_STREAM}): {exc}", "arrow_invalid") from None
+    names = table.column_names
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ArrowBodyInvalid(f"Column(s) sent more than once: {', '.join(repeated)}.", "duplicate_column")
+    if table.num_rows > max_rows:
+        raise ArrowBodyInvalid(
+            f"{table.num_rows} rows is over the limit of {max_rows} (MAX_RECORDS); send them in several requests.",
+            "too_many_records",
+        )
+    return {name: table.column(name) for name in names}
+
+
+def read_frame(body: bytes, schema: dict[str, Any], max_rows: int) -> pd.DataFrame:
+    """An Arrow body -> the validated input frame. Raises ArrowBodyInvalid or ColumnsInvalid."""
+    return validate_columns(read_columns(body, max_rows), schema)
+
+
+def write_stream(columns: dict[str, np.ndarray], metadata: dict[str, str | None] | None = None) -> bytes:
+    """Columns -> one Arrow IPC stream (a single record batch), with optional string metadata on the schema."""
+    table = pa.table(columns)
+    if metadata:
+        table = table.replace_schema_metadata({k: v for k, v in metadata.items() if v is not None})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def predictions_stream(
+    names: tuple[str, str], proba: np.ndarray, classes: np.ndarray, model_name: str, model_version: str | None
+) -> bytes:
+    """The probability (float64) and class (int64) columns under `names`, tagged with the model that made them."""
+    columns = {names[0]: np.asarray(proba, dtype=np.float64), names[1]: np.asarray(classes, dtype=np.int64)}
+    return write_stream(columns, {"model_name": model_name, "model_version": model_version})
+
+
+
+# /batch_predict's Arrow door: its errors are the seed's 422 `{"detail": "..."}`, naming the column and rows.
+def batch_request(body: bytes, entry: ModelEntry, max_rows: int) -> pd.DataFrame:
+    assert entry.model is not None
+    try:
+        return read_frame(body, entry.model.input_schema, max_rows)
+    except ArrowBodyInvalid as exc:
+        raise RequestRejected(422, str(exc), reason=exc.reason) from None
+    except ColumnsInvalid as exc:
+        raise RequestRejected(422, exc.message(), reason=exc.kind) from None
+
+
+def batch_response(scored: Any, request_id: str) -> Response:
+    """A `serving.predictor.Scored` as an Arrow stream with /batch_predict's column names."""
+    stream = predictions_stream(BATCH_COLUMNS, scored.proba, scored.classes, scored.entry.name, scored.entry.version)
+    return Response(stream, media_type=ARROW_STREAM, headers={"x-request-id": request_id})

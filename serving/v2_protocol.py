@@ -1,0 +1,282 @@
+"""The Open Inference Protocol's (KServe V2) wire format: request and response models, tensors in, tensors out.
+
+Inputs arrive as JSON tensors or, with Triton's binary tensor data extension (what `tritonclient` sends by
+default), as a JSON header followed by raw little-endian tensor bytes. Either way each input becomes one column
+for `serving.columns.validate_columns`; the declared datatype must match the values sent (an INT64 tensor holds
+integers, a BYTES tensor strings), and the column schema then decides what the model accepts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+BINARY_SIZE = "binary_data_size"
+HEADER_LENGTH = "inference-header-content-length"
+NUMPY_TYPES = {
+    "BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+    "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
+}  # fmt: skip
+# JSON values each declared datatype may hold: a bool is not an INT64, a number is not BYTES.
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "BYTES": (str,), "BOOL": (bool,), **{t: (int,) for t in NUMPY_TYPES if "INT" in t},
+    **{t: (int, float) for t in NUMPY_TYPES if t.startswith("FP")},
+}  # fmt: skip
+SCHEMA_DATATYPES = {"string": "BYTES", "integer": "INT64", "number": "FP64"}
+
+
+class V2Invalid(ValueError):
+    """The request does not follow the protocol; the message names the input (and row)."""
+
+    def __init__(self, message: str, reason: str = "bad_request"):
+        super().__init__(message)
+        self.reason = reason
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)  # a shape of ["3"] is a client bug, not 3
+
+
+class MetadataTensor(_Wire):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class RequestInput(_Wire):
+    name: str = Field(examples=["days_on_platform"])
+    shape: list[int] = Field(examples=[[2, 1]])
+    datatype: str = Field(examples=["INT64"])
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = Field(default=None, examples=[[45, 12]])
+
+
+class RequestOutput(_Wire):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(_Wire):
+    """One input tensor per model input column, shape [rows, 1] or [rows]."""
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = Field(default=None, examples=[{"content_type": "pd"}])
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(_Wire):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class InferenceResponse(_Wire):
+    model_name: str
+    model_version: str | None = None
+    id: str
+    parameters: dict[str, Any] | None = None
+    outputs: list[ResponseOutput]
+
+
+class ServerMetadata(_Wire):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(_Wire):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[MetadataTensor]
+    outputs: list[MetadataTensor]
+
+
+class V2Error(_Wire):
+    error: str
+
+
+@dataclass
+class Decoded:
+    columns: dict[str, Any]
+    rank: int  # 1 for [rows] inputs, 2 for [rows, 1]: outputs are shaped alike
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, memoryview]:
+    """The JSON part of the body as an InferenceRequest, and the binary part (empty without the extension)."""
+    header, binary = body, memoryview(b"")
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise V2Invalid(f"Inference-Header-Content-Length {header_length!r} does not fit the {len(body)}-byte body.")
+        header, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
+    try:
+        return InferenceRequest.model_validate_json(header), binary
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        shown = "; ".join(f"{_loc(e['loc']) or 'body'}: {e['msg']}" for e in errors[:5])
+        raise V2Invalid(f"Invalid inference request: {shown}.", "invalid_json") from None
+
+
+def _rows_of(tensor: RequestInput) -> tuple[int, int]:
+    shape = tensor.shape
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or any(d < 0 for d in shape):
+        raise V2Invalid(f"input {tensor.name!r}: shape {shape} must be [rows, 1] or [rows] (one column per input).")
+    return shape[0], len(shape)
+
+
+def _flat(tensor: RequestInput) -> list[Any]:
+    data = tensor.data
+    # Nested data ([[1], [2]]) is allowed as long as it flattens to the shape, row-major.
+    while data and all(type(item) is list for item in data):
+        data = list(itertools.chain.from_iterable(data))
+    if data and any(type(item) is list for item in data):
+        raise V2Invalid(f"input {tensor.name!r}: data must be a flat list or nested lists matching the shape.")
+    return data or []
+
+
+def _json_column(tensor: RequestInput) -> Any:
+    values = _flat(tensor)
+    allowed = _JSON_TYPES[tensor.datatype]
+    if not set(map(type, values)) <= set(allowed):
+        bad = next(i for i, v in enumerate(values) if type(v) not in allowed)
+        raise V2Invalid(
+            f"input {tensor.name!r}: row {bad} holds a {type(values[bad]).__name__} ({values[bad]!r:.40}), "
+            f"which is not {tensor.datatype} data.",
+            "datatype",
+        )
+    if tensor.datatype == "BYTES":
+        return values
+    try:
+        return np.array(values, dtype=np.float64 if tensor.datatype.startswith("FP") else NUMPY_TYPES[tensor.datatype])
+    except OverflowError:
+        raise V2Invalid(f"input {tensor.name!r}: a value is out of the {tensor.datatype} range.", "datatype") from None
+
+
+def _bytes_elements(name: str, chunk: memoryview, count: int) -> list[str]:
+    """Triton's BYTES serialization: each element is a 4-byte little-endian length, then that many bytes."""
+    values, offset, raw = [], 0, bytes(chunk)
+    for row in range(count):
+        if offset + 4 > len(raw):
+            raise V2Invalid(f"input {name!r}: binary BYTES data ends before row {row}.", "binary")
+        size = int.from_bytes(raw[offset : offset + 4], "little")
+        offset += 4
+        try:
+            values.append(raw[offset : offset + size].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise V2Invalid(f"input {name!r}: row {row} is not UTF-8 text.", "binary") from None
+        offset += size
+    if offset != len(raw):
+        raise V2Invalid(f"input {name!r}: binary BYTES data holds more than {count} elements.", "binary")
+    return values
+
+
+def _binary_column(tensor: RequestInput, chunk: memoryview, count: int) -> Any:
+    if tensor.datatype == "BYTES":
+        return _bytes_elements(tensor.name, chunk, count)
+    dtype = np.dtype(NUMPY_TYPES[tensor.datatype])
+    if len(chunk) != count * dtype.itemsize:
+        raise V2Invalid(f"input {tensor.name!r}: {len(chunk)} bytes of binary data do not hold {count} "
+                        f"{tensor.datatype} values.", "binary")
+    return np.frombuffer(chunk, dtype=dtype)
+
+
+def decode_inputs(request: InferenceRequest, binary: memoryview) -> Decoded:
+    """One column per input tensor, checked against its declared datatype and shape."""
+    columns: dict[str, Any] = {}
+    ranks, offset = set(), 0
+    for tensor in request.inputs:
+        if tensor.name in columns:
+            raise V2Invalid(f"input {tensor.name!r} is sent more than once.")
+        if tensor.datatype not in _JSON_TYPES:
+            raise V2Invalid(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported; use one of "
+                            f"{', '.join(_JSON_TYPES)}.", "datatype")
+        rows, rank = _rows_of(tensor)
+        ranks.add(rank)
+        size = (tensor.parameters or {}).get(BINARY_SIZE)
+        if size is not None:
+            if type(size) is not int or size < 0 or offset + size > len(binary):
+                raise V2Invalid(f"input {tensor.name!r}: binary_data_size {size!r} does not fit the binary body.", "binary")
+            columns[tensor.name] = _binary_column(tensor, binary[offset : offset + size], rows)
+            offset += size
+            continue
+        if tensor.data is None:
+            raise V2Invalid(f"input {tensor.name!r} has no data.")
+        column = _json_column(tensor)
+        if len(column) != rows:
+            raise V2Invalid(f"input {tensor.name!r}: shape {tensor.shape} needs {rows} values, got {len(column)}.")
+        columns[tensor.name] = column
+    if offset != len(binary):
+        raise V2Invalid(f"{len(binary) - offset} bytes of binary data belong to no input.", "binary")
+    return Decoded(columns, 2 if 2 in ranks else 1)
+
+
+def encode_response(
+    outputs: dict[str, tuple[str, np.ndarray]],
+    model_name: str,
+    model_version: str | None,
+    id_: str,
+    request: InferenceRequest | None,
+    rank: int,
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when outputs travel as binary tensor data.
+
+    `outputs` maps output name -> (datatype, values). Only the outputs the client asked for are sent; binary
+    when asked (request parameter `binary_data_output` or an output's `binary_data`), JSON otherwise.
+    """
+    parameters = (request.parameters if request else None) or {}
+    binary_all = bool(parameters.get("binary_data_output", False))
+    requested = (request.outputs if request else None) or []
+    wanted = {o.name: bool((o.parameters or {}).get("binary_data", binary_all)) for o in requested}
+    unknown = sorted(set(wanted) - set(outputs))
+    if unknown:
+        raise V2Invalid(f"requested output(s) {', '.join(map(repr, unknown))} do not exist; outputs: {', '.join(outputs)}.")
+    names = list(wanted) if wanted else list(outputs)
+    tensors, chunks = [], []
+    for name in names:
+        datatype, values = outputs[name]
+        shape = [len(values), 1] if rank == 2 else [len(values)]
+        tensor: dict[str, Any] = {"name": name, "shape": shape, "datatype": datatype}
+        if wanted.get(name, binary_all):
+            raw = np.ascontiguousarray(values, dtype=NUMPY_TYPES[datatype]).tobytes()
+            tensor["parameters"] = {BINARY_SIZE: len(raw)}
+            chunks.append(raw)
+        else:
+            tensor["data"] = np.ascontiguousarray(values)
+        tensors.append(tensor)
+    payload = {"model_name": model_name, "model_version": model_version, "id": id_, "outputs": tensors}
+    if "content_type" in parameters:
+        payload["parameters"] = {"content_type": parameters["content_type"]}
+    header = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)
+
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its $defs inlined: an OpenAPI requestBody cannot point into $defs."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)
