@@ -82,19 +82,15 @@ def mean_batch(before: dict[str, float], after: dict[str, float]) -> float:
 # --- the optional doors of issue 11 ----------------------------------------------------------------------------------
 
 def arrow_bytes(frame: pd.DataFrame) -> bytes:
-    import pyarrow as pa
+    from serving.client import to_arrow  # the project's client helper (issue 11)
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return to_arrow(frame)
 
 
-def arrow_table(data: bytes):
-    import pyarrow as pa
+def arrow_proba(body: bytes) -> np.ndarray:
+    from serving.client import from_arrow
 
-    return pa.ipc.open_stream(data).read_all()
+    return from_arrow(body)["predicted_purchase_probability"].to_numpy()
 
 
 def probe_doors(url: str, frame: pd.DataFrame) -> dict[str, str | None]:
@@ -199,7 +195,7 @@ def scenario_batch(cfg, servers, frame: pd.DataFrame, model, validator, log: Cal
             return t, v2_positive(orjson.loads(r.content))
         if target == "service_arrow":
             t, r = post(client, service + "/batch_predict", arrow_body, arrow_headers)
-            return t, arrow_table(r.content).column("predicted_purchase_probability").to_numpy()
+            return t, arrow_proba(r.content)
         if target == "raw":
             return inprocess.raw_pipeline(model, validator, records_body)["total"], None
         if target == "raw_dataframe":
@@ -213,6 +209,12 @@ def scenario_batch(cfg, servers, frame: pd.DataFrame, model, validator, log: Cal
     targets += ["raw_dataframe"] + ([] if "arrow" in skipped else ["service_arrow"])
     times: dict[str, list[float]] = {t: [] for t in targets}
     with httpx.Client(timeout=600) as client:
+        if "arrow" not in skipped:  # the project's own client helper, end to end, once
+            from serving.client import predict_arrow
+
+            answer = predict_arrow(service, subset, client=client)
+            if not np.allclose(answer["predicted_purchase_probability"].to_numpy(), expected, rtol=0, atol=1e-9):
+                raise RuntimeError("serving.client.predict_arrow disagrees with the model")
         for target in targets:  # warm-up, and every answer checked against the model once
             _, proba = call(target, client)
             if proba is not None and (len(proba) != len(subset) or not np.allclose(proba, expected, rtol=0, atol=1e-9)):
@@ -267,7 +269,7 @@ def scenario_arrow_big(cfg, servers, frame: pd.DataFrame, model, log: Callable) 
             with PeakRSS(server.pid) as sampler:
                 elapsed, response = post(client, server.url + "/batch_predict", body, headers)
             if rep == 0:
-                proba = arrow_table(response.content).column("predicted_purchase_probability").to_numpy()
+                proba = arrow_proba(response.content)
                 if not np.allclose(proba, model.predict_proba(big), rtol=0, atol=1e-9):
                     raise RuntimeError(f"Arrow /batch_predict disagrees with the model on {rows} rows")
             latencies.append(elapsed)
