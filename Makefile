@@ -7,7 +7,7 @@ PORT ?= 3000
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: install serve train test bench bench-profile drift dashboard score simulate build clean
+.PHONY: install serve train test bench drift dashboard score simulate build clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,7 @@ bench: install $(MLSERVER_VENV)/.installed
 	$(BIN)/python bench/bench_scoring.py $(BENCH_SCORING_ARGS)
 
 # py-spy of the service's worker under /predict load: bench/results/profile/top.md
+.PHONY: bench-profile
 bench-profile: install
 	$(BIN)/python -m training.train --if-missing
 	$(BIN)/python -m bench.profile --out bench/results/profile $(PROFILE_ARGS)

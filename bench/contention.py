@@ -31,7 +31,11 @@ class BatchStream:
     def _run(self) -> None:
         with httpx.Client(timeout=600) as client:
             while not self._stop.is_set():
-                response = client.post(self.url, content=self.body, headers=JSON)
+                try:
+                    response = client.post(self.url, content=self.body, headers=JSON)
+                except httpx.HTTPError:  # counted like the load generator's dropped connections
+                    self.statuses[-1] = self.statuses.get(-1, 0) + 1
+                    continue
                 self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
                 self.latencies.append(response.elapsed.total_seconds())
 
