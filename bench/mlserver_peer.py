@@ -78,15 +78,15 @@ def export_pipeline(model, folder: Path) -> Path:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    from training.features import FEATURES
+    from training import features
 
     folder.mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline([("features", FunctionTransformer(FEATURES[model.task])), ("model", model.estimator)])
+    pipeline = Pipeline([("features", FunctionTransformer(features.FEATURES[model.task])), ("model", model.estimator)])
     joblib.dump(pipeline, folder / "model.joblib")
     package = folder / "pythonpath" / "training"
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text("")
-    shutil.copy(ROOT / "training" / "features.py", package / "features.py")
+    shutil.copy(features.__file__, package / "features.py")  # the very module the pipeline was built with
     model_settings = {
         "name": MODEL,
         "implementation": "mlserver_sklearn.SKLearnModel",

@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     from bench.load import LoadProcess
 
     loader = LoadProcess()
+    if args.root:
+        # In-process baselines (raw pipeline, metrics and log cost) run the served checkout's own code too; bench's
+        # modules stay this checkout's (`bench` is imported already; the load process started before this).
+        sys.path.insert(0, str(args.root.resolve()))
     running = []
     try:
         from bench import scenarios
