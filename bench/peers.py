@@ -23,7 +23,7 @@ import orjson
 import pandas as pd
 
 from bench.load import LoadProcess, LoadResult
-from bench.servers import tree_rss
+from bench.servers import MAX_RECORDS, tree_rss
 
 JSON = {"Content-Type": "application/json"}
 ARROW = "application/vnd.apache.arrow.stream"
@@ -274,10 +274,17 @@ def scenario_arrow_big(cfg, servers, frame: pd.DataFrame, model, log: Callable) 
                     raise RuntimeError(f"Arrow /batch_predict disagrees with the model on {rows} rows")
             latencies.append(elapsed)
             peaks.append((before, sampler.peak))
+        over_limit = None
+        if rows == MAX_RECORDS:  # one row over the servers' MAX_RECORDS: refused, not scored
+            over = arrow_bytes(pd.concat([big, big.iloc[:1]], ignore_index=True))
+            refused = client.post(server.url + "/batch_predict", content=over, headers=headers)
+            over_limit = {"rows": rows + 1, "status": refused.status_code, "answer": refused.text[:200]}
     out = {"rows": rows, "body_mb": len(body) / 2**20, "latency_ms": [t * 1e3 for t in latencies],
            "median_ms": float(np.median(latencies)) * 1e3, "rss_before_mb": peaks[-1][0] / 2**20,
            "peak_rss_mb": max(p for _, p in peaks) / 2**20,
-           "peak_growth_mb": max(p - b for b, p in peaks) / 2**20}
+           "peak_growth_mb": max(p - b for b, p in peaks) / 2**20,
+           "over_limit": over_limit}
     log(f"  {rows:,} rows as Arrow ({out['body_mb']:.1f} MB): median {out['median_ms']:.0f} ms, server peak RSS "
-        f"{out['peak_rss_mb']:.0f} MiB (+{out['peak_growth_mb']:.0f} MiB over idle)")
+        f"{out['peak_rss_mb']:.0f} MiB (+{out['peak_growth_mb']:.0f} MiB over idle)"
+        + (f"; {over_limit['rows']:,} rows: {over_limit['status']}" if over_limit else ""))
     return out

@@ -182,7 +182,9 @@ def markdown(results: dict, cfg) -> list[str]:
                       + ", ".join(f"{t:.0f}" for t in a["latency_ms"]) + f" ms (median {a['median_ms']:.0f} ms). The "
                       f"server's process tree: {a['rss_before_mb']:.0f} MiB idle, peak {a['peak_rss_mb']:.0f} MiB "
                       f"(+{a['peak_growth_mb']:.0f} MiB), sampled every 20 ms. Limits: MAX_RECORDS and MAX_BODY_BYTES "
-                      "(the bench raises them to 100,000 and 256 MiB).", ""]
+                      "(the bench sets them to 100,000 and 256 MiB)" + (
+                          f"; {a['over_limit']['rows']:,} rows were answered {a['over_limit']['status']}: "
+                          f"`{a['over_limit']['answer'][:120]}`" if a.get("over_limit") else "") + ".", ""]
 
     for key, title, labels in (("mixed", "Mixed load", {"alone": "/predict alone", "with_batches": "/predict beside batches"}),
                                ("workers", "WORKERS=2 against WORKERS=1", {"workers1": "WORKERS=1", "workers2": "WORKERS=2"})):
