@@ -171,7 +171,8 @@ def scenario_batch(cfg, servers, frame: pd.DataFrame, model, validator, log: Cal
     v2_body = orjson.dumps(v2_request(subset))
     arrow_body = arrow_bytes(subset)
     service = servers["service"].url
-    doors = probe_doors(service, frame)
+    door_url = servers["doors"].url if "doors" in servers else service  # --doors-root: V2 and Arrow from there
+    doors = probe_doors(door_url, frame)
     skipped = {door: reason for door, reason in doors.items() if reason}
     for door, reason in skipped.items():
         log(f"  skipped {door}: {reason}")
@@ -191,10 +192,10 @@ def scenario_batch(cfg, servers, frame: pd.DataFrame, model, validator, log: Cal
             t, r = post(client, servers["mlserver"].url + V2_PATH, v2_body)
             return t, v2_positive(orjson.loads(r.content))
         if target == "service_v2":
-            t, r = post(client, service + V2_PATH, v2_body)
+            t, r = post(client, door_url + V2_PATH, v2_body)
             return t, v2_positive(orjson.loads(r.content))
         if target == "service_arrow":
-            t, r = post(client, service + "/batch_predict", arrow_body, arrow_headers)
+            t, r = post(client, door_url + "/batch_predict", arrow_body, arrow_headers)
             return t, arrow_proba(r.content)
         if target == "raw":
             return inprocess.raw_pipeline(model, validator, records_body)["total"], None
@@ -212,7 +213,7 @@ def scenario_batch(cfg, servers, frame: pd.DataFrame, model, validator, log: Cal
         if "arrow" not in skipped:  # the project's own client helper, end to end, once
             from serving.client import predict_arrow
 
-            answer = predict_arrow(service, subset, client=client)
+            answer = predict_arrow(door_url, subset, client=client)
             if not np.allclose(answer["predicted_purchase_probability"].to_numpy(), expected, rtol=0, atol=1e-9):
                 raise RuntimeError("serving.client.predict_arrow disagrees with the model")
         for target in targets:  # warm-up, and every answer checked against the model once
@@ -254,13 +255,13 @@ class PeakRSS:
 
 def scenario_arrow_big(cfg, servers, frame: pd.DataFrame, model, log: Callable) -> dict:
     rows = cfg.big_rows
-    reason = probe_doors(servers["service"].url, frame)["arrow"]
+    server = servers.get("doors", servers["service"])
+    reason = probe_doors(server.url, frame)["arrow"]
     if reason:
         log(f"  skipped: {reason}")
         return {"rows": rows, "skipped": reason}
     big = pd.concat([frame] * (rows // len(frame) + 1), ignore_index=True).iloc[:rows]
     body = arrow_bytes(big)
-    server = servers["service"]
     headers = {"Content-Type": ARROW, "Accept": ARROW}
     latencies, peaks = [], []
     with httpx.Client(timeout=600) as client:

@@ -129,7 +129,9 @@ def markdown(results: dict, cfg) -> list[str]:
         "at start/end: " + " / ".join(", ".join(f"{x:.1f}" for x in la) for la in meta["load_average_start_end"]) + ".",
         "Every comparison below was measured in this run, alternating its variants round by round; the machine is "
         "shared, so read the ratios, not the absolute numbers. All peers serve the same `purchase_gbm` (HistGradient"
-        "Boosting + its feature step) with one OpenMP thread per model call, one process each, on loopback.", "",
+        "Boosting + its feature step) with one OpenMP thread per model call, one process each, on loopback."
+        + (f" Served checkout: `{meta['root']}`; issue 11's V2 and Arrow variants from a second server of "
+           f"`{meta['doors_root']}` (`{meta['doors_commit']}`)." if meta.get("doors_root") else ""), "",
         "## Targets", "",
     ]
     if meta["mode"] == "quick":

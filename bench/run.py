@@ -70,7 +70,8 @@ def _commit(root: Path | None) -> str:
 
     done = subprocess.run(["git", "-C", str(root or Path(__file__).parent), "log", "-1", "--format=%h %s"],
                           capture_output=True, text=True)
-    return done.stdout.strip()[:100]
+    stamp = Path(root or ".") / ".bench-commit"  # an exported tree (git archive) names its commit here
+    return done.stdout.strip()[:100] or (stamp.read_text().strip() if stamp.exists() else "")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated scenarios (default: all; see bench/scenarios.py)")
     parser.add_argument("--root", type=Path, default=None,
                         help="serve the project checkout at this path instead of this one (its .venv if it has one)")
+    parser.add_argument("--doors-root", type=Path, default=None,
+                        help="serve issue 11's V2 and Arrow variants from this checkout (a second service server), "
+                             "when --root's checkout lacks them")
     return parser.parse_args(argv)
 
 
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from bench import scenarios
 
-        results = scenarios.run_all(cfg, chosen, workdir, loader, running, log=print, root=args.root)
+        results = scenarios.run_all(cfg, chosen, workdir, loader, running, log=print, root=args.root,
+                                    doors_root=args.doors_root)
     finally:
         for server in running:
             try:
@@ -135,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": chosen,
         "root": str(args.root or "."),
         "commit": _commit(args.root),
+        "doors_root": str(args.doors_root) if args.doors_root else None,
+        "doors_commit": _commit(args.doors_root) if args.doors_root else None,
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seconds": round(time.perf_counter() - started, 1),
         "cpus": os.cpu_count(),

@@ -118,7 +118,7 @@ def scenario_threads(cfg, records: list[dict], models, validator, log: Callable)
 
 
 def start_servers(names: set[str], cfg, workdir: Path, running: list[Running], log: Callable,
-                  root: Path | None = None) -> dict[str, Running]:
+                  root: Path | None = None, doors_root: Path | None = None) -> dict[str, Running]:
     """Start the named servers one after another (so start-up times are not inflated by each other)."""
     from bench import mlserver_peer
 
@@ -126,7 +126,8 @@ def start_servers(names: set[str], cfg, workdir: Path, running: list[Running], l
     (g0, g1), (l0, l1) = versions["purchase_gbm"], versions["purchase_lr"]
     served = f"purchase_gbm:{g0},purchase_lr:{l0},drive_stats_a:latest,drive_stats_b:latest,purchase_gbm:{g1},purchase_lr:{l1}"
     base = {"SERVED_MODELS": served, "MAX_RECORDS": str(MAX_RECORDS), "MAX_BODY_BYTES": str(MAX_BODY_BYTES)}
-    envs = {"service": base, "nolog": {**base, "PREDICTION_LOG": "0"}, "workers2": {**base, "WORKERS": "2"}}
+    envs = {"service": base, "nolog": {**base, "PREDICTION_LOG": "0"}, "workers2": {**base, "WORKERS": "2"},
+            "doors": base}
     servers: dict[str, Running] = {}
     if "mlserver" in names and not mlserver_peer.is_installed():
         log(f"  skipped mlserver: {mlserver_peer.VENV} is missing (`python -m bench.mlserver_peer install`, "
@@ -135,7 +136,7 @@ def start_servers(names: set[str], cfg, workdir: Path, running: list[Running], l
 
     def start(name: str) -> Running:
         if name in envs:
-            return start_bento(name, workdir, envs[name], root=root)
+            return start_bento(name, workdir, envs[name], root=doors_root if name == "doors" else root)
         if name == "ceiling":
             return start_ceiling(workdir, {"MAX_RECORDS": str(MAX_RECORDS), "MAX_BODY_BYTES": str(MAX_BODY_BYTES)})
         if name == "mlserver":
@@ -152,7 +153,7 @@ def start_servers(names: set[str], cfg, workdir: Path, running: list[Running], l
         servers[name] = server
         log(f"  {name}: ready in {server.ready_s:.1f} s, RSS {server.rss_ready / 2**20:.0f} MiB")
 
-    ordered = [n for n in ("service", "nolog", "workers2", "ceiling", "mlserver", "reference") if n in names]
+    ordered = [n for n in ("service", "doors", "nolog", "workers2", "ceiling", "mlserver", "reference") if n in names]
     if cfg.sequential_start:
         for name in ordered:
             start_one(name)
@@ -165,7 +166,7 @@ def start_servers(names: set[str], cfg, workdir: Path, running: list[Running], l
 
 
 def run_all(cfg, chosen: list[str], workdir: Path, loader: LoadProcess, running: list[Running],
-            log: Callable = print, root: Path | None = None) -> dict[str, Any]:
+            log: Callable = print, root: Path | None = None, doors_root: Path | None = None) -> dict[str, Any]:
     from bench import contention, peers
     from serving.validation import purchase_validator
     from training.data import generate_purchase
@@ -174,7 +175,9 @@ def run_all(cfg, chosen: list[str], workdir: Path, loader: LoadProcess, running:
     load_start = os.getloadavg()
     log("starting servers")
     needed = {s for name in chosen for s in SCENARIOS[name]} - set(cfg.skip_servers)
-    servers = start_servers(needed, cfg, workdir, running, log, root)
+    if doors_root and needed & {s for name in ("batch", "arrow_big") if name in chosen for s in SCENARIOS[name]}:
+        needed.add("doors")  # issue 11's V2 and Arrow doors, served from another checkout
+    servers = start_servers(needed, cfg, workdir, running, log, root, doors_root)
     versions = servers["_versions"]
     models = {name: load_model(f"{name}:{versions[name][0]}") for name in ("purchase_gbm", "purchase_lr")}
     validator = purchase_validator(MAX_RECORDS)
