@@ -90,6 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.root = args.root.resolve() if args.root else None
+    args.doors_root = args.doors_root.resolve() if args.doors_root else None
     cfg = QUICK if args.quick else FULL
     from bench.scenarios import SCENARIOS
 
