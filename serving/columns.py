@@ -250,11 +250,11 @@ def validate_columns(columns: Mapping[str, Any], schema: dict[str, Any]) -> pd.D
         if rule.left not in typed or rule.right not in typed:
             continue
         ok = np.flatnonzero(~bad_rows)
-        pair = pd.DataFrame({rule.left: typed[rule.left][ok], rule.right: typed[rule.right][ok]})
+        pair = pd.DataFrame({rule.left: typed[rule.left][ok], rule.right: typed[rule.right][ok]}, copy=False)
         for broken, positions in rule_violations(pair, [rule]):
             found = ok[positions]
             problems.append(ColumnProblem(rule.left, "rule", broken.message,
                                           tuple(int(r) for r in found[:MAX_NAMED_ROWS]), int(found.size)))
     if problems:
         raise ColumnsInvalid(problems)
-    return pd.DataFrame(typed, columns=list(specs))
+    return pd.DataFrame(typed, columns=list(specs), copy=False)

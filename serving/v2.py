@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from serving import arrow, metrics
 from serving.columns import ColumnsInvalid, validate_columns
+from serving.http import _SAFE_ID as SAFE_ID  # ids reach the log verbatim: the same check as other endpoints
 from serving.http import json_response, read_body, request_id_of
 from serving.predictor import Predictor
 from serving.registry import ModelEntry, ModelUnavailable
@@ -190,6 +191,8 @@ def _score(predictor: Predictor, entry: ModelEntry, body: bytes, headers: dict[s
         raise V2ClientError(400, str(exc), exc.reason) from None
     except ColumnsInvalid as exc:
         raise V2ClientError(400, exc.message("input", "rows"), exc.kind) from None
+    if request is not None and request.id and "x-request-id" not in headers and SAFE_ID.match(request.id):
+        request_id = request.id  # the protocol's own request id (tritonclient's request_id=...) names the log lines
     scored = predictor.score(entry, frame, endpoint=ENDPOINT, request_id=request_id)
     answer_id = request.id if request is not None and request.id else request_id
     out_headers = {"x-request-id": request_id}
@@ -210,11 +213,14 @@ def _score(predictor: Predictor, entry: ModelEntry, body: bytes, headers: dict[s
 async def _infer(request: Request, predictor: Predictor, name: str, version: str | None) -> Response:
     entry = _entry(predictor, name, version)
     try:
-        body = await read_body(request, media_types=MEDIA_TYPES)
+        body = await read_body(request, predictor.settings.max_body_bytes, MEDIA_TYPES)
     except RequestRejected as exc:
         raise V2ClientError(exc.status, str(exc.detail), exc.reason) from None
     headers = {k: request.headers[k] for k in ("content-type", "accept", HEADER_LENGTH) if k in request.headers}
-    return await run_in_threadpool(_score, predictor, entry, body, headers, request_id_of(request))
+    request_id = request_id_of(request)
+    if request.headers.get("x-request-id") == request_id:
+        headers["x-request-id"] = request_id  # the client's own id: it wins over the body's
+    return await run_in_threadpool(_score, predictor, entry, body, headers, request_id)
 
 
 _INFER_DOC: dict[str, Any] = {

@@ -122,11 +122,24 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequ
             raise V2Invalid(f"Inference-Header-Content-Length {header_length!r} does not fit the {len(body)}-byte body.")
         header, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
     try:
-        return InferenceRequest.model_validate_json(header), binary
+        raw = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise V2Invalid(f"Invalid inference request: the body is not JSON ({exc}).", "invalid_json") from None
+    # The tensors' data is set aside while pydantic checks the envelope: validating 70,000 values as list[Any]
+    # took 20x longer than orjson's parse (10,000 rows); the values are checked by decode_inputs instead.
+    inputs = raw.get("inputs") if isinstance(raw, dict) else None
+    data = [tensor.pop("data", None) if isinstance(tensor, dict) else None for tensor in inputs or []] if isinstance(inputs, list) else []
+    try:
+        request = InferenceRequest.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         shown = "; ".join(f"{_loc(e['loc']) or 'body'}: {e['msg']}" for e in errors[:5])
         raise V2Invalid(f"Invalid inference request: {shown}.", "invalid_json") from None
+    for tensor, values in zip(request.inputs, data):
+        if values is not None and type(values) is not list:
+            raise V2Invalid(f"input {tensor.name!r}: data must be a list, got {type(values).__name__}.")
+        tensor.data = values
+    return request, binary
 
 
 def _rows_of(tensor: RequestInput) -> tuple[int, int]:
@@ -136,20 +149,23 @@ def _rows_of(tensor: RequestInput) -> tuple[int, int]:
     return shape[0], len(shape)
 
 
-def _flat(tensor: RequestInput) -> list[Any]:
-    data = tensor.data
-    # Nested data ([[1], [2]]) is allowed as long as it flattens to the shape, row-major.
-    while data and all(type(item) is list for item in data):
+def _flat(tensor: RequestInput) -> tuple[list[Any], set[type]]:
+    data = tensor.data or []
+    # Nested data ([[1], [2]]) is allowed as long as it flattens to the shape, row-major. `map(type, ...)` keeps
+    # the check at C speed: a generator over 10,000 values cost more than the rest of the decoding.
+    types = set(map(type, data))
+    while types == {list}:
         data = list(itertools.chain.from_iterable(data))
-    if data and any(type(item) is list for item in data):
+        types = set(map(type, data))
+    if list in types:
         raise V2Invalid(f"input {tensor.name!r}: data must be a flat list or nested lists matching the shape.")
-    return data or []
+    return data, types
 
 
 def _json_column(tensor: RequestInput) -> Any:
-    values = _flat(tensor)
+    values, types = _flat(tensor)
     allowed = _JSON_TYPES[tensor.datatype]
-    if not set(map(type, values)) <= set(allowed):
+    if not types <= set(allowed):
         bad = next(i for i, v in enumerate(values) if type(v) not in allowed)
         raise V2Invalid(
             f"input {tensor.name!r}: row {bad} holds a {type(values[bad]).__name__} ({values[bad]!r:.40}), "

@@ -22,6 +22,7 @@ from training.schema import PURCHASE
 from training.store import load_model
 
 MAX_RECORDS = 50
+MAX_BODY_BYTES = 64 * 1024
 DATATYPES = {"student_country": "BYTES", "days_on_platform": "INT64", "minutes_watched": "FP64",
              "courses_started": "INT64", "practice_exams_started": "INT64", "practice_exams_passed": "INT64",
              "minutes_spent_on_exams": "FP64"}  # fmt: skip
@@ -52,6 +53,7 @@ def client(trained_store, tmp_path_factory) -> TestClient:
         served_models=["purchase_gbm:latest", "purchase_lr:latest", "ghost_model:latest"],
         prediction_log_path=tmp_path_factory.mktemp("v2") / "log.jsonl",
         max_records=MAX_RECORDS,
+        max_body_bytes=MAX_BODY_BYTES,
     )
     predictor = Predictor(settings)
     app = FastAPI()
@@ -179,6 +181,9 @@ def test_rule_names_rows_and_limits_hold(client, frame):
     assert "practice_exams_passed cannot exceed practice_exams_started (offending rows, 0-based: 6, 13)" in message
     big = v2_request(students(MAX_RECORDS + 1))
     assert "over the limit of 50 (MAX_RECORDS)" in error_of(client.post(INFER, json=big), 400)
+    huge = to_arrow(pd.concat([frame] * 200))  # 4,000 rows: over 64 kB
+    assert len(huge) > MAX_BODY_BYTES
+    assert "over the limit of 65536 bytes" in error_of(client.post(INFER, content=huge, headers={"content-type": ARROW_STREAM}), 413)
     assert "Invalid inference request" in error_of(client.post(INFER, content=b"{not json"), 400)
     assert "inputs" in error_of(client.post(INFER, json={"inputs": []}), 400)
     missing = error_of(client.post(INFER, json=v2_request(frame, outputs=[{"name": "predict"}])), 400)

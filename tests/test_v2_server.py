@@ -161,6 +161,9 @@ def test_v2_requests_are_logged_and_counted(server, triton_client, frame):
     assert len(lines) == 12
     assert {(r["endpoint"], r["model_name"], r["request_id"]) for r in lines} == {("/v2/infer", "purchase_lr", request_id)}
     assert [r["days_on_platform"] for r in lines] == frame.head(12)["days_on_platform"].tolist()
+    body_id = uuid.uuid4().hex  # without the header, the protocol's own request id names the lines
+    triton_client.infer("purchase_lr", triton_inputs(frame.head(3)), request_id=body_id)
+    assert sum(body_id.encode() in line for line in server.log_path.read_bytes().splitlines()) == 3
     bad = {"inputs": [{"name": "days_on_platform", "datatype": "INT64", "shape": [1, 1], "data": [True]}]}
     assert server.post("/v2/models/purchase_lr/infer", bad).status_code == 400
     text = server.get("/metrics").text
