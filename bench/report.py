@@ -232,7 +232,7 @@ def markdown(results: dict, cfg) -> list[str]:
               "Ready = from process start to ready (all models loaded). RSS = sum over the process tree, right after "
               "ready and after the whole run."
               + (" Servers were started one after another." if cfg.sequential_start else
-                 " Servers were started concurrently (quick mode), so start-up times are inflated."), ""]
+                 " Servers were started concurrently, so start-up times are inflated."), ""]
     lines += _table(["server", "ready s", "RSS at ready MiB", "RSS after run MiB"],
                     [[s["name"], s["ready_s"], s["rss_ready_mb"], s["rss_after_mb"]] for s in results["servers"]])
     return lines

@@ -24,7 +24,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated scenarios (default: all; see bench/scenarios.py)")
     parser.add_argument("--root", type=Path, default=None,
                         help="serve the project checkout at this path instead of this one (its .venv if it has one)")
+    parser.add_argument("--parallel-start", action="store_true",
+                        help="start the servers concurrently (faster on a busy machine; start-up times then inflate)")
     parser.add_argument("--doors-root", type=Path, default=None,
                         help="serve issue 11's V2 and Arrow variants from this checkout (a second service server), "
                              "when --root's checkout lacks them")
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args.root = args.root.resolve() if args.root else None
     args.doors_root = args.doors_root.resolve() if args.doors_root else None
     cfg = QUICK if args.quick else FULL
+    if args.parallel_start:
+        cfg = replace(cfg, sequential_start=False)
     from bench.scenarios import SCENARIOS
 
     chosen = [s for s in args.only.split(",") if s] or (QUICK_SCENARIOS if args.quick else list(SCENARIOS))
