@@ -68,11 +68,15 @@ def routing_key_of(request: Request) -> str | None:
     return _UNSAFE.sub("_", key)[:MAX_ROUTING_KEY]
 
 
+def media_type_of(request: Request) -> str:
+    return request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+
+
 async def read_body(
     request: Request, limit: int = _settings.max_body_bytes, media_types: tuple[str, ...] = JSON_TYPES
 ) -> bytes:
     """The body, refusing other content types (415) and bodies over `limit` bytes (413) without reading them."""
-    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    media_type = media_type_of(request)
     if media_type not in media_types:
         expected = " or ".join(t for t in media_types if t)
         raise RequestRejected(415, f"Content-Type must be {expected}, got {media_type!r}.", reason="content_type")
@@ -123,8 +127,7 @@ class RawJSONInput(IODescriptor):
             body = await read_body(request, media_types=cls.media_types)
         except RequestRejected as exc:
             return Call(b"", request_id, None, rejected=rejection(exc, cls.endpoint, request_id))
-        media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        return Call(body, request_id, routing_key_of(request), None, media_type, request.headers.get("accept", ""))
+        return Call(body, request_id, routing_key_of(request), None, media_type_of(request), request.headers.get("accept", ""))
 
 
 class SingleRecordInput(IODescriptor):

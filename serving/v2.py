@@ -31,20 +31,8 @@ from serving.http import _SAFE_ID as SAFE_ID  # ids reach the log verbatim: the 
 from serving.http import json_response, read_body, request_id_of
 from serving.predictor import Predictor
 from serving.registry import ModelEntry, ModelUnavailable
-from serving.v2_protocol import (
-    HEADER_LENGTH,
-    SCHEMA_DATATYPES,
-    InferenceRequest,
-    InferenceResponse,
-    ModelMetadata,
-    ServerMetadata,
-    V2Error,
-    V2Invalid,
-    decode_inputs,
-    encode_response,
-    inline_schema,
-    parse_request,
-)
+from serving.v2_protocol import HEADER_LENGTH, SCHEMA_DATATYPES, V2Invalid, decode_inputs, encode_response, parse_request
+from serving.v2_schemas import ERRORS_DOC, INFER_DOC, InferenceRequest, ModelMetadata, ServerMetadata
 from serving.validation import RequestRejected
 
 logger = logging.getLogger(__name__)
@@ -91,11 +79,6 @@ class V2Route(APIRoute):
 
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=V2Route)
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": V2Error, "description": "Bad request: names the input and the row."},
-    404: {"model": V2Error, "description": "Unknown model or version."},
-    503: {"model": V2Error, "description": "The model is configured but not loaded."},
-}
 
 
 def current_predictor() -> Predictor:
@@ -126,7 +109,7 @@ def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", responses={503: _ERRORS[503]})
+@router.get("/health/ready", responses={503: ERRORS_DOC[503]})
 def ready(predictor: Predictor = Depends(current_predictor)) -> dict[str, bool]:
     failed = [e.requested for e in predictor.registry.entries if e.status != "loaded"]
     if failed:
@@ -146,23 +129,23 @@ def _metadata(entry: ModelEntry, predictor: Predictor) -> dict[str, Any]:
     }
 
 
-@router.get("/models/{name}", response_model=ModelMetadata, responses=_ERRORS)
+@router.get("/models/{name}", response_model=ModelMetadata, responses=ERRORS_DOC)
 def model_metadata(name: str, predictor: Predictor = Depends(current_predictor)) -> dict[str, Any]:
     return _metadata(_entry(predictor, name, None), predictor)
 
 
-@router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=_ERRORS)
+@router.get("/models/{name}/versions/{version}", response_model=ModelMetadata, responses=ERRORS_DOC)
 def model_version_metadata(name: str, version: str, predictor: Predictor = Depends(current_predictor)) -> dict[str, Any]:
     return _metadata(_entry(predictor, name, version), predictor)
 
 
-@router.get("/models/{name}/ready", responses=_ERRORS)
+@router.get("/models/{name}/ready", responses=ERRORS_DOC)
 def model_ready(name: str, predictor: Predictor = Depends(current_predictor)) -> dict[str, Any]:
     entry = _entry(predictor, name, None)
     return {"name": entry.name, "ready": True}
 
 
-@router.get("/models/{name}/versions/{version}/ready", responses=_ERRORS)
+@router.get("/models/{name}/versions/{version}/ready", responses=ERRORS_DOC)
 def model_version_ready(name: str, version: str, predictor: Predictor = Depends(current_predictor)) -> dict[str, Any]:
     entry = _entry(predictor, name, version)
     return {"name": entry.name, "ready": True}
@@ -223,38 +206,13 @@ async def _infer(request: Request, predictor: Predictor, name: str, version: str
     return await run_in_threadpool(_score, predictor, entry, body, headers, request_id)
 
 
-_INFER_DOC: dict[str, Any] = {
-    "responses": {
-        200: {
-            "description": "Predictions: outputs predict_proba (FP64) and predicted_class (INT64). An Arrow stream "
-            f"(columns {', '.join(arrow.V2_COLUMNS)}) with `Accept: {arrow.ARROW_STREAM}`.",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceResponse"}},
-                        arrow.ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
-        },
-        **_ERRORS,
-        413: {"model": V2Error, "description": "Body over MAX_BODY_BYTES."},
-        415: {"model": V2Error, "description": "Content-Type is not JSON, binary tensors or an Arrow stream."},
-    },
-    "response_model": InferenceResponse,
-    "openapi_extra": {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": inline_schema(InferenceRequest)},
-                **arrow.REQUEST_DOC,
-            },
-        }
-    },
-}
-
-
-@router.post("/models/{name}/infer", **_INFER_DOC)
+@router.post("/models/{name}/infer", **INFER_DOC)
 async def infer(name: str, request: Request, predictor: Predictor = Depends(current_predictor)) -> Response:
     """Predict with the named model (its configured default version)."""
     return await _infer(request, predictor, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", **_INFER_DOC)
+@router.post("/models/{name}/versions/{version}/infer", **INFER_DOC)
 async def infer_version(
     name: str, version: str, request: Request, predictor: Predictor = Depends(current_predictor)
 ) -> Response:

@@ -1,4 +1,4 @@
-"""The Open Inference Protocol's (KServe V2) wire format: request and response models, tensors in, tensors out.
+"""The Open Inference Protocol's (KServe V2) tensors in and out (the JSON models are in `serving/v2_schemas.py`).
 
 Inputs arrive as JSON tensors or, with Triton's binary tensor data extension (what `tritonclient` sends by
 default), as a JSON header followed by raw little-endian tensor bytes. Either way each input becomes one column
@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
+
+from serving.v2_schemas import InferenceRequest, RequestInput
 
 BINARY_SIZE = "binary_data_size"
 HEADER_LENGTH = "inference-header-content-length"
@@ -36,72 +38,6 @@ class V2Invalid(ValueError):
     def __init__(self, message: str, reason: str = "bad_request"):
         super().__init__(message)
         self.reason = reason
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)  # a shape of ["3"] is a client bug, not 3
-
-
-class MetadataTensor(_Wire):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class RequestInput(_Wire):
-    name: str = Field(examples=["days_on_platform"])
-    shape: list[int] = Field(examples=[[2, 1]])
-    datatype: str = Field(examples=["INT64"])
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = Field(default=None, examples=[[45, 12]])
-
-
-class RequestOutput(_Wire):
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class InferenceRequest(_Wire):
-    """One input tensor per model input column, shape [rows, 1] or [rows]."""
-
-    id: str | None = None
-    parameters: dict[str, Any] | None = Field(default=None, examples=[{"content_type": "pd"}])
-    inputs: list[RequestInput] = Field(min_length=1)
-    outputs: list[RequestOutput] | None = None
-
-
-class ResponseOutput(_Wire):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
-
-
-class InferenceResponse(_Wire):
-    model_name: str
-    model_version: str | None = None
-    id: str
-    parameters: dict[str, Any] | None = None
-    outputs: list[ResponseOutput]
-
-
-class ServerMetadata(_Wire):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class ModelMetadata(_Wire):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[MetadataTensor]
-    outputs: list[MetadataTensor]
-
-
-class V2Error(_Wire):
-    error: str
 
 
 @dataclass
@@ -278,21 +214,3 @@ def encode_response(
     if not chunks:
         return header, None
     return header + b"".join(chunks), len(header)
-
-
-
-def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema with its $defs inlined: an OpenAPI requestBody cannot point into $defs."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
-            return {k: resolve(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [resolve(v) for v in node]
-        return node
-
-    return resolve(schema)
