@@ -18,7 +18,6 @@ ceiling (bench/ceiling_service.py). Scenarios: see bench/scenarios.py SCENARIOS.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

@@ -167,7 +167,7 @@ def start_servers(names: set[str], cfg, workdir: Path, running: list[Running], l
 
 def run_all(cfg, chosen: list[str], workdir: Path, loader: LoadProcess, running: list[Running],
             log: Callable = print, root: Path | None = None, doors_root: Path | None = None) -> dict[str, Any]:
-    from bench import contention, peers
+    from bench import contention, doors, peers
     from serving.validation import purchase_validator
     from training.data import generate_purchase
     from training.store import load_model
@@ -190,7 +190,7 @@ def run_all(cfg, chosen: list[str], workdir: Path, loader: LoadProcess, running:
         "batch": (f"{cfg.focus_size:,} rows in one request, every door",
                   lambda: peers.scenario_batch(cfg, servers, frame, gbm, validator, log)),
         "arrow_big": (f"{cfg.big_rows:,} rows as Arrow in one request",
-                      lambda: peers.scenario_arrow_big(cfg, servers, frame, gbm, log)),
+                      lambda: doors.scenario_arrow_big(cfg, servers, frame, gbm, log)),
         "mixed": (f"mixed load: /predict at concurrency {cfg.mixed_concurrency} alone vs beside "
                   f"{cfg.focus_size:,}-record batches", lambda: contention.scenario_mixed(cfg, servers, loader, frame, log)),
         "workers": ("WORKERS=2 vs WORKERS=1 (/predict)", lambda: contention.scenario_workers(cfg, servers, loader, frame, log)),
