@@ -33,11 +33,22 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest tests/fast -q $(PYTEST_ARGS)
 
-bench: install
+# MLServer, the benchmark's peer, in its own virtualenv (never a project dependency).
+MLSERVER_VENV := bench/.mlserver-venv
+$(MLSERVER_VENV)/.installed: $(BIN)/.installed bench/mlserver_peer.py
+	$(BIN)/python -m bench.mlserver_peer install
+
+bench: install $(MLSERVER_VENV)/.installed
 	$(BIN)/python -m training.train --if-missing
-	$(BIN)/python -m bench.run --out bench/results
+	$(BIN)/python -m bench.run --out bench/results $(BENCH_ARGS)
 	$(BIN)/python bench/bench_scoring.py $(BENCH_SCORING_ARGS)
 	$(BIN)/python bench/bench_drift.py $(BENCH_DRIFT_ARGS)
+
+# py-spy of the service's worker under /predict load: bench/results/profile/top.md
+.PHONY: bench-profile
+bench-profile: install
+	$(BIN)/python -m training.train --if-missing
+	$(BIN)/python -m bench.profile --out bench/results/profile $(PROFILE_ARGS)
 
 DRIFT_MODEL ?= purchase_gbm
 drift: install
@@ -84,4 +95,4 @@ build: install
 	$(BIN)/bentoml build .
 
 clean:
-	rm -rf $(VENV) artifacts bench/results .pytest_cache
+	rm -rf $(VENV) artifacts bench/results bench/.mlserver-venv .pytest_cache

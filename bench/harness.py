@@ -37,10 +37,16 @@ def private_home(workdir: Path) -> Path:
     return home
 
 
+def _bentoml_of(root: Path | None) -> Path:
+    own = Path(root) / ".venv" / "bin" / "bentoml" if root else None
+    return own if own and own.exists() else Path(sys.executable).parent / "bentoml"
+
+
 class Server:
     """A real `bentoml serve` process on a free loopback port, with its own prediction log."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], target: str = "."):
+    def __init__(self, workdir: Path, env: dict[str, str], target: str = ".", root: Path | None = None):
+        """`root`: the project checkout to serve (this one by default), with its own .venv when it has one."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "prediction_log.jsonl"
@@ -56,8 +62,8 @@ class Server:
         self.workdir = workdir
         with open(self.output, "wb") as out:
             self.process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [str(_bentoml_of(root)), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=root or ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
     def wait_until_up(self, timeout: float = 120, ready: bool = True) -> "Server":

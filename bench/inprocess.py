@@ -1,5 +1,5 @@
-"""In-process baselines: the raw /batch_predict pipeline without HTTP, the raw predict time of each model, the cost
-of metrics and logging per scored batch, and a prototype of a columnar fast input path.
+"""In-process baselines: the raw /batch_predict pipeline without HTTP, the model's own work on a DataFrame, the raw
+predict time of each model, and the cost of metrics and logging per scored batch.
 
 The service's own pieces are used (serving.validation, training.store, serving.metrics, monitoring.predictlog),
 so "service / raw" is what HTTP, BentoML and the service's bookkeeping add. Model calls run with the same OpenMP
@@ -9,7 +9,6 @@ bound as the service (serving.predictor.bound_inference_threads).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 import orjson
@@ -17,8 +16,7 @@ import pandas as pd
 
 from serving import metrics
 from serving.predictor import bound_inference_threads
-from serving.validation import RecordsValidator, purchase_validator
-from training.schema import PURCHASE
+from serving.validation import RecordsValidator
 from training.store import StoredModel
 
 
@@ -46,57 +44,16 @@ def raw_pipeline(model: StoredModel, validator: RecordsValidator, body: bytes) -
     return {"total": t3 - t0, "parse_validate": t1 - t0, "predict": t2 - t1, "serialize": t3 - t2}
 
 
-# --- a columnar fast path (prototype only: not in service.py) -------------------------------------------------------
-
-def columnar_body(records: list[dict[str, Any]]) -> bytes:
-    """`{"columns": {name: [values...]}}`: the same records, one JSON array per column."""
-    return orjson.dumps({"columns": {c: [r[c] for r in records] for c in PURCHASE.columns}})
-
-
-def _columnar_frame(body: bytes, max_records: int) -> pd.DataFrame:
-    """Parse with orjson and validate whole columns with NumPy: types, bounds, lengths, the cross-field rule.
-    A production version would report FastAPI-style `loc` = ["body", "columns", field, i] for the first bad rows."""
-    columns = orjson.loads(body)["columns"]
-    fields = PURCHASE.record.model_fields
-    if set(columns) != set(fields):
-        raise ValueError("columns must be exactly " + ", ".join(fields))
-    lengths = {len(v) for v in columns.values()}
-    if len(lengths) != 1 or not 1 <= lengths.pop() <= max_records:
-        raise ValueError("columns must have one equal length between 1 and the records limit")
-    data = {}
-    for name, info in fields.items():
-        values = columns[name]
-        if info.annotation is str:
-            array = np.asarray(values, dtype=object)
-            if not all(isinstance(v, str) and 0 < len(v.strip()) <= 128 for v in values):
-                raise ValueError(f"{name}: non-empty strings expected")
-        else:
-            array = np.asarray(values, dtype=np.int64 if info.annotation is int else np.float64)
-            if info.annotation is int and any(type(v) is not int for v in values):  # no floats, bools, strings
-                raise ValueError(f"{name}: integers expected")
-            if not np.isfinite(array).all() or (array < 0).any() or (array > 1e9).any():
-                raise ValueError(f"{name}: out of bounds")
-        data[name] = array
-    frame = pd.DataFrame(data)
-    for rule in PURCHASE.rules:
-        if (frame[rule.left].to_numpy() > frame[rule.right].to_numpy()).any():
-            raise ValueError(rule.message)
-    return frame
-
-
-def columnar_pipeline(model: StoredModel, body: bytes, max_records: int) -> dict[str, float]:
+def dataframe_pipeline(model: StoredModel, frame: pd.DataFrame) -> dict[str, float]:
+    """The model's own work on rows already in a DataFrame: features + predict_proba + classes (issue 11's
+    "raw pipeline on a DataFrame", the floor of any columnar door)."""
     t0 = time.perf_counter()
-    frame = _columnar_frame(body, max_records)
-    t1 = time.perf_counter()
     bound_inference_threads()
     proba = model.predict_proba(frame)
     classes = model.classify(proba)
-    t2 = time.perf_counter()
-    out = orjson.dumps({"probability": np.ascontiguousarray(proba), "prediction": classes},
-                       option=orjson.OPT_SERIALIZE_NUMPY)
-    t3 = time.perf_counter()
-    assert len(out) > 0
-    return {"total": t3 - t0, "parse_validate": t1 - t0, "predict": t2 - t1, "serialize": t3 - t2}
+    t1 = time.perf_counter()
+    assert len(classes) == len(frame)
+    return {"total": t1 - t0, "predict": t1 - t0}
 
 
 # --- per-batch bookkeeping of Predictor.score ------------------------------------------------------------------------

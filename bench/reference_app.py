@@ -1,4 +1,4 @@
-"""The reference app of scenario 5: seed 001's /batch_predict written the straightforward way.
+"""The reference app: seed 001's /predict and /batch_predict written the straightforward way.
 
 FastAPI parses the body into a pydantic object per record, the records become a DataFrame, and the same model
 from the BentoML store (training.store.load_model) answers with predict_proba. No batching, no metrics, no log.
@@ -47,6 +47,14 @@ model = load_model(os.environ.get("REFERENCE_MODEL", "purchase_gbm:latest"))
 @app.get("/readyz")
 def ready() -> dict:
     return {"ready": True}
+
+
+@app.post("/predict", response_model=Prediction)
+def predict(record: PredictRequest) -> Prediction:
+    if record.practice_exams_passed > record.practice_exams_started:
+        raise HTTPException(422, "practice_exams_passed cannot exceed practice_exams_started.")
+    p = float(model.predict_proba(pd.DataFrame([record.model_dump()]))[0])
+    return Prediction(predicted_purchase_probability=p, predicted_purchase=int(p >= model.threshold))
 
 
 @app.post("/batch_predict", response_model=BatchPredictResponse)

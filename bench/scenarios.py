@@ -1,11 +1,13 @@
-"""The scenarios of bench.run. Every comparison alternates its variants round by round (A B C, then C B A, ...)
-so that the noise of a shared machine falls on all of them alike; results are medians or pooled percentiles."""
+"""The servers of bench.run and its in-process scenarios (/v1/predict on shared inputs, the per-batch cost of
+metrics and the log, OpenMP threads); the peer and contention scenarios are in bench/peers.py and
+bench/contention.py. Every comparison alternates its variants round by round (A B C, then C B A, ...) so that the
+noise of a shared machine falls on all of them alike; results are medians or pooled percentiles."""
 
 from __future__ import annotations
 
 import os
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,184 +16,22 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.load import LoadProcess, LoadResult
-from bench.servers import MAX_BODY_BYTES, MAX_RECORDS, Running, add_versions, start_bento, start_reference, tree_rss
+from bench.load import LoadProcess
+from bench.peers import order, post
+from bench.servers import (MAX_BODY_BYTES, MAX_RECORDS, Running, add_versions, start_bento, start_ceiling,
+                           start_mlserver, start_reference, tree_rss)
 
-JSON = {"Content-Type": "application/json"}
-
-
-def _order(names: list[str], round_index: int) -> list[str]:
-    return names if round_index % 2 == 0 else names[::-1]
-
-
-def _batch_stats(url: str) -> dict[str, float]:
-    """Counts and sums of the batch-size histograms for /predict: BentoML's `adaptive_batch_size` (per call of
-    the batched function) and ours, `serving_batch_rows` (per scored batch): whether requests really batched."""
-    text = httpx.get(url + "/metrics", timeout=30).text
-    stats = {"bento_count": 0.0, "bento_sum": 0.0, "ours_count": 0.0, "ours_sum": 0.0}
-    for line in text.splitlines():
-        if line.startswith("#") or " " not in line:
-            continue
-        name, value = line.rsplit(" ", 1)
-        if 'method_name="predict"' in name and name.startswith("bentoml_service_adaptive_batch_size_"):
-            key = "bento_"
-        elif 'endpoint="/predict"' in name and name.startswith("serving_batch_rows_"):
-            key = "ours_"
-        else:
-            continue
-        if "_count{" in name:
-            stats[key + "count"] += float(value)
-        elif "_sum{" in name:
-            stats[key + "sum"] += float(value)
-    return stats
-
-
-def _mean_batch(before: dict[str, float], after: dict[str, float]) -> float:
-    for prefix in ("bento_", "ours_"):
-        count = after[prefix + "count"] - before[prefix + "count"]
-        if count > 0:
-            return (after[prefix + "sum"] - before[prefix + "sum"]) / count
-    return float("nan")
-
-
-def start_servers(cfg, workdir: Path, running: list[Running], log: Callable) -> dict[str, Running]:
-    versions = add_versions(("purchase_gbm", "purchase_lr"))
-    (g0, g1), (l0, l1) = versions["purchase_gbm"], versions["purchase_lr"]
-    served = f"purchase_gbm:{g0},purchase_lr:{l0},drive_stats_a:latest,drive_stats_b:latest,purchase_gbm:{g1},purchase_lr:{l1}"
-    base = {"SERVED_MODELS": served, "MAX_RECORDS": str(MAX_RECORDS), "MAX_BODY_BYTES": str(MAX_BODY_BYTES)}
-    configs: dict[str, dict[str, str] | None] = {
-        "on": {**base, "BATCHING": "1"},
-        "off": {**base, "BATCHING": "0"},
-        "nolog": {**base, "BATCHING": "1", "PREDICTION_LOG": "0"},
-    }
-    if cfg.threads_variant:
-        # "before" of the OpenMP fix: libgomp's default (one thread per core), given explicitly.
-        configs["threads_default"] = {**base, "BATCHING": "1", "OMP_NUM_THREADS": str(os.cpu_count() or 2)}
-    # The reference app with the same one-thread model calls, so that it differs from the service in its HTTP
-    # and parsing path only.
-    configs["reference"] = None
-    ref_env = {"REFERENCE_MODEL": f"purchase_gbm:{g0}", "OMP_NUM_THREADS": "1"}
-
-    def start(name: str) -> Running:
-        env = configs[name]
-        server = start_reference(workdir, ref_env) if env is None else start_bento(name, workdir, env)
-        log(f"  {name}: ready in {server.ready_s:.1f} s, RSS {server.rss_ready / 2**20:.0f} MiB")
-        return server
-
-    servers: dict[str, Running] = {}
-    if cfg.sequential_start:
-        for name in configs:
-            servers[name] = start(name)
-            running.append(servers[name])
-    else:
-        errors: list[BaseException] = []
-
-        def start_one(name: str) -> None:
-            try:
-                server = start(name)
-                servers[name] = server
-                running.append(server)
-            except BaseException as exc:  # noqa: BLE001
-                errors.append(exc)
-
-        threads = [threading.Thread(target=start_one, args=(name,)) for name in configs]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-    servers["_versions"] = versions  # type: ignore[assignment]
-    return servers
-
-
-def scenario_batching(cfg, servers, loader: LoadProcess, records: list[dict], log: Callable) -> dict:
-    loader.set_bodies("one", [orjson.dumps(r) for r in records[:512]])
-    out: dict[str, Any] = {"rows": []}
-    for concurrency in cfg.concurrencies:
-        names = ["on", "off"]
-        if concurrency == cfg.focus_concurrency:
-            names += ["nolog"] + (["threads_default"] if "threads_default" in servers else [])
-        for name in names:  # warm-up: connections, the batcher's optimizer, caches
-            loader.run(servers[name].url + "/predict", "one", concurrency, concurrency * 4, 1.0)
-        pooled: dict[str, LoadResult] = {}
-        batches_before = _batch_stats(servers["on"].url)
-        for round_index in range(cfg.load_rounds):
-            for name in _order(names, round_index):
-                result = loader.run(servers[name].url + "/predict", "one", concurrency, cfg.load_requests, cfg.load_seconds)
-                pooled[name] = pooled[name].merge(result) if name in pooled else result
-        mean_batch = _mean_batch(batches_before, _batch_stats(servers["on"].url))
-        for name in names:
-            r = pooled[name]
-            row = {
-                "server": name, "concurrency": concurrency, "ok": r.ok, "errors": r.errors,
-                "statuses": {str(k): v for k, v in r.statuses.items()},
-                "throughput": r.throughput, "p50_ms": r.percentile(50) * 1e3, "p99_ms": r.percentile(99) * 1e3,
-                "mean_batch": mean_batch if name == "on" else None,
-            }
-            out["rows"].append(row)
-            log(f"  c={concurrency:<3} {name:16} {r.throughput:7.0f} req/s  p50 {row['p50_ms']:7.1f} ms  "
-                f"p99 {row['p99_ms']:7.1f} ms  errors {r.errors}" + (f"  mean batch {mean_batch:.1f}" if name == "on" else ""))
-    return out
-
-
-def _post(client: httpx.Client, url: str, body: bytes) -> tuple[float, httpx.Response]:
-    started = time.perf_counter()
-    response = client.post(url, content=body, headers=JSON)
-    elapsed = time.perf_counter() - started
-    if response.status_code != 200:
-        raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:300]}")
-    return elapsed, response
-
-
-def scenario_batch_sizes(cfg, servers, records: list[dict], models, validator, log: Callable) -> dict:
-    from bench import inprocess
-
-    gbm = models["purchase_gbm"]
-    rows = []
-    stages: dict[int, dict[str, float]] = {}
-    with httpx.Client(timeout=600) as client:
-        for size in cfg.sizes:
-            subset = records[:size]
-            body = orjson.dumps({"records": subset})
-            columnar = inprocess.columnar_body(subset)
-            targets = ["service", "raw", "raw_columnar", "reference"]
-            if size == cfg.focus_size:
-                targets += ["service_nolog"] + (["service_threads_default"] if "threads_default" in servers else [])
-            url = {
-                "service": servers["on"].url, "reference": servers["reference"].url,
-                "service_nolog": servers["nolog"].url,
-                "service_threads_default": servers["threads_default"].url if "threads_default" in servers else None,
-            }
-            # correctness once: the service and the reference answer the same probabilities
-            _, answer = _post(client, url["service"] + "/batch_predict", body)
-            _, reference = _post(client, url["reference"] + "/batch_predict", body)
-            ours = [p["predicted_purchase_probability"] for p in answer.json()["predictions"]]
-            theirs = [p["predicted_purchase_probability"] for p in reference.json()["predictions"]]
-            if len(ours) != size or not np.allclose(ours, theirs, rtol=0, atol=1e-12):
-                raise RuntimeError(f"service and reference disagree at {size} records")
-            inprocess.raw_pipeline(gbm, validator, body)  # warm-up of the in-process variants
-            inprocess.columnar_pipeline(gbm, columnar, MAX_RECORDS)
-            for target in targets[4:]:
-                _post(client, url[target] + "/batch_predict", body)
-            times: dict[str, list[float]] = {t: [] for t in targets}
-            raw_stages: list[dict[str, float]] = []
-            for round_index in range(cfg.size_reps[size]):
-                for target in _order(targets, round_index):
-                    if target == "raw":
-                        measured = inprocess.raw_pipeline(gbm, validator, body)
-                        raw_stages.append(measured)
-                        times[target].append(measured["total"])
-                    elif target == "raw_columnar":
-                        times[target].append(inprocess.columnar_pipeline(gbm, columnar, MAX_RECORDS)["total"])
-                    else:
-                        times[target].append(_post(client, url[target] + "/batch_predict", body)[0])
-            stages[size] = {k: float(np.median([s[k] for s in raw_stages])) for k in raw_stages[0]}
-            row = {"records": size, "body_mb": len(body) / 2**20, "columnar_body_mb": len(columnar) / 2**20}
-            row.update({f"{t}_ms": float(np.median(v)) * 1e3 for t, v in times.items()})
-            rows.append(row)
-            log("  " + "  ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    return {"rows": rows, "raw_stages_ms": {str(k): {s: v * 1e3 for s, v in d.items()} for k, d in stages.items()}}
+# The scenarios and the servers each needs; bench.run starts the union of what the chosen scenarios need.
+SCENARIOS: dict[str, tuple[str, ...]] = {
+    "predict": ("service", "mlserver", "ceiling", "reference"),
+    "batch": ("service", "mlserver", "reference", "nolog"),
+    "arrow_big": ("service",),
+    "mixed": ("service",),
+    "workers": ("service", "workers2"),
+    "multimodel": ("service",),
+    "breakdown": (),
+    "threads": (),
+}
 
 
 def scenario_multimodel(cfg, servers, records: list[dict], models, validator, log: Callable) -> dict:
@@ -210,19 +50,19 @@ def scenario_multimodel(cfg, servers, records: list[dict], models, validator, lo
     frame = validator.batch_body(orjson.dumps({"records": inputs}))
     targets = ["v1_1", "v1_2", "v1_4", "raw_gbm", "raw_lr"]
     times: dict[str, list[float]] = {t: [] for t in targets}
-    url = servers["on"].url + "/v1/predict"
+    url = servers["service"].url + "/v1/predict"
     with httpx.Client(timeout=600) as client:
         for k, body in bodies.items():  # warm-up and correctness
-            answer = _post(client, url, body)[1].json()
+            answer = post(client, url, body)[1].json()
             if [p["status"] for p in answer["predictions"]] != ["Success"] * k:
                 raise RuntimeError(f"/v1/predict with {k} models failed: {str(answer)[:500]}")
         for round_index in range(cfg.v1_reps):
-            for target in _order(targets, round_index):
+            for target in order(targets, round_index):
                 if target.startswith("raw_"):
                     model = models["purchase_" + target[4:]]
                     times[target].append(inprocess.predict_time(model, frame))
                 else:
-                    times[target].append(_post(client, url, bodies[int(target[3:])])[0])
+                    times[target].append(post(client, url, bodies[int(target[3:])])[0])
     med = {t: float(np.median(v)) for t, v in times.items()}
     rows = []
     for k in (1, 2, 4):
@@ -265,7 +105,7 @@ def scenario_threads(cfg, records: list[dict], models, validator, log: Callable)
     times: dict[str, list[float]] = {"default": [], "bounded": []}
     cpus = os.cpu_count() or 2
     for round_index in range(5):
-        for variant in _order(["default", "bounded"], round_index):
+        for variant in order(["default", "bounded"], round_index):
             bound_inference_threads()  # this thread's setting from now on is the service's; "default" overrides it
             context = threadpool_limits(limits=cpus, user_api="openmp") if variant == "default" else nullcontext()
             with context:
@@ -277,31 +117,94 @@ def scenario_threads(cfg, records: list[dict], models, validator, log: Callable)
     return out
 
 
-def run_all(cfg, workdir: Path, loader: LoadProcess, running: list[Running], log: Callable = print) -> dict[str, Any]:
-    from bench import inprocess
+def start_servers(names: set[str], cfg, workdir: Path, running: list[Running], log: Callable,
+                  root: Path | None = None, doors_root: Path | None = None) -> dict[str, Running]:
+    """Start the named servers one after another (so start-up times are not inflated by each other)."""
+    from bench import mlserver_peer
+
+    versions = add_versions(("purchase_gbm", "purchase_lr"))
+    (g0, g1), (l0, l1) = versions["purchase_gbm"], versions["purchase_lr"]
+    served = f"purchase_gbm:{g0},purchase_lr:{l0},drive_stats_a:latest,drive_stats_b:latest,purchase_gbm:{g1},purchase_lr:{l1}"
+    base = {"SERVED_MODELS": served, "MAX_RECORDS": str(MAX_RECORDS), "MAX_BODY_BYTES": str(MAX_BODY_BYTES)}
+    envs = {"service": base, "nolog": {**base, "PREDICTION_LOG": "0"}, "workers2": {**base, "WORKERS": "2"},
+            "doors": base}
+    servers: dict[str, Running] = {}
+    if "mlserver" in names and not mlserver_peer.is_installed():
+        log(f"  skipped mlserver: {mlserver_peer.VENV} is missing (`python -m bench.mlserver_peer install`, "
+            "which `make bench` runs)")
+        names = names - {"mlserver"}
+
+    def start(name: str) -> Running:
+        if name in envs:
+            return start_bento(name, workdir, envs[name], root=doors_root if name == "doors" else root)
+        if name == "ceiling":
+            return start_ceiling(workdir, {"MAX_RECORDS": str(MAX_RECORDS), "MAX_BODY_BYTES": str(MAX_BODY_BYTES)})
+        if name == "mlserver":
+            from training.store import load_model
+
+            return start_mlserver(load_model(f"purchase_gbm:{g0}"), workdir)
+        # The reference app with the same one-thread model calls: it differs from the service in its HTTP and
+        # parsing path only.
+        return start_reference(workdir, {"REFERENCE_MODEL": f"purchase_gbm:{g0}", "OMP_NUM_THREADS": "1"})
+
+    def start_one(name: str) -> None:
+        server = start(name)
+        running.append(server)
+        servers[name] = server
+        log(f"  {name}: ready in {server.ready_s:.1f} s, RSS {server.rss_ready / 2**20:.0f} MiB")
+
+    ordered = [n for n in ("service", "doors", "nolog", "workers2", "ceiling", "mlserver", "reference") if n in names]
+    if cfg.sequential_start:
+        for name in ordered:
+            start_one(name)
+    else:  # quick mode: start-up times are not the point, the smoke's seconds are
+        with ThreadPoolExecutor(len(ordered)) as pool:
+            for future in [pool.submit(start_one, name) for name in ordered]:
+                future.result()
+    servers["_versions"] = versions  # type: ignore[assignment]
+    return servers
+
+
+def run_all(cfg, chosen: list[str], workdir: Path, loader: LoadProcess, running: list[Running],
+            log: Callable = print, root: Path | None = None, doors_root: Path | None = None) -> dict[str, Any]:
+    from bench import contention, doors, peers
     from serving.validation import purchase_validator
     from training.data import generate_purchase
     from training.store import load_model
 
     load_start = os.getloadavg()
     log("starting servers")
-    servers = start_servers(cfg, workdir, running, log)
+    needed = {s for name in chosen for s in SCENARIOS[name]} - set(cfg.skip_servers)
+    if doors_root and needed & {s for name in ("batch", "arrow_big") if name in chosen for s in SCENARIOS[name]}:
+        needed.add("doors")  # issue 11's V2 and Arrow doors, served from another checkout
+    servers = start_servers(needed, cfg, workdir, running, log, root, doors_root)
     versions = servers["_versions"]
     models = {name: load_model(f"{name}:{versions[name][0]}") for name in ("purchase_gbm", "purchase_lr")}
     validator = purchase_validator(MAX_RECORDS)
-    records = generate_purchase(max(cfg.sizes), seed=7).drop(columns="purchased").to_dict("records")
-
+    frame = generate_purchase(max(cfg.focus_size, cfg.v1_records), seed=7).drop(columns="purchased")
+    records = frame.to_dict("records")
+    gbm = models["purchase_gbm"]
+    steps: dict[str, tuple[str, Callable[[], dict]]] = {
+        "predict": (f"/predict at concurrency {cfg.focus_concurrency}: service vs MLServer vs ceiling vs reference app",
+                    lambda: peers.scenario_predict(cfg, servers, loader, frame, log)),
+        "batch": (f"{cfg.focus_size:,} rows in one request, every door",
+                  lambda: peers.scenario_batch(cfg, servers, frame, gbm, validator, log)),
+        "arrow_big": (f"{cfg.big_rows:,} rows as Arrow in one request",
+                      lambda: doors.scenario_arrow_big(cfg, servers, frame, gbm, log)),
+        "mixed": (f"mixed load: /predict at concurrency {cfg.mixed_concurrency} alone vs beside "
+                  f"{cfg.focus_size:,}-record batches", lambda: contention.scenario_mixed(cfg, servers, loader, frame, log)),
+        "workers": ("WORKERS=2 vs WORKERS=1 (/predict)", lambda: contention.scenario_workers(cfg, servers, loader, frame, log)),
+        "multimodel": ("/v1/predict with 1, 2, 4 models on shared inputs",
+                       lambda: scenario_multimodel(cfg, servers, records, models, validator, log)),
+        "breakdown": ("metrics and log cost per scored batch (in-process)",
+                      lambda: scenario_breakdown(cfg, workdir, records, models, validator, log)),
+        "threads": ("OpenMP default vs bounded (in-process)", lambda: scenario_threads(cfg, records, models, validator, log)),
+    }
     results: dict[str, Any] = {}
-    log("scenario 1: adaptive batching on/off (/predict)")
-    results["batching"] = scenario_batching(cfg, servers, loader, records, log)
-    log("scenario 2/5: /batch_predict vs raw pipeline vs reference app")
-    results["batch"] = scenario_batch_sizes(cfg, servers, records, models, validator, log)
-    log("scenario 3: /v1/predict with 1, 2, 4 models on shared inputs")
-    results["multimodel"] = scenario_multimodel(cfg, servers, records, models, validator, log)
-    log("scenario 4: metrics and log cost per scored batch (in-process)")
-    results["breakdown"] = scenario_breakdown(cfg, workdir, records, models, validator, log)
-    log("threads: OpenMP default vs bounded (in-process)")
-    results["threads"] = scenario_threads(cfg, records, models, validator, log)
+    for name in chosen:
+        title, step = steps[name]
+        log(f"{name}: {title}")
+        results[name] = step()
     results["servers"] = []
     for name, server in servers.items():
         if name.startswith("_"):

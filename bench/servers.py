@@ -16,7 +16,8 @@ import psutil
 
 from bench.harness import ROOT, Server, free_port
 
-MAX_RECORDS = 50_000
+# Room for the 100,000-row Arrow request of issue 11; the other scenarios stay far below.
+MAX_RECORDS = 100_000
 MAX_BODY_BYTES = 256 * 1024 * 1024
 
 
@@ -76,11 +77,13 @@ class Running:
     rss_after: int = 0
 
 
-def start_bento(name: str, workdir: Path, env: dict[str, str], timeout: float = 240) -> Running:
+def start_bento(name: str, workdir: Path, env: dict[str, str], timeout: float = 240, target: str = ".",
+                root: Path | None = None) -> Running:
+    """`bentoml serve target` from `root` (the project by default; the bench can point at another worktree)."""
     server_dir = workdir / name
     server_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    server = Server(server_dir, env)
+    server = Server(server_dir, env, target=target, root=root)
     try:
         server.wait_until_up(timeout=timeout)
     except BaseException:
@@ -137,3 +140,28 @@ def start_reference(workdir: Path, env: dict[str, str]) -> Running:
         raise
     ready = time.perf_counter() - started
     return Running("reference", app.url, app.process.pid, ready, tree_rss(app.process.pid), app.stop)
+
+
+def start_ceiling(workdir: Path, env: dict[str, str], root: Path | None = None) -> Running:
+    """bench/ceiling_service.py: the service's BentoML settings, a constant answer, no model. The module is served
+    as a copy on PYTHONPATH, so that with `root` (another checkout) it reads that checkout's service.py."""
+    source = workdir / "ceiling_source"
+    source.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "bench" / "ceiling_service.py", source / "bench_ceiling.py")
+    path = os.pathsep.join(p for p in (str(source), os.environ.get("PYTHONPATH", "")) if p)
+    return start_bento("ceiling", workdir, {**env, "PYTHONPATH": path}, target="bench_ceiling:Ceiling", root=root)
+
+
+def start_mlserver(model, workdir: Path) -> Running:
+    """MLServer 1.7.1 serving `model` exported as one sklearn pipeline (bench/mlserver_peer.py)."""
+    from bench import mlserver_peer
+
+    started = time.perf_counter()
+    peer = mlserver_peer.start(model, workdir)
+    try:
+        peer.wait_until_up()
+    except BaseException:
+        peer.stop()
+        raise
+    ready = time.perf_counter() - started
+    return Running("mlserver", peer.url, peer.process.pid, ready, tree_rss(peer.process.pid), peer.stop)

@@ -1,0 +1,201 @@
+"""MLServer as the benchmark's peer: its own virtualenv, the service's model exported for its sklearn runtime, its
+settings, its V2 request bodies, and its process.
+
+    python -m bench.mlserver_peer install     # create bench/.mlserver-venv (make bench does this)
+
+MLServer is never a project dependency: it lives in `bench/.mlserver-venv` (gitignored), with scikit-learn, NumPy
+and pandas pinned to the versions of the project's own environment, so that the exported pipeline unpickles
+to the very estimator the service runs. The export is one sklearn `Pipeline`: the feature step of
+`training/features.py` (a `FunctionTransformer`) and the fitted model from the store. The pickle refers to
+`training.features.purchase_features` by name, so the export folder carries a copy of `training/features.py`
+(and nothing else of the project) on MLServer's PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+import joblib
+import numpy as np
+import pandas as pd
+
+from bench.harness import ROOT, free_port
+
+VENV = ROOT / "bench" / ".mlserver-venv"
+MLSERVER = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1")
+# The unpickled pipeline must be the one the service runs: same library versions as the project's environment.
+SHARED = ("scikit-learn", "numpy", "pandas", "joblib", "scipy")
+MODEL = "purchase_gbm"
+# MLServer's adaptive batching as the issue sets it; inference in the server process (parallel_workers 0).
+MAX_BATCH_SIZE = 256
+MAX_BATCH_TIME_S = 0.005
+
+
+def requirements() -> list[str]:
+    return [*MLSERVER, *(f"{name}=={metadata.version(name)}" for name in SHARED)]
+
+
+def venv_python() -> Path:
+    return VENV / "bin" / "python"
+
+
+def is_installed() -> bool:
+    stamp = VENV / ".installed"
+    return venv_python().exists() and stamp.exists() and stamp.read_text() == "\n".join(requirements())
+
+
+def install() -> Path:
+    """Create (or refresh) bench/.mlserver-venv with uv, the project's installer (its Makefile puts uv in .venv)."""
+    if is_installed():
+        (VENV / ".installed").touch()  # make's stamp: up to date
+        return venv_python()
+    uv = Path(sys.executable).parent / "uv"
+    if not uv.exists():
+        raise SystemExit(f"{uv} is missing: run `make install` first")
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    subprocess.run([str(uv), "venv", "-q", "--allow-existing", "--python", python, str(VENV)], check=True)
+    subprocess.run([str(uv), "pip", "install", "-q", "--python", str(venv_python()), *requirements()], check=True)
+    check = "import mlserver, mlserver_sklearn, sklearn; print(mlserver.__version__, sklearn.__version__)"
+    subprocess.run([str(venv_python()), "-c", check], check=True)
+    (VENV / ".installed").write_text("\n".join(requirements()))
+    return venv_python()
+
+
+# --- the export ------------------------------------------------------------------------------------------------------
+
+def export_pipeline(model, folder: Path) -> Path:
+    """Write `model` (a training.store.StoredModel of the purchase task) as one sklearn pipeline, features included,
+    plus MLServer's settings.json / model-settings.json, into `folder`; returns the folder."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from training import features
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pipeline = Pipeline([("features", FunctionTransformer(features.FEATURES[model.task])), ("model", model.estimator)])
+    joblib.dump(pipeline, folder / "model.joblib")
+    package = folder / "pythonpath" / "training"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("")
+    shutil.copy(features.__file__, package / "features.py")  # the very module the pipeline was built with
+    model_settings = {
+        "name": MODEL,
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "max_batch_size": MAX_BATCH_SIZE,
+        "max_batch_time": MAX_BATCH_TIME_S,
+        "parameters": {"uri": "./model.joblib", "version": model.version},
+    }
+    (folder / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
+    return folder
+
+
+def server_settings(folder: Path, http_port: int, grpc_port: int, metrics_port: int) -> dict:
+    settings = {
+        "host": "127.0.0.1",
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "metrics_port": metrics_port,
+        "parallel_workers": 0,
+        "debug": False,
+    }
+    (folder / "settings.json").write_text(json.dumps(settings, indent=2))
+    return settings
+
+
+# --- request bodies --------------------------------------------------------------------------------------------------
+
+_DATATYPES = {"i": "INT64", "u": "INT64", "f": "FP64", "b": "BOOL"}
+
+
+def v2_request(frame: pd.DataFrame, outputs: tuple[str, ...] = ("predict_proba",)) -> dict:
+    """The columnar V2 JSON MLServer's own `PandasCodec.encode_request` produces: one `[rows, 1]` tensor per
+    column, strings as BYTES with `content_type: "str"`, and `parameters.content_type: "pd"` on the request.
+    Asking for `predict_proba` makes MLServer's sklearn runtime do the work the service does."""
+    inputs = []
+    rows = len(frame)
+    for name in frame.columns:
+        column = frame[name]
+        kind = column.dtype.kind
+        if kind in _DATATYPES:
+            data = column.to_numpy().tolist()
+            inputs.append({"name": name, "shape": [rows, 1], "datatype": _DATATYPES[kind], "data": data})
+        else:
+            inputs.append({"name": name, "shape": [rows, 1], "datatype": "BYTES", "data": column.astype(str).tolist(),
+                           "parameters": {"content_type": "str"}})
+    return {"parameters": {"content_type": "pd"}, "inputs": inputs, "outputs": [{"name": o} for o in outputs]}
+
+
+def positive_proba(answer: dict) -> np.ndarray:
+    """Column 1 of the `predict_proba` output of a V2 answer (MLServer's: shape [rows, 2])."""
+    output = next(o for o in answer["outputs"] if o["name"] == "predict_proba")
+    return np.asarray(output["data"], dtype=np.float64).reshape(output["shape"])[:, 1]
+
+
+# --- the process -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class MLServerProcess:
+    folder: Path
+    process: subprocess.Popen
+    url: str
+    output: Path
+
+    def wait_until_up(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlserver exited {self.process.returncode}:\n{self.output.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/v2/models/{MODEL}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"mlserver not ready in {timeout}s:\n{self.output.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 15)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait(timeout=10)
+
+
+def start(model, workdir: Path, env: dict[str, str] | None = None) -> MLServerProcess:
+    """Export `model` into workdir/mlserver and start `mlserver start` on free loopback ports (not yet ready)."""
+    if not is_installed():
+        raise RuntimeError(f"{VENV} is missing or stale: run `python -m bench.mlserver_peer install`")
+    folder = export_pipeline(model, workdir / "mlserver")
+    http_port = free_port()
+    server_settings(folder, http_port, free_port(), free_port())
+    output = workdir / "mlserver.out"
+    environment = {
+        "PATH": f"{VENV / 'bin'}:{os.environ.get('PATH', '')}",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONPATH": str(folder / "pythonpath"),
+        # The service's model calls use one OpenMP thread (serving/predictor.py); so do MLServer's, so that the two
+        # differ in their serving path only.
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
+    with open(output, "wb") as out:
+        process = subprocess.Popen([str(VENV / "bin" / "mlserver"), "start", str(folder)], cwd=folder, env=environment,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return MLServerProcess(folder, process, f"http://127.0.0.1:{http_port}", output)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["install"]:
+        raise SystemExit("usage: python -m bench.mlserver_peer install")
+    print(f"MLServer environment ready: {install()}")
