@@ -43,7 +43,8 @@ def test_seed_batch_example_returns_three_predictions_in_order(server):
     response = server.post("/batch_predict", {"records": SEED_RECORDS})
     assert response.status_code == 200
     body = response.json()
-    assert [set(p) for p in body["predictions"]] == [{"predicted_purchase_probability", "predicted_purchase"}] * 3
+    # The seed's two fields, plus the added prediction_id (issue 13).
+    assert [set(p) for p in body["predictions"]] == [{"predicted_purchase_probability", "predicted_purchase", "prediction_id"}] * 3
     proba = [p["predicted_purchase_probability"] for p in body["predictions"]]
     np.testing.assert_allclose(proba, expected("purchase_gbm", SEED_RECORDS), rtol=0, atol=1e-12)
     assert [p["predicted_purchase"] for p in body["predictions"]] == [int(p >= 0.5) for p in proba]
