@@ -51,7 +51,7 @@ class OutcomeItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prediction_id: PredictionId
     outcome: ZeroOrOne
-    observed_at: datetime | None = Field(None, description="When the outcome happened (ISO 8601); optional.")
+    observed_at: datetime | None = Field(None, strict=True, description="When the outcome happened (ISO 8601); optional.")
 
 
 class FeedbackRequest(BaseModel):
@@ -71,14 +71,22 @@ def outcome_store() -> OutcomeStore:
     return OutcomeStore(_settings.outcome_log_path, _settings.prediction_log_max_bytes)
 
 
+def _request_schema() -> dict:
+    """The body's JSON Schema with the item schema inlined: the route reads its body itself (for 413/415 and the
+    metric), so FastAPI does not list these models among the document's components."""
+    schema = FeedbackRequest.model_json_schema()
+    definitions = schema.pop("$defs", {})
+    schema["properties"]["outcomes"]["items"] = definitions["OutcomeItem"]
+    return schema
+
+
 router = APIRouter(tags=["Service APIs"])
 
 
 @router.post(
     ENDPOINT,
     response_model=FeedbackResponse,
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": FeedbackRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _request_schema()}}}},
     responses={413: {"description": "Body over MAX_BODY_BYTES."}, 415: {"description": "Not application/json."},
                422: {"description": "A malformed item: loc = ['body', 'outcomes', i, field]."},
                503: {"description": "The outcome store cannot be written; nothing was stored."}},

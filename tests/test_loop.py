@@ -81,6 +81,7 @@ def test_feedback_counts_duplicates_and_corrections_and_names_bad_items(server):
         ({"prediction_id": a, "outcome": 0.5}, "outcome"),
         ({"prediction_id": a}, "outcome"),
         ({"prediction_id": a, "outcome": 1, "observed_at": "yesterday"}, "observed_at"),
+        ({"prediction_id": a, "outcome": 1, "observed_at": 0}, "observed_at"),  # found by schemathesis
         ({"prediction_id": a, "outcome": 1, "extra": 1}, "extra"),
     ]
     for item, field in bad_items:
