@@ -168,19 +168,15 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_models_are_served(self) -> "Settings":
         # A default or an A/B arm that is not loaded would only show up as 503s on every request: refuse the start.
-        from training.store import parse_ref  # the one parser of model references; imported late (bentoml)
+        from training.store import may_serve, parse_ref  # the one parser of model references; imported late
 
-        refs = [parse_ref(tag) for tag in [*self.served_models, *self.shadow_models]]
-        refs = refs[: len(self.served_models)]
-        served = list(dict.fromkeys(ref.served_name for ref in refs))
+        for tag in [*self.served_models, *self.shadow_models]:
+            parse_ref(tag)  # ValueError naming a malformed reference
+        served = list(self.served_models)
         listed = ", ".join(self.served_models) or "nothing"
 
         def not_served(name: str) -> bool:
-            # An alias may be held by a served model name, and a name may hold a served alias: the registry matches
-            # them at run time (and says why in the 503 if it cannot), so only a reference of a kind nothing served
-            # could match is refused here.
-            ref = parse_ref(name)
-            return ref.served_name not in served and all(r.is_alias == ref.is_alias for r in refs)
+            return not may_serve(name, served)
 
         if not_served(self.default_purchase_model):
             raise ValueError(

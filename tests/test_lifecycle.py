@@ -297,3 +297,14 @@ def test_admin_routes_are_off_without_a_token(server):
     for method, path in ADMIN_ROUTES:
         assert getattr(server, method)(path, headers=ADMIN).status_code == 404
     assert server.post("/predict", RECORD).status_code == 200
+
+
+def test_settings_check_aliases_against_the_store(trained_store):
+    """In the session's store (purchase_gbm production, purchase_lr candidate): aliases and names meet there."""
+    from training.store import may_serve
+
+    assert may_serve("purchase@production", ["purchase_gbm:latest", "drive_stats_a"])
+    assert not may_serve("purchase@production", ["purchase_lr", "drive_stats_a"])
+    assert may_serve("purchase_lr", ["purchase@production", "purchase@candidate"])
+    assert not may_serve("purchase_lx", ["purchase@production", "purchase@candidate"])
+    assert not may_serve("purchase_lr", ["purchase_gbm"])

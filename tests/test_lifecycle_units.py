@@ -38,6 +38,9 @@ def test_settings_take_aliases_and_refuse_what_nothing_served_could_match():
         Settings(served_models="purchase@candidate")
     with pytest.raises(ValidationError, match="not a model reference"):
         Settings(shadow_models="bad name")
+    with pytest.raises(ValidationError, match="AB_WEIGHTS names purchase_lx"):
+        Settings(served_models="purchase_gbm,purchase_lr", default_purchase_model="purchase_gbm",
+                 ab_weights="purchase_gbm=0.9,purchase_lx=0.1")
 
 
 def test_tokens_are_secret_and_compared_whole():

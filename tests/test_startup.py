@@ -151,8 +151,11 @@ def test_busy_port_is_refused_before_any_training(tmp_path):
 @pytest.mark.parametrize(
     ("settings", "named"),
     [
-        ({"SERVED_MODELS": "purchase_gmb:latest,purchase_lr:latest"}, "DEFAULT_PURCHASE_MODEL=purchase_gbm"),
-        ({"AB_WEIGHTS": "purchase_gbm=0.9,purchase_lx=0.1"}, "AB_WEIGHTS names purchase_lx"),
+        # By name: the default configuration serves stage aliases, which an empty store cannot resolve at start.
+        ({"SERVED_MODELS": "purchase_gmb:latest,purchase_lr:latest", "DEFAULT_PURCHASE_MODEL": "purchase_gbm"},
+         "DEFAULT_PURCHASE_MODEL=purchase_gbm"),
+        ({"SERVED_MODELS": "purchase_gbm,purchase_lr", "DEFAULT_PURCHASE_MODEL": "purchase_gbm",
+          "AB_WEIGHTS": "purchase_gbm=0.9,purchase_lx=0.1"}, "AB_WEIGHTS names purchase_lx"),
         ({"AB_WEIGHTS": "purchase_gbm=0,purchase_lr=0"}, "AB_WEIGHTS must be non-negative and not all zero"),
     ],
 )

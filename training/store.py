@@ -191,3 +191,28 @@ def load_metadata(tag: str) -> tuple[str, dict[str, Any]]:
     except (bentoml.exceptions.NotFound, ValueError):
         raise LookupError(f"model {tag!r} is not in the model store") from None
     return str(model.tag), dict(model.info.metadata)
+
+
+def may_serve(reference: str, served: list[str]) -> bool:
+    """Whether `reference` can be answered by the models `served` (references): by its own name, or through the
+    store where aliases and names meet (an alias held by a served name, a name that holds a served alias). When
+    the store cannot say yet (no holder, e.g. before the first training), the registry decides at run time."""
+    ref = parse_ref(reference)
+    refs = [parse_ref(text) for text in served]
+    if ref.served_name in {r.served_name for r in refs}:
+        return True
+    others = [r for r in refs if r.is_alias != ref.is_alias]
+    if not others:
+        return False
+    if ref.is_alias:
+        try:
+            return resolve_ref(ref).split(":", 1)[0] in {r.name for r in others}
+        except LookupError:
+            return True
+    held = set()
+    for alias in others:
+        try:
+            held.add(resolve_ref(alias).split(":", 1)[0])
+        except LookupError:
+            return True  # an alias nobody holds yet may come to name it
+    return ref.name in held
