@@ -20,6 +20,16 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prom-
 os.environ["STATE_DIR"] = str(_HOME.parent / f"{_HOME.name}-state")
 
 ROOT = Path(__file__).resolve().parent.parent
+FAST_TIER = ROOT / "tests" / "fast"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test-fast` alone trains smaller sets (its contracts compare answers with the stored models, whatever
+    # their quality); a session that also runs the real tier trains the full sets its model tests need.
+    paths = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+    if paths and all(path.is_relative_to(FAST_TIER) for path in paths):
+        os.environ.setdefault("PURCHASE_ROWS", "5000")
+        os.environ.setdefault("DRIVE_ROWS", "20000")
 
 from bench.harness import Server  # noqa: E402  (after BENTOML_HOME is set)
 

@@ -14,9 +14,6 @@ import pytest
 _WORKDIR = Path(tempfile.mkdtemp(prefix="inprocess-"))
 os.environ["PREDICTION_LOG_PATH"] = str(_WORKDIR / "prediction_log.jsonl")
 os.environ["DRIFT_STATE_PATH"] = str(_WORKDIR / "drift" / "latest.json")
-# Smaller training sets: the contracts compare answers with the stored models, whatever their quality.
-os.environ.setdefault("PURCHASE_ROWS", "5000")
-os.environ.setdefault("DRIVE_ROWS", "20000")
 
 
 class InProcessServer:
