@@ -261,7 +261,9 @@ def test_retention_holds_the_byte_bound_under_a_write_load_that_crosses_it(tmp_p
     written = 2 * 150 * len(_lines(25, "p0-b000"))
     assert written > 3 * 400_000, "the load crosses the bound several times over"
     result = enforce(path, RetentionPolicy(30, 400_000))
-    assert result.bytes_on_disk <= 400_000 and path.exists()
+    # The live file exists unless the very last write rotated it away (the next write recreates it); either way
+    # retention never deleted it and the newest lines are on disk.
+    assert result.bytes_on_disk <= 400_000 and path not in [segment for segment, _ in result.deleted]
     newest = read_log(path)
     assert newest["request_id"].str.endswith("b149-24").any(), "the newest lines are kept, the oldest went"
     assert not newest["request_id"].str.startswith("p0-b0-").any()

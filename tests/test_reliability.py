@@ -197,11 +197,16 @@ def test_log_failures_are_counted_and_predictions_continue(start_server, tmp_pat
 
 
 def test_short_soak_has_no_errors_and_bounded_memory(server):
-    result = asyncio.run(soak(server.url, seconds=12, concurrency=16, pid=server.process.pid))
-    assert result.requests > 200
-    assert result.errors == 0, result.statuses
-    assert result.rss_growth < 0.10, (result.rss_start_mb, result.rss_end_mb)
-    print(f"soak: {result}")
+    # RSS steps up once while the allocator's arenas and caches fill (measured: 597 -> 735 MiB somewhere in the first
+    # ~9,000 requests, then flat for 20,000 more), so a single short window may catch the step. A leak grows in every
+    # window: the last of four consecutive windows may not add more than 3% over the peak before it.
+    windows = [asyncio.run(soak(server.url, seconds=6, concurrency=16, pid=server.process.pid)) for _ in range(4)]
+    for result in windows:
+        assert result.requests > 100
+        assert result.errors == 0, result.statuses
+    peaks = [w.rss_end_mb for w in windows]
+    assert peaks[-1] <= 1.03 * max(peaks[:-1]), peaks
+    print(f"soak: {windows}")
 
 
 def test_background_log_is_flushed_on_shutdown(start_server):
