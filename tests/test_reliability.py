@@ -197,10 +197,9 @@ def test_log_failures_are_counted_and_predictions_continue(start_server, tmp_pat
 
 
 def test_short_soak_has_no_errors_and_bounded_memory(server):
-    # RSS steps up once, by about 140 MiB, when the log's first rotated segment is compacted into Parquet (pyarrow's
-    # memory pool keeps what it took: measured 597 -> 735 MiB near 7,000 requests, then flat for 20,000 more; the
-    # log rotates every ~8,800 requests of this mix), so one short window may catch the step. A leak grows in every
-    # window: the last of six consecutive windows may not add more than 3% over the peak before it.
+    # RSS steps up once, by about 140 MiB (measured: 597 -> 735 MiB near 7,000 requests, then flat for 20,000 more),
+    # so one short window may catch the step. A leak grows in every window: the last of six consecutive windows may
+    # not add more than 3% over the peak before it.
     windows = [asyncio.run(soak(server.url, seconds=5, concurrency=16, pid=server.process.pid)) for _ in range(6)]
     for result in windows:
         assert result.requests > 100
