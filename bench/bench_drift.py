@@ -106,7 +106,7 @@ def log_of(model, rows: int) -> Path:
 def run_job(log: Path, out: Path, extra: list[str]) -> dict:
     """The drift command as a user runs it; wall time and the child's own peak RSS."""
     command = [sys.executable, "-m", "monitoring.drift", "--model", MODEL, "--log", str(log), "--out", str(out),
-               "--state", str(out / "state.json"), "--workspace", str(out / "workspace"), *extra]
+               "--state", str(out / "state.json"), "--workspace", str(out / "workspace"), "--all", *extra]
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(child.pid, 0)
@@ -114,7 +114,7 @@ def run_job(log: Path, out: Path, extra: list[str]) -> dict:
     stdout, stderr = child.stdout.read().decode(), child.stderr.read().decode()
     if os.waitstatus_to_exitcode(status) not in (0, 1):
         raise RuntimeError(f"drift job failed: {stderr[-2000:]}")
-    summary = json.loads((out / f"{MODEL}_drift.json").read_text())
+    summary = json.loads((out / f"{MODEL}_drift_latest.json").read_text())
     # CPU seconds too: on a shared, busy machine the wall time mostly measures the neighbours.
     return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
