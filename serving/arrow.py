@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from serving.columns import ColumnsInvalid, validate_columns
 from serving.errors import ClientError
+from serving.http import media_type_of
 from serving.validation import RecordsValidator
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -36,17 +37,13 @@ class ArrowBodyInvalid(ValueError):
         self.reason = reason
 
 
-def media_type(content_type: str | None) -> str:
-    return (content_type or "").split(";")[0].strip().lower()
-
-
 def is_arrow(content_type: str | None) -> bool:
-    return media_type(content_type) == ARROW_STREAM
+    return media_type_of(content_type, "") == ARROW_STREAM
 
 
 def wants_arrow(accept: str | None) -> bool:
     """True when the client's Accept header names the Arrow stream type (q-values are not weighed)."""
-    return any(media_type(part) == ARROW_STREAM for part in (accept or "").split(","))
+    return any(media_type_of(part, "") == ARROW_STREAM for part in (accept or "").split(","))
 
 
 def read_columns(body: bytes, max_rows: int) -> dict[str, pa.ChunkedArray]:
