@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -130,16 +131,20 @@ class ReferenceApp:
                 self.process.wait(timeout=10)
 
 
-def start_reference(workdir: Path, env: dict[str, str]) -> Running:
-    started = time.perf_counter()
-    app = ReferenceApp(workdir, env)
+def _when_up(name: str, peer: Any, started: float) -> Running:
+    """Wait for a started peer (it has url, process, wait_until_up and stop); stop it if it never comes up."""
     try:
-        app.wait_until_up()
+        peer.wait_until_up()
     except BaseException:
-        app.stop()
+        peer.stop()
         raise
     ready = time.perf_counter() - started
-    return Running("reference", app.url, app.process.pid, ready, tree_rss(app.process.pid), app.stop)
+    return Running(name, peer.url, peer.process.pid, ready, tree_rss(peer.process.pid), peer.stop)
+
+
+def start_reference(workdir: Path, env: dict[str, str]) -> Running:
+    started = time.perf_counter()
+    return _when_up("reference", ReferenceApp(workdir, env), started)
 
 
 def start_ceiling(workdir: Path, env: dict[str, str], root: Path | None = None) -> Running:
@@ -157,11 +162,4 @@ def start_mlserver(model, workdir: Path) -> Running:
     from bench import mlserver_peer
 
     started = time.perf_counter()
-    peer = mlserver_peer.start(model, workdir)
-    try:
-        peer.wait_until_up()
-    except BaseException:
-        peer.stop()
-        raise
-    ready = time.perf_counter() - started
-    return Running("mlserver", peer.url, peer.process.pid, ready, tree_rss(peer.process.pid), peer.stop)
+    return _when_up("mlserver", mlserver_peer.start(model, workdir), started)
