@@ -11,10 +11,12 @@ export DO_NOT_TRACK := 1
 
 .PHONY: install serve train test test-fast bench drift dashboard score simulate build clean sample promote quality
 
+# --compile-bytecode: uv writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set (this workplace) every
+# start would compile Evidently, pandas and BentoML from source again: 2.7 s of the drift job's 11 s at 1M rows.
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip "uv==0.13.9"
-	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -e '.[dev]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -136,6 +136,13 @@ class Maintenance:
     compact: bool = True
     retention: RetentionPolicy | None = RetentionPolicy()
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Maintenance:
+        return cls(
+            compact=settings.prediction_log_compact,
+            retention=RetentionPolicy(settings.prediction_log_retention, settings.prediction_log_max_total_bytes),
+        )
+
 
 class PredictionLog:
     """Appends serialized lines to a JSONL file shared by every process; rotates it by size."""
@@ -300,12 +307,8 @@ class PredictionLog:
                       ) -> PredictionLog:
         """The log a server writes: its mode, rotation size, compaction and retention from the settings."""
         log_class = BackgroundLog if settings.prediction_log_mode == "background" else PredictionLog
-        maintenance = Maintenance(
-            compact=settings.prediction_log_compact,
-            retention=RetentionPolicy(settings.prediction_log_retention, settings.prediction_log_max_total_bytes),
-        )
         log = log_class(settings.prediction_log_path, settings.prediction_log_max_bytes, on_failure,
-                        maintenance=maintenance)
+                        maintenance=Maintenance.from_settings(settings))
         log._retain()  # at start too: a server restarted after a long stop deletes what aged meanwhile
         return log
 

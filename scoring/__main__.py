@@ -21,7 +21,7 @@ from pathlib import Path
 
 import bentoml
 
-from monitoring.predictlog import PredictionLog
+from monitoring.predictlog import Maintenance, PredictionLog
 from scoring import job, local
 from scoring.sources import Source, open_source
 from scoring.summary import Summary
@@ -149,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     log = None
     request_id = f"scoring-{uuid.uuid4().hex[:16]}"  # one per run: the log's rows of this batch share it
     if args.log_predictions:
-        log = PredictionLog(settings.prediction_log_path, settings.prediction_log_max_bytes)
+        # Always synchronous (the summary counts rows on disk); rotated segments are compacted and retention applied
+        # as a server does, and `close` waits for both.
+        log = PredictionLog(settings.prediction_log_path, settings.prediction_log_max_bytes,
+                            maintenance=Maintenance.from_settings(settings))
     try:
         summary = _run_engine(args, source, model, log, request_id)
     except DataError as exc:

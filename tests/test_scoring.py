@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from monitoring.predictlog import read_log
+from monitoring.segments import family
 from scoring import job
 from scoring.sources import open_source
 from tests.conftest import run_cli
@@ -227,6 +228,27 @@ def test_log_predictions_appends_readable_lines_for_the_drift_job(trained_store,
     assert summary["logged"] == summary["scored"] == len(scored)
     assert summary["rows_in"] == summary["scored"] + summary["rejected"] == ROWS
     assert "prediction log" in result.stdout
+
+
+def test_log_predictions_compacts_rotated_segments_and_keeps_the_retention_bound(trained_store, inputs, tmp_path):
+    # 2,000 rows of about 450 bytes in 60 kB segments (about 130 rows each, written 50 at a time): over a dozen
+    # rotations, and a bound that holds only a few compacted segments beside the newest rotated one.
+    log_path = tmp_path / "logs" / "prediction_log.jsonl"
+    bound = 150_000
+    score(
+        "--input", str(inputs["folder"]), "--model", MODEL, "--output", str(tmp_path / "scored.parquet"),
+        "--log-predictions", "--chunk-rows", "50",
+        env={"PREDICTION_LOG_PATH": str(log_path), "PREDICTION_LOG_MAX_BYTES": "60000",
+             "PREDICTION_LOG_MAX_TOTAL_BYTES": str(bound)},
+    )  # fmt: skip
+    rotated = [p for p in family(log_path) if p != log_path]
+    assert rotated and all(p.name.endswith(".parquet") for p in rotated), sorted(rotated)
+    on_disk = sum(p.stat().st_size for p in family(log_path))
+    assert on_disk <= bound + (log_path.stat().st_size if log_path.exists() else 0)
+    logged = read_log(log_path)
+    scored = pd.read_parquet(tmp_path / "scored.parquet")
+    assert 0 < len(logged) < len(scored)  # the oldest segments went, the newest rows stayed
+    assert logged["probability"].tolist() == scored["probability"].tolist()[-len(logged):]
 
 
 def test_score_chunk_keeps_every_row_once(trained_store):

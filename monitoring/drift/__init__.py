@@ -13,7 +13,8 @@
 from monitoring.drift.cli import DEFAULT_MIN_ROWS, build_parser, main
 from monitoring.drift.errors import DriftError
 from monitoring.drift.frames import PREDICTION_COLUMN, column_types, prepare
-from monitoring.drift.job import format_table, resolve_model, run
+from monitoring.drift.inputs import resolve_model
+from monitoring.drift.job import format_table, run
 from monitoring.drift.outputs import RunFiles, link_latest, run_files
 from monitoring.drift.report import DEFAULT_DRIFT_SHARE, extract, run_report
 from monitoring.drift.state import state_entry, update_state, write_json_atomic

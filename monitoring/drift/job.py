@@ -1,51 +1,23 @@
-"""The drift job: resolve the model, read the window, run the report, write the outputs (HTML, JSON summary,
-workspace snapshot, state file) and print the table."""
+"""The drift job: read the model's card and the window (monitoring/drift/inputs.py), run the report, write the
+outputs (HTML, JSON summary, workspace snapshot, state file) and print the table."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from monitoring.drift.errors import DriftError
-from monitoring.drift.frames import prepare
 from monitoring.drift.html import save_html
+from monitoring.drift.inputs import ReadRequest, read_inputs
 from monitoring.drift.report import column_threshold, extract, run_report
 from monitoring.drift.state import state_entry, update_state, write_json_atomic
 from monitoring.drift.outputs import link_latest, run_files
 from monitoring.drift.verdict import exit_code, important_inputs, judge
-from monitoring.drift.window import choose_window, describe_others, load_window, require_log
+from monitoring.drift.window import choose_window
 from monitoring.drift.workspace import add_to_workspace
-from settings import get_settings
-
-
-def resolve_model(tag: str):
-    """Load the model by tag; unknown models are a DriftError naming the models the store has."""
-    import bentoml
-
-    from training.store import load_model
-
-    try:
-        return load_model(tag)
-    except ValueError as exc:
-        raise DriftError(f"invalid model tag {tag!r}: {exc}") from None
-    except bentoml.exceptions.NotFound:
-        try:
-            known = sorted({str(m.tag) for m in bentoml.models.list()})
-        except Exception:  # noqa: BLE001 - only to enrich the message
-            known = []
-        name = tag.split(":", 1)[0]
-        versions = [k for k in known if k.split(":", 1)[0] == name]
-        if versions:
-            hint = f"; {name} has: {', '.join(versions)}"
-        elif known:
-            hint = f"; the store has: {', '.join(sorted({k.split(':', 1)[0] for k in known}))}"
-        else:
-            hint = "; the model store is empty (make train)"
-        raise DriftError(f"unknown model {tag!r} in the model store{hint}") from None
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -80,48 +52,22 @@ def format_table(summary: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     started = time.perf_counter()
-    settings = get_settings()
-    log_path = Path(args.log or settings.prediction_log_path)
-    out_dir = Path(args.out or Path(settings.drift_state_path).parent)
-    state_path = Path(args.state or settings.drift_state_path)
-    workspace = Path(args.workspace) if args.workspace else out_dir / "workspace"
     choice = choose_window(args.since, args.last, args.whole_log)
-    since = choice.since
-
-    require_log(log_path)  # before the model store: the cheapest check first
-    timings: dict[str, float] = {}
-    mark = time.perf_counter()
-    model = resolve_model(args.model)
-    timings["load_model"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    inputs = list(model.input_schema["columns"])
-    window = load_window(log_path, model.name, model.version, since=since, last=choice.last,
-                         columns=["ts", "model_version", *inputs, "probability"],
-                         max_rows=args.max_rows, seed=args.seed)
-    if window.other_versions:
-        print(f"note: {model.name}: analysing version {model.version} only; {describe_others(window)}",
-              file=sys.stderr)
-    if window.rows < args.min_rows:
-        where = f" since {since.isoformat()}" if since else ""
-        others = f"; {describe_others(window)} (pass --model {model.name}:VERSION)" if window.other_versions else ""
-        raise DriftError(
-            f"too few rows: {window.rows} logged rows of {model.tag}{where} in {log_path}, window "
-            f"{choice.description}, at least {args.min_rows} needed (--min-rows){others}"
-        )
-    reference, current, numerical, categorical = prepare(
-        model.input_schema, model.reference(), window.frame, source=str(log_path)
-    )
-    timings["read_log"] = time.perf_counter() - mark
-
+    request = ReadRequest(model=args.model, log=args.log, out=args.out, state=args.state, choice=choice,
+                          max_rows=args.max_rows, seed=args.seed, min_rows=args.min_rows)
+    inputs = read_inputs(request)
+    model, since = inputs.model, choice.since
+    timings = dict(inputs.seconds)
     mark = time.perf_counter()
     import evidently.presets  # noqa: F401  (seconds: timed apart from the report itself)
 
     timings["import_evidently"] = time.perf_counter() - mark
+    workspace = Path(args.workspace) if args.workspace else inputs.out_dir / "workspace"
     run_at = datetime.now(timezone.utc)
     mark = time.perf_counter()
     try:
         snapshot = run_report(
-            reference, current, numerical, categorical,
+            inputs.reference, inputs.current, inputs.numerical, inputs.categorical,
             drift_share=args.drift_share, timestamp=run_at.replace(tzinfo=None),
         )
         result = extract(snapshot.dict())
@@ -131,20 +77,20 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     timings["report"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    files = run_files(out_dir, model.name, run_at)
-    first_ts, last_ts = window.bounds()
+    files = run_files(inputs.out_dir, model.name, run_at)
+    first_ts, last_ts = inputs.first_ts, inputs.last_ts
     summary = {
         "model": model.name,
         "model_version": model.version,
         "task": model.task,
         "ts": run_at.timestamp(),
         "generated_at": run_at.isoformat(),
-        "log": str(log_path),
-        "lines_skipped": window.skipped_lines,
-        "other_versions": window.other_versions,
-        "rows": window.rows,
-        "sample": window.sample(),
-        "reference_rows": len(reference),
+        "log": str(inputs.log_path),
+        "lines_skipped": inputs.skipped_lines,
+        "other_versions": inputs.other_versions,
+        "rows": inputs.rows,
+        "sample": inputs.sample,
+        "reference_rows": len(inputs.reference),
         "window": {
             "description": choice.description,
             "since": since.isoformat() if since else None,
@@ -158,8 +104,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     }
     save_html(snapshot, files.html, summary)
     project_id, runs = add_to_workspace(
-        workspace, snapshot, [*numerical, *categorical], run_name=f"{model.tag} {first_ts}..{last_ts}",
-        summary=summary, column_threshold=column_threshold(summary),
+        workspace, snapshot, [*inputs.numerical, *inputs.categorical],
+        run_name=f"{model.tag} {first_ts}..{last_ts}", summary=summary, column_threshold=column_threshold(summary),
     )
     timings["html_and_workspace"] = time.perf_counter() - mark
     summary.update({
@@ -168,11 +114,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "workspace_runs": runs,
         "seconds": {**{k: round(v, 3) for k, v in timings.items()}, "total": None},
     })
-    summary["seconds"]["total"] = round(time.perf_counter() - started, 3)  # after Python and bentoml start
+    summary["seconds"]["total"] = round(time.perf_counter() - started, 3)  # after Python and the CLI's imports
     write_json_atomic(files.json, summary)
     link_latest(files.html, files.latest_html)
     link_latest(files.json, files.latest_json)
-    update_state(state_path, model.name, state_entry(summary))
+    update_state(inputs.state_path, model.name, state_entry(summary))
     print(format_table(summary))
     print(f"report {files.html} (latest: {files.latest_html})\nsummary {files.json} (latest: {files.latest_json})\n"
           f"workspace {workspace} (project {model.name}, {runs} runs)")

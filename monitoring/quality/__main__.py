@@ -1,5 +1,8 @@
+import gc
 import sys
 
 from monitoring.quality.cli import main
 
-sys.exit(main())
+code = main()
+gc.freeze()  # skip the shutdown collection over Evidently's objects (see monitoring/drift/__main__.py)
+sys.exit(code)
