@@ -36,7 +36,7 @@ from pyspark.sql.types import (
 )
 
 from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED, LogMissing, WindowRead
-from monitoring.segments import PARQUET, ROTATED, SKIPPED_KEY, discover
+from monitoring.segments import PARQUET, ROTATED, SKIPPED_KEY, discover, is_url
 from scoring import spark_session
 
 CORRUPT = "_corrupt_record"
@@ -56,10 +56,6 @@ _PARQUET_TYPES: dict[str, DataType] = {
 # Session settings the reader relies on: naive log times are UTC (as pyarrow reads them) and toPandas uses Arrow.
 SQL_CONF = {"spark.sql.session.timeZone": "UTC", "spark.sql.execution.arrow.pyspark.enabled": "true"}
 _VANISHED = ("FILE_NOT_EXIST", "FileNotFoundException")
-
-
-def is_url(source: Path | str) -> bool:
-    return "://" in str(source)
 
 
 def open_session(master: str, conf: dict[str, str]) -> SparkSession:

@@ -17,7 +17,7 @@ from monitoring.drift.report import column_threshold, extract, run_report
 from monitoring.drift.state import state_entry, update_state, write_json_atomic
 from monitoring.drift.outputs import link_latest, run_files
 from monitoring.drift.verdict import exit_code, important_inputs, judge
-from monitoring.drift.window import choose_window, describe_others, load_window, require_log
+from monitoring.drift.window import Engine, choose_window, describe_others, load_window, log_source, require_log
 from monitoring.drift.workspace import add_to_workspace
 from settings import get_settings
 
@@ -81,14 +81,15 @@ def format_table(summary: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     started = time.perf_counter()
     settings = get_settings()
-    log_path = Path(args.log or settings.prediction_log_path)
+    log_path = log_source(args.log or settings.prediction_log_path)
+    engine = Engine.from_args(args)
     out_dir = Path(args.out or Path(settings.drift_state_path).parent)
     state_path = Path(args.state or settings.drift_state_path)
     workspace = Path(args.workspace) if args.workspace else out_dir / "workspace"
     choice = choose_window(args.since, args.last, args.whole_log)
     since = choice.since
 
-    require_log(log_path)  # before the model store: the cheapest check first
+    require_log(log_path, engine)  # before the model store: the cheapest check first
     timings: dict[str, float] = {}
     mark = time.perf_counter()
     model = resolve_model(args.model)
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     inputs = list(model.input_schema["columns"])
     window = load_window(log_path, model.name, model.version, since=since, last=choice.last,
                          columns=["ts", "model_version", *inputs, "probability"],
-                         max_rows=args.max_rows, seed=args.seed)
+                         max_rows=args.max_rows, seed=args.seed, engine=engine, input_schema=model.input_schema)
     if window.other_versions:
         print(f"note: {model.name}: analysing version {model.version} only; {describe_others(window)}",
               file=sys.stderr)
@@ -140,6 +141,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "ts": run_at.timestamp(),
         "generated_at": run_at.isoformat(),
         "log": str(log_path),
+        **engine.summary(),
         "lines_skipped": window.skipped_lines,
         "other_versions": window.other_versions,
         "rows": window.rows,
