@@ -31,11 +31,13 @@ spark_window = pytest.importorskip("monitoring.spark_window")
 
 MODEL = "purchase_gbm"
 START = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
-BATCH = 10  # rows per logged batch; every batch of the fleet has its own second, so --last N cuts between batches
+BATCH = 50  # rows per logged batch; every batch of the fleet has its own second, so --last N cuts between batches
 TORN = b'{"ts": "2026-11-22T10:00:00+00:00", "request_id": "torn", "model_name": "purchase_gbm", "student_coun'
 CURRENT_ROWS = 1_000 + 800 + 500 + 600 + 800 + 500  # the fleet's rows of the model's current version
 SKIPPED = 3  # a torn line in a compacted segment, in the rotated JSONL segment and at the end of a live segment
-SPARK_CONF = ("--spark-master", "local[2]", "--spark-conf", "spark.ui.enabled=false")
+# A small log: two shuffle partitions instead of Spark's 200 keep each query well under a second.
+TEST_CONF = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"}
+SPARK_CONF = ("--spark-master", "local[2]", *(a for k, v in TEST_CONF.items() for a in ("--spark-conf", f"{k}={v}")))
 
 
 class Clock:
@@ -97,7 +99,7 @@ def fleet(trained_store, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def spark():
-    session = spark_window.open_session("local[2]", {"spark.ui.enabled": "false"})
+    session = spark_window.open_session("local[2]", TEST_CONF)
     yield session
     session.stop()
 
@@ -115,6 +117,11 @@ def both(spark, fleet, **window):
     return on_spark, local
 
 
+@pytest.fixture(scope="module")
+def whole(spark, fleet):
+    return both(spark, fleet, max_rows=None)
+
+
 def rows_sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(list(frame.columns), kind="stable").reset_index(drop=True)
 
@@ -128,8 +135,8 @@ def test_the_fleet_log_has_every_kind_of_segment(spark, fleet):
     assert sum(u.endswith(".1") for u in files.jsonl) == 1, "the rotated JSONL segment is read as JSON"
 
 
-def test_the_whole_window_is_the_same_rows_on_both_engines(spark, fleet):
-    on_spark, local = both(spark, fleet, max_rows=None)
+def test_the_whole_window_is_the_same_rows_on_both_engines(whole, fleet):
+    on_spark, local = whole
     assert on_spark.rows == local.rows == CURRENT_ROWS
     assert on_spark.other_versions == local.other_versions == {"0ld": 200}, "purchase_lr's rows are another model"
     assert on_spark.skipped_lines == local.skipped_lines == SKIPPED
@@ -163,14 +170,13 @@ def test_since_and_last_cut_the_same_window(spark, fleet):
     assert both(spark, fleet, last=CURRENT_ROWS + 50, max_rows=None)[0].rows == CURRENT_ROWS
 
 
-def test_a_window_over_max_rows_is_an_exact_seeded_uniform_sample(spark, fleet):
+def test_a_window_over_max_rows_is_an_exact_seeded_uniform_sample(spark, fleet, whole):
     on_spark, local = both(spark, fleet, max_rows=1_000, seed=3)
     assert on_spark.rows == local.rows == CURRENT_ROWS
     assert len(on_spark.frame) == len(local.frame) == 1_000
     assert on_spark.sampled and local.sampled and on_spark.seed == 3 and on_spark.max_rows == 1_000
     assert on_spark.frame["ts"].is_monotonic_increasing
-    whole = both(spark, fleet, max_rows=None)[0].frame
-    assert len(on_spark.frame.merge(whole, how="inner")) == 1_000, "every sampled row is a row of the window"
+    assert len(on_spark.frame.merge(whole[1].frame, how="inner")) == 1_000, "every sampled row is a row of the window"
     again = both(spark, fleet, max_rows=1_000, seed=3)[0]
     pd.testing.assert_frame_equal(again.frame, on_spark.frame)
     other = both(spark, fleet, max_rows=1_000, seed=4)[0]
@@ -181,7 +187,7 @@ def test_a_window_over_max_rows_is_an_exact_seeded_uniform_sample(spark, fleet):
 
     on_spark, local = both(spark, fleet, last=2_000, max_rows=1_500)
     assert on_spark.rows == local.rows == 2_000 and len(on_spark.frame) == len(local.frame) == 1_500
-    cut = both(spark, fleet, last=2_000, max_rows=None)[0].frame["ts"].min()
+    cut = whole[1].frame["ts"].iloc[-2_000]
     assert on_spark.frame["ts"].min() >= cut, "sampled from the last 2,000 rows only"
 
 
@@ -237,19 +243,19 @@ def test_the_cli_on_spark_gives_the_local_verdict_and_scores(fleet, tmp_path, ca
     assert "Traceback" not in stderr
 
 
-def test_errors_are_one_line_before_spark_starts(fleet, tmp_path):
-    result = run_cli("-m", "monitoring.drift", "--model", MODEL, "--log", fleet["spark_log"].as_uri(),
-                     "--out", str(tmp_path), check=False)
-    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
-    assert "a URL is read by the Spark engine only (pass --engine spark)" in result.stderr
-    result = run_cli("-m", "monitoring.drift", "--model", MODEL, "--log", str(tmp_path / "none.jsonl"),
-                     "--out", str(tmp_path), "--engine", "spark", check=False)
-    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
-    assert "no prediction log at" in result.stderr and "Traceback" not in result.stderr
-    # pyspark absent: the import fails as it does when the `spark` extra is not installed.
+def test_errors_are_one_line_before_spark_starts(fleet, tmp_path, capsys):
+    def error_of(*args: str) -> str:
+        assert drift.main(["--model", MODEL, "--all", "--out", str(tmp_path), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.strip().count("\n") == 0 and "Traceback" not in err
+        return err
+
+    assert "a URL is read by the Spark engine only (pass --engine spark)" in error_of("--log", fleet["spark_log"].as_uri())
+    assert "no prediction log at" in error_of("--log", str(tmp_path / "none.jsonl"), "--engine", "spark")
+    # pyspark absent (a subprocess: this one has pyspark loaded): its import fails as without the `spark` extra.
     absent = ("import sys; sys.modules['pyspark'] = None; from monitoring.drift.cli import main; "
               f"sys.exit(main(['--model', '{MODEL}', '--log', {str(fleet['spark_log'])!r}, '--all', "
-              f"'--out', {str(tmp_path)!r}, '--engine', 'spark']))")
+              f"'--out', {str(tmp_path)!r}, '--state', {str(tmp_path / 'state.json')!r}, '--engine', 'spark']))")
     result = run_cli("-c", absent, check=False)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
     assert "--engine spark needs pyspark: pip install '.[spark]'" in result.stderr
