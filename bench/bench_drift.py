@@ -284,9 +284,10 @@ def main() -> int:
     plot(results, args.out / "drift_time_vs_rows.png")
     lines = ["# Drift job at scale (bench/bench_drift.py)", "",
              "Load average at the end (1, 5, 15 min): " + ", ".join(f"{v:.1f}" for v in payload["machine_load"])
-             + f" on {os.cpu_count()} cores." + (f" Spark master {args.spark_master}." if payload["spark_master"] else ""),
-             "", "| engine | logged rows | wall (s) | CPU (s) | peak RSS (MB) | process tree peak RSS (MB) | analysed rows "
-             "| job's own timings (s) |", "|---|---|---|---|---|---|---|---|"]
+             + f" on {os.cpu_count()} cores."
+             + (f" Spark master {args.spark_master}." if payload["spark_master"] else ""),
+             "", "| engine | logged rows | wall (s) | CPU (s) | peak RSS (MB) | process tree peak RSS (MB) "
+             "| analysed rows | job's own timings (s) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         analysed = r["sample"]["rows"] if r["sample"] else r["rows"]
         lines.append(f"| {r['engine']} | {r['log_rows']:,} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mb']} | "

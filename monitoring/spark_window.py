@@ -88,7 +88,12 @@ def _is_segment_name(name: str) -> bool:
     """A file of some log: a live JSONL file or a rotated segment (monitoring/segments.py's naming)."""
     if name.startswith("."):
         return False
-    return bool(ROTATED.search(name)) or (name.endswith(".jsonl") and not name.endswith(PARQUET))
+    return bool(ROTATED.search(name)) or name.endswith(".jsonl")
+
+
+def _in_family(file_name: str, live: str) -> bool:
+    """`file_name` is the live file `live` or one of its rotated segments (monitoring.segments.family)."""
+    return file_name == live or (file_name.startswith(live + ".") and bool(ROTATED.search(file_name[len(live):])))
 
 
 def _list_url(spark: SparkSession, url: str) -> list[str]:
@@ -108,16 +113,16 @@ def _list_url(spark: SparkSession, url: str) -> list[str]:
         parent, name = path.getParent(), path.getName()
         if parent is None or not fs.exists(parent):
             continue
-        family = [s.getPath() for s in fs.listStatus(parent) if s.isFile()]
-        files += sorted(p.toString() for p in family
-                        if p.getName() == name or (p.getName().startswith(name + ".") and ROTATED.search(p.getName()[len(name):])))
+        family = [s.getPath().toString() for s in fs.listStatus(parent) if s.isFile()]
+        files += sorted(uri for uri in family if _in_family(uri.rsplit("/", 1)[-1], name))
     return list(dict.fromkeys(files))
 
 
 def _footer(spark: SparkSession, uri: str) -> Segment:
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
-    source = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(path, spark.sparkContext._jsc.hadoopConfiguration())
+    configuration = spark.sparkContext._jsc.hadoopConfiguration()
+    source = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(path, configuration)
     reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(source)
     try:
         metadata = reader.getFooter().getFileMetaData()
@@ -141,10 +146,12 @@ def list_log(spark: SparkSession, source: Path | str) -> LogFiles:
     if is_url(source):
         uris = _list_url(spark, str(source))
     else:
-        uris = [path.resolve().as_uri() for path in discover(source)]
+        # Not Path.as_uri(): Hadoop's Path would take its %-escapes (a space is %20) literally.
+        uris = [f"file://{path.resolve()}" for path in discover(source)]
     if not uris:
         raise LogMissing(f"no prediction log at {source}")
-    return LogFiles([_footer(spark, u) for u in uris if u.endswith(PARQUET)], [u for u in uris if not u.endswith(PARQUET)])
+    parquet = [_footer(spark, uri) for uri in uris if uri.endswith(PARQUET)]
+    return LogFiles(parquet, [uri for uri in uris if not uri.endswith(PARQUET)])
 
 
 # --------------------------------------------------------------------------------------------- reading

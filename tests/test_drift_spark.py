@@ -195,8 +195,9 @@ def test_urls_and_globs_list_the_same_log(spark, fleet):
     model, folder = fleet["model"], fleet["spark_log"]
     types = {c: s["type"] for c, s in model.input_schema["columns"].items()}
     server_a = 1_000 + 800 + 500 + 600
-    for source, expected in ((folder.as_uri(), CURRENT_ROWS), (f"{folder.as_uri()}/prediction_log-*.jsonl", CURRENT_ROWS),
-                             (str(folder / "*-a.jsonl"), server_a), (f"{folder.as_uri()}/*-a.jsonl", server_a)):
+    sources = ((folder.as_uri(), CURRENT_ROWS), (f"{folder.as_uri()}/prediction_log-*.jsonl", CURRENT_ROWS),
+               (str(folder / "*-a.jsonl"), server_a), (f"{folder.as_uri()}/*-a.jsonl", server_a))
+    for source, expected in sources:
         read = spark_window.read_window(spark, source, model.name, model.version, columns(model), types,
                                         max_rows=None)
         assert read.rows == expected, source
@@ -250,7 +251,8 @@ def test_errors_are_one_line_before_spark_starts(fleet, tmp_path, capsys):
         assert err.strip().count("\n") == 0 and "Traceback" not in err
         return err
 
-    assert "a URL is read by the Spark engine only (pass --engine spark)" in error_of("--log", fleet["spark_log"].as_uri())
+    url = fleet["spark_log"].as_uri()
+    assert "a URL is read by the Spark engine only (pass --engine spark)" in error_of("--log", url)
     assert "no prediction log at" in error_of("--log", str(tmp_path / "none.jsonl"), "--engine", "spark")
     # pyspark absent (a subprocess: this one has pyspark loaded): its import fails as without the `spark` extra.
     absent = ("import sys; sys.modules['pyspark'] = None; from monitoring.drift.cli import main; "

@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", choices=["local", "spark"], default="local",
                         help="read the window in this process (local, the default) or on Spark")
     parser.add_argument("--spark-master", default=default_master(),
-                        help="with --engine spark: local[*] (default, or $SPARK_MASTER), spark://host:7077, yarn, k8s://...")
+                        help="with --engine spark: local[*] (default, or $SPARK_MASTER), spark://host:7077, yarn, "
+                        "k8s://...")
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
                         help="with --engine spark: an extra Spark setting (repeatable)")
     parser.add_argument("--workspace", help="Evidently workspace folder (default: <out>/workspace)")
