@@ -193,7 +193,9 @@ def _in_window(name: str, since: datetime | None) -> Column:
 def _sample(rows: DataFrame, window_rows: int, max_rows: int, seed: int) -> pd.DataFrame:
     """An exact-size uniform sample: the `max_rows` rows with the smallest seeded random keys (a top-k, not a sort).
     Rows whose key is above a bound that keeps more than `max_rows` of them (about 5 standard deviations) are dropped
-    before the top-k; should fewer pass, the same top-k runs without the bound, which yields the same rows."""
+    before the top-k; should fewer pass, the same top-k runs without the bound, which yields the same rows.
+    Spark's `rand(seed)` follows the partitioning: the same seed draws the same rows from the same files split the
+    same way (the same files and cores), not across clusters of other sizes."""
     keyed = rows.withColumn(_U, F.rand(seed))
     bound = min(1.0, (max_rows + 5 * math.sqrt(max_rows) + 10) / window_rows)
     frame = keyed.where(F.col(_U) < bound).orderBy(_U).limit(max_rows).drop(_U).toPandas()
