@@ -202,6 +202,9 @@ def test_urls_and_globs_list_the_same_log(spark, fleet):
                                         max_rows=None)
         assert read.rows == expected, source
         assert read.skipped_lines == SKIPPED and read.other_versions == {"0ld": 200}, source
+    spaced = folder.parent / "pred log"  # a local path is handed to Hadoop as a file: URI, unescaped
+    shutil.copytree(folder, spaced)
+    assert spark_window.read_window(spark, spaced, model.name, model.version, columns(model), types).rows == CURRENT_ROWS
     one = spark_window.read_window(spark, (folder / "prediction_log-b.jsonl").as_uri(), model.name, model.version,
                                    columns(model), types)
     assert one.rows == 800 + 500 and one.segments == 2, "a log's URL names its rotated segments too"
