@@ -4,12 +4,15 @@
     python bench/bench_drift.py                       # 1M, 3M, 10M; results in bench/results/drift.{md,json,png}
     python bench/bench_drift.py --sizes 1000000       # one size
     python bench/bench_drift.py --compare-sample 5000000   # Evidently on a 5M window vs its 200k sample
+    python bench/bench_drift.py --engines local spark --sizes 1000000 10000000   # the Spark engine beside the local
 
 The logs are written in the writer's on-disk format: compacted Parquet segments of 150,000 rows (what a 64 MiB JSONL
 segment holds) written by `monitoring.segments.write_segment`, the function the writer's compaction uses, plus a
 live JSONL segment written by `PredictionLog`. Rows are real traffic draws (`monitoring.simulate`) with the model's
 real predictions, one second apart. They are generated once and cached in bench/.cache/drift (gitignored); each
-size's folder links the first N rows' segments. Peak RSS is the job's own (`os.wait4` of the child).
+size's folder links the first N rows' segments. Peak RSS is the job's own (`os.wait4` of the child); with the Spark
+engine the driver is that Python process plus its JVM (driver and, in local mode, executors), so the peak of the
+whole process tree is sampled too (every 0.1 s, psutil).
 """
 
 from __future__ import annotations
@@ -103,21 +106,58 @@ def log_of(model, rows: int) -> Path:
     return live
 
 
+def _tree_rss(process) -> int:
+    """Bytes resident in `process` and its descendants (the Spark engine's JVM is a child of the job)."""
+    import psutil
+
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:  # exited between the listing and the read
+            pass
+    return total
+
+
 def run_job(log: Path, out: Path, extra: list[str]) -> dict:
-    """The drift command as a user runs it; wall time and the child's own peak RSS."""
+    """The drift command as a user runs it; wall time, the child's own peak RSS and its process tree's."""
+    import threading
+
+    import psutil
+
     command = [sys.executable, "-m", "monitoring.drift", "--model", MODEL, "--log", str(log), "--out", str(out),
                "--state", str(out / "state.json"), "--workspace", str(out / "workspace"), "--all", *extra]
     started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - started
-    stdout, stderr = child.stdout.read().decode(), child.stderr.read().decode()
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        # Files, not pipes: nobody reads a pipe while wait4 blocks, and Spark's stderr can fill one.
+        child = subprocess.Popen(command, cwd=ROOT, stdout=out_file, stderr=err_file)
+        peak = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            try:
+                process = psutil.Process(child.pid)
+                while not done.wait(0.1):
+                    peak[0] = max(peak[0], _tree_rss(process))
+            except psutil.Error:
+                pass
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(child.pid, 0)
+        done.set()
+        sampler.join()
+        wall = time.perf_counter() - started
+        out_file.seek(0)
+        err_file.seek(0)
+        stdout, stderr = out_file.read().decode(), err_file.read().decode()
     if os.waitstatus_to_exitcode(status) not in (0, 1):
         raise RuntimeError(f"drift job failed: {stderr[-2000:]}")
     summary = json.loads((out / f"{MODEL}_drift_latest.json").read_text())
     # CPU seconds too: on a shared, busy machine the wall time mostly measures the neighbours.
+    # CPU of the waited-for child only: the JVM's own CPU is not in it (it is in the wall time).
     return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "tree_peak_rss_mb": round(peak[0] / 2**20, 1),
             "summary_seconds": summary["seconds"], "rows": summary["rows"], "sample": summary["sample"],
             "verdict": summary["verdict"]["level"], "stdout_tail": stdout.splitlines()[-6:]}
 
@@ -188,13 +228,15 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r["log_rows"] / 1e6 for r in results]
     fig, left = plt.subplots(figsize=(6, 4))
-    left.plot(rows, [r["wall_s"] for r in results], "o-", label="wall time (s)")
+    right = left.twinx()
+    for engine in dict.fromkeys(r["engine"] for r in results):
+        mine = [r for r in results if r["engine"] == engine]
+        rows = [r["log_rows"] / 1e6 for r in mine]
+        left.plot(rows, [r["wall_s"] for r in mine], "o-", label=f"{engine}: wall time (s)")
+        right.plot(rows, [r["tree_peak_rss_mb"] / 1024 for r in mine], "s--", label=f"{engine}: peak RSS (GB)")
     left.set_xlabel("logged predictions of one model (millions)")
     left.set_ylabel("drift job wall time (s)")
-    right = left.twinx()
-    right.plot(rows, [r["peak_rss_mb"] / 1024 for r in results], "s--", color="tab:red", label="peak RSS (GB)")
     right.set_ylabel("peak RSS (GB)")
     left.set_title("python -m monitoring.drift, end to end")
     fig.legend(loc="upper left")
@@ -206,6 +248,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--engines", nargs="+", choices=["local", "spark"], default=["local"],
+                        help="the job's --engine; spark runs with --spark-master and spark.ui.enabled=false")
+    parser.add_argument("--spark-master", default="local[*]")
+    parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--compare-sample", type=int, metavar="ROWS",
                         help="instead: Evidently on a whole window of ROWS rows vs its 200,000-row sample")
     args = parser.parse_args()
@@ -220,25 +266,32 @@ def main() -> int:
         print(json.dumps({k: v for k, v in comparison.items() if k not in ("full", "sample")}))
         return 0
     results = []
+    spark = ["--engine", "spark", "--spark-master", args.spark_master, "--spark-conf", "spark.ui.enabled=false",
+             *(a for item in args.spark_conf for a in ("--spark-conf", item))]
     for rows in args.sizes:
         log = log_of(model, rows)
-        with tempfile.TemporaryDirectory() as out:
-            result = {"log_rows": rows, **run_job(log.parent, Path(out), [])}
-        print(f"{rows:>11,} rows: {result['wall_s']} s, CPU {result['cpu_s']} s, peak RSS {result['peak_rss_mb']} MB",
-              file=sys.stderr)
-        results.append(result)
+        for engine in args.engines:
+            with tempfile.TemporaryDirectory() as out:
+                result = {"engine": engine, "log_rows": rows,
+                          **run_job(log.parent, Path(out), spark if engine == "spark" else [])}
+            print(f"{engine:>5} {rows:>11,} rows: {result['wall_s']} s, CPU {result['cpu_s']} s, peak RSS "
+                  f"{result['peak_rss_mb']} MB (process tree {result['tree_peak_rss_mb']} MB)", file=sys.stderr)
+            results.append(result)
     cost = logging_cost()
-    payload = {"machine_load_1m": os.getloadavg()[0], "drift_job": results, "sync_logging_10k": cost}
+    payload = {"machine_load_1m": os.getloadavg()[0], "machine_load": os.getloadavg(), "drift_job": results,
+               "sync_logging_10k": cost, "spark_master": args.spark_master if "spark" in args.engines else None}
     (args.out / "drift.json").write_text(json.dumps(payload, indent=2))
     plot(results, args.out / "drift_time_vs_rows.png")
     lines = ["# Drift job at scale (bench/bench_drift.py)", "",
-             f"Load average at the end: {payload['machine_load_1m']:.1f} on 2 cores.", "",
-             "| logged rows | wall (s) | CPU (s) | peak RSS (MB) | analysed rows | job's own timings (s) |",
-             "|---|---|---|---|---|---|"]
+             "Load average at the end (1, 5, 15 min): " + ", ".join(f"{v:.1f}" for v in payload["machine_load"])
+             + f" on {os.cpu_count()} cores."
+             + (f" Spark master {args.spark_master}." if payload["spark_master"] else ""),
+             "", "| engine | logged rows | wall (s) | CPU (s) | peak RSS (MB) | process tree peak RSS (MB) "
+             "| analysed rows | job's own timings (s) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         analysed = r["sample"]["rows"] if r["sample"] else r["rows"]
-        lines.append(f"| {r['log_rows']:,} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mb']} | {analysed:,} | "
-                     f"{json.dumps(r['summary_seconds'])} |")
+        lines.append(f"| {r['engine']} | {r['log_rows']:,} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mb']} | "
+                     f"{r['tree_peak_rss_mb']} | {analysed:,} | {json.dumps(r['summary_seconds'])} |")
     lines += ["", f"Sync write of one 10,000-record batch ({cost['bytes']:,} bytes), median of 30 alternating: "
               f"{cost['write_ms_median']['now']} ms now vs {cost['write_ms_median']['previous']} ms without the "
               f"post-lock liveness check (ratio {cost['ratio_now_over_previous']}); encoding it: "

@@ -43,6 +43,11 @@ ROW_GROUP_ROWS = 65_536
 SKIPPED_KEY = b"prediction_log.skipped_lines"
 
 
+def is_url(source: Path | str) -> bool:
+    """A log named by URL (`hdfs://`, `s3a://`, `file://`): only the Spark engine reads those (monitoring/spark_window.py)."""
+    return "://" in str(source)
+
+
 def is_compacted(path: Path) -> bool:
     return path.name.endswith(PARQUET)
 

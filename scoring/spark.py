@@ -21,8 +21,6 @@ that has too few. Both outputs are folders of Parquet part files (one per input 
 
 from __future__ import annotations
 
-import os
-import sys
 import tempfile
 import time
 import zipfile
@@ -38,7 +36,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DataType, DoubleType, LongType, StringType, StructField, StructType
 
 from monitoring.predictlog import PredictionLog
-from scoring import job
+from scoring import job, spark_session
 from scoring.sources import Source
 from scoring.summary import Summary
 from training.store import StoredModel
@@ -52,8 +50,6 @@ OUTPUT_TYPES: dict[str, DataType] = {
     job.MODEL_NAME: StringType(),
     job.MODEL_VERSION: StringType(),
 }
-LOG4J_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
-FORWARDED_ENV = ("BENTOML_HOME", "BENTOML_DO_NOT_TRACK", "DO_NOT_TRACK")
 
 
 def _code_zip(folder: Path) -> Path:
@@ -69,26 +65,11 @@ def _code_zip(folder: Path) -> Path:
 
 
 def session(master: str, conf: dict[str, str], chunk_rows: int, progress: bool) -> SparkSession:
-    # Workers otherwise start the system python, which lacks pyarrow; a cluster sets its own path beforehand.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = (
-        SparkSession.builder.master(master)
-        .appName("scoring")
+    return spark_session.start("scoring", master, conf, {
         # mapInPandas hands over Arrow batches of at most this many rows: one batch is one chunk of the job.
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(chunk_rows))
-        .config("spark.ui.showConsoleProgress", "true" if progress else "false")
-    )
-    if LOG4J_CONFIG.exists():
-        # Errors only from the driver's JVM: Spark's default profile prints a dozen start-up warnings.
-        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}")
-    for name in FORWARDED_ENV:
-        if name in os.environ:
-            builder = builder.config(f"spark.executorEnv.{name}", os.environ[name])
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(chunk_rows),
+        "spark.ui.showConsoleProgress": "true" if progress else "false",
+    })
 
 
 def read(spark: SparkSession, source: Source) -> DataFrame:

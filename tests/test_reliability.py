@@ -20,7 +20,7 @@ import pytest
 
 from bench.soak import soak
 from monitoring.predictlog import iter_records
-from tests.conftest import ROOT, raw_post
+from tests.conftest import raw_post
 from tests.test_service import SEED_RECORDS, students
 from training.store import MODEL_FILE, load_model
 

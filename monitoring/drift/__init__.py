@@ -19,12 +19,12 @@ from monitoring.drift.outputs import RunFiles, link_latest, run_files
 from monitoring.drift.report import DEFAULT_DRIFT_SHARE, extract, run_report
 from monitoring.drift.state import state_entry, update_state, write_json_atomic
 from monitoring.drift.window import (
-    DEFAULT_SINCE, Window, WindowChoice, choose_window, describe_others, load_window, parse_since,
+    DEFAULT_SINCE, Engine, Window, WindowChoice, choose_window, describe_others, load_window, parse_since,
 )
 from monitoring.drift.workspace import add_to_workspace
 
 __all__ = [
-    "DEFAULT_DRIFT_SHARE", "DEFAULT_MIN_ROWS", "DEFAULT_SINCE", "PREDICTION_COLUMN", "DriftError", "RunFiles",
+    "DEFAULT_DRIFT_SHARE", "DEFAULT_MIN_ROWS", "DEFAULT_SINCE", "PREDICTION_COLUMN", "DriftError", "Engine", "RunFiles",
     "Window", "WindowChoice", "add_to_workspace", "build_parser", "choose_window", "column_types",
     "describe_others", "extract", "format_table", "link_latest", "load_window", "main", "parse_since", "prepare",
     "resolve_model", "run", "run_files", "run_report", "state_entry", "update_state", "write_json_atomic",

@@ -33,6 +33,10 @@ share in 3 of 5 draws, 500-row windows flagged single columns, 1,000-row windows
 Windows larger than --max-rows (default 200,000) are analysed through a uniform random sample of that many rows
 (--seed); the summary records the sample size, the seed and the whole window's row count.
 
+For logs beyond one machine, `--engine spark` reads the window on Spark (the scoring job's setup: --spark-master,
+--spark-conf): the log is read, filtered, counted and sampled by Spark's executors and only the sample comes back
+to Evidently here. --log may then also be a URL Spark reads (hdfs://, s3a://); see monitoring/spark_window.py.
+
 Verdict (monitoring/drift/verdict.py): `drift` when the predicted probability drifts, when one of the model's most
 important inputs drifts (permutation importance saved at training time) or when the share rule fires; `warning`
 when only other inputs drift; `ok` otherwise.
@@ -50,7 +54,7 @@ import sys
 from monitoring.drift.errors import DriftError
 from monitoring.drift.job import run
 from monitoring.drift.report import DEFAULT_DRIFT_SHARE
-from monitoring.drift.window import DEFAULT_SINCE
+from monitoring.drift.window import DEFAULT_SINCE, default_master
 from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED
 
 # Measured on the purchase models (5 windows each of training-like traffic): at 200 rows 3 of 5 windows crossed the
@@ -81,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"refuse smaller windows, whose scores are mostly noise (default {DEFAULT_MIN_ROWS})")
     parser.add_argument("--drift-share", type=float, default=DEFAULT_DRIFT_SHARE,
                         help=f"share of drifted columns that means dataset drift (default {DEFAULT_DRIFT_SHARE})")
+    parser.add_argument("--engine", choices=["local", "spark"], default="local",
+                        help="read the window in this process (local, the default) or on Spark")
+    parser.add_argument("--spark-master", default=default_master(),
+                        help="with --engine spark: local[*] (default, or $SPARK_MASTER), spark://host:7077, yarn, "
+                        "k8s://...")
+    parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --engine spark: an extra Spark setting (repeatable)")
     parser.add_argument("--workspace", help="Evidently workspace folder (default: <out>/workspace)")
     parser.add_argument("--state", help="drift state file read by the service (default: DRIFT_STATE_PATH)")
     return parser
@@ -97,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-rows must be at least --min-rows")
     if not 0 < args.drift_share <= 1:
         parser.error("--drift-share must be in (0, 1]")
+    if any("=" not in item for item in args.spark_conf):
+        parser.error("--spark-conf takes KEY=VALUE")
     try:
         _, code = run(args)
     except DriftError as exc:

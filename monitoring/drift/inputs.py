@@ -13,7 +13,7 @@ import pandas as pd
 
 from monitoring.drift.errors import DriftError
 from monitoring.drift.frames import prepare
-from monitoring.drift.window import WindowChoice, describe_others, load_window, require_log
+from monitoring.drift.window import Engine, WindowChoice, describe_others, load_window, log_source, require_log
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class ReadRequest:
     max_rows: int
     seed: int
     min_rows: int
+    engine: Engine = field(default_factory=Engine)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class DriftInputs:
     """Everything the report and the outputs need: the typed frames, and of the raw window only its description."""
 
     model: ModelCard
-    log_path: Path
+    log_path: Path | str  # a URL for the Spark engine
     out_dir: Path
     state_path: Path
     reference: pd.DataFrame
@@ -110,9 +111,9 @@ def read_inputs(request: ReadRequest) -> DriftInputs:
     from settings import get_settings
 
     settings = get_settings()
-    log_path = Path(request.log or settings.prediction_log_path)
+    log_path = log_source(request.log or settings.prediction_log_path)
     choice = request.choice
-    require_log(log_path)  # before the model store: the cheapest check first
+    require_log(log_path, request.engine)  # before the model store: the cheapest check first
     seconds: dict[str, float] = {}
     mark = time.perf_counter()
     model = resolve_model(request.model)
@@ -121,7 +122,8 @@ def read_inputs(request: ReadRequest) -> DriftInputs:
     inputs = list(model.input_schema["columns"])
     window = load_window(log_path, model.name, model.version, since=choice.since, last=choice.last,
                          columns=["ts", "model_version", *inputs, "probability"],
-                         max_rows=request.max_rows, seed=request.seed)
+                         max_rows=request.max_rows, seed=request.seed, engine=request.engine,
+                         input_schema=model.input_schema)
     if window.other_versions:
         print(f"note: {model.name}: analysing version {model.version} only; {describe_others(window)}",
               file=sys.stderr)

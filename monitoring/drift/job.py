@@ -16,7 +16,7 @@ from monitoring.drift.report import column_threshold, extract, run_report
 from monitoring.drift.state import state_entry, update_state, write_json_atomic
 from monitoring.drift.outputs import link_latest, run_files
 from monitoring.drift.verdict import exit_code, important_inputs, judge
-from monitoring.drift.window import choose_window
+from monitoring.drift.window import Engine, choose_window
 from monitoring.drift.workspace import add_to_workspace
 
 
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     started = time.perf_counter()
     choice = choose_window(args.since, args.last, args.whole_log)
     request = ReadRequest(model=args.model, log=args.log, out=args.out, state=args.state, choice=choice,
-                          max_rows=args.max_rows, seed=args.seed, min_rows=args.min_rows)
+                          max_rows=args.max_rows, seed=args.seed, min_rows=args.min_rows,
+                          engine=Engine.from_args(args))
     inputs = read_inputs(request)
     model, since = inputs.model, choice.since
     timings = dict(inputs.seconds)
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "ts": run_at.timestamp(),
         "generated_at": run_at.isoformat(),
         "log": str(inputs.log_path),
+        **request.engine.summary(),
         "lines_skipped": inputs.skipped_lines,
         "other_versions": inputs.other_versions,
         "rows": inputs.rows,

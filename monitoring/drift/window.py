@@ -2,11 +2,15 @@
 
 The drift job reads the prediction log only here, through the columnar reader every job shares
 (monitoring/logreader.py): projected to the analysed columns, filtered on model and time, sampled past --max-rows.
+With `--engine spark` the same window is read on Spark (monitoring/spark_window.py) and only the sample comes back.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from monitoring.drift.errors import DriftError
-from monitoring.logreader import DEFAULT_SEED, LogMissing, read_window
-from monitoring.segments import discover
+from monitoring.logreader import DEFAULT_SEED, LogMissing, WindowRead, read_window
+from monitoring.segments import discover, is_url
 
 DEFAULT_SINCE = "24h"  # a day of traffic: what `make drift` looks at unless told otherwise
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -95,20 +99,94 @@ class Window:
         return stamps.min().isoformat(), stamps.max().isoformat()
 
 
-def require_log(log_path: Path | str) -> None:
-    """A DriftError unless there is a log at `log_path` (one log with its rotated segments, a folder, a glob)."""
+DEFAULT_SPARK_MASTER = "local[*]"  # scoring's default too (scoring/spark_session.py)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where the window is read: in this process (`local`) or on Spark (`spark`, with its master and settings)."""
+
+    name: str = "local"
+    spark_master: str = DEFAULT_SPARK_MASTER
+    spark_conf: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Engine:
+        conf = dict(item.split("=", 1) for item in getattr(args, "spark_conf", None) or [])
+        return cls(getattr(args, "engine", "local"), getattr(args, "spark_master", None) or default_master(), conf)
+
+    def summary(self) -> dict[str, str]:
+        return {"engine": self.name, **({"spark_master": self.spark_master} if self.name == "spark" else {})}
+
+
+LOCAL = Engine()
+
+
+def default_master() -> str:
+    return os.environ.get("SPARK_MASTER", DEFAULT_SPARK_MASTER)
+
+
+def log_source(text: Path | str) -> Path | str:
+    """`--log` as given: a URL stays text (a Path would fold `hdfs://` into `hdfs:/`)."""
+    return str(text) if is_url(text) else Path(text)
+
+
+def require_log(log_path: Path | str, engine: Engine = LOCAL) -> None:
+    """A DriftError unless there is a log at `log_path` (one log with its rotated segments, a folder, a glob).
+    A URL is for the Spark engine, which lists it itself."""
+    if is_url(log_path):
+        if engine.name != "spark":
+            raise DriftError(f"--log {log_path}: a URL is read by the Spark engine only (pass --engine spark)")
+        return
     if not discover(log_path):
         raise DriftError(f"no prediction log at {log_path} (set PREDICTION_LOG_PATH or pass --log)")
+
+
+def _read_on_spark(engine: Engine, log_path: Path | str, name: str, version: str, columns: list[str],
+                   input_types: Mapping[str, str], **window) -> WindowRead:
+    try:
+        from monitoring import spark_window
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("pyspark", "py4j"):
+            raise
+        raise DriftError("--engine spark needs pyspark: pip install '.[spark]'") from None
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    try:
+        spark = spark_window.open_session(engine.spark_master, engine.spark_conf)
+    except (PySparkException, Py4JError, OSError) as exc:
+        raise DriftError(f"cannot start Spark on {engine.spark_master}: {_first_line(exc)}") from None
+    try:
+        return spark_window.read_window(spark, log_path, name, version, columns, input_types, **window)
+    except (PySparkException, Py4JError) as exc:
+        raise DriftError(f"Spark could not read the log at {log_path}: {_first_line(exc)}") from None
+    finally:
+        spark.stop()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:500]
 
 
 def load_window(
     log_path: Path | str, name: str, version: str, *, since: datetime | None = None, last: int | None = None,
     columns: list[str] | None = None, max_rows: int | None = None, seed: int = DEFAULT_SEED,
+    engine: Engine = LOCAL, input_schema: Mapping | None = None,
 ) -> Window:
     """Rows of `name`:`version` (their `columns`, all when None) from the log, in the time window; rows of other
-    versions are counted. Windows over `max_rows` are sampled (monitoring/logreader.py)."""
+    versions are counted. Windows over `max_rows` are sampled (monitoring/logreader.py). The Spark engine needs
+    `columns` and types the model's inputs from `input_schema` (the model's saved input schema)."""
+    window = {"since": since, "last": last, "max_rows": max_rows, "seed": seed}
     try:
-        read = read_window(log_path, name, version, columns, since=since, last=last, max_rows=max_rows, seed=seed)
+        if engine.name == "spark":
+            if columns is None:
+                raise DriftError("the Spark engine reads named columns only")
+            types = {c: s["type"] for c, s in (input_schema or {}).get("columns", {}).items()}
+            read = _read_on_spark(engine, log_path, name, version, columns, types, **window)
+        else:
+            read = read_window(log_path, name, version, columns, **window)
     except LogMissing:
         raise DriftError(f"no prediction log at {log_path} (set PREDICTION_LOG_PATH or pass --log)") from None
     return Window(
