@@ -22,7 +22,7 @@ from pathlib import Path
 import bentoml
 
 from monitoring.predictlog import Maintenance, PredictionLog
-from scoring import job, local
+from scoring import job, local, spark_session
 from scoring.sources import Source, open_source
 from scoring.summary import Summary
 from settings import get_settings
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--spark-master",
-        default=os.environ.get("SPARK_MASTER", "local[*]"),
+        default=spark_session.default_master(),
         help="Spark master URL: local[*] (default, or $SPARK_MASTER), spark://host:7077, yarn, k8s://...",
     )
     parser.add_argument(
@@ -106,7 +106,7 @@ def _run_engine(
             model,
             args.output,
             master=args.spark_master,
-            conf=dict(item.split("=", 1) for item in args.spark_conf),
+            conf=spark_session.parse_conf(args.spark_conf),
             chunk_rows=args.chunk_rows,
             partitions=args.spark_partitions,
             log=log,

@@ -1,6 +1,7 @@
 """The Spark session the project's Spark jobs share: the scoring job (scoring/spark.py) and the drift job's window
 reader (monitoring/spark_window.py). One place for the master URL, `--spark-conf` settings, the executors' Python
-and environment, and a quiet driver log.
+and environment, and a quiet driver log. pyspark (the `spark` extra) is imported only when a session starts, so the
+command lines take their defaults from here without it.
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pyspark.sql import SparkSession
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 DEFAULT_MASTER = "local[*]"
 LOG4J_CONFIG = Path(__file__).resolve().parent / "log4j2.properties"
@@ -27,6 +30,8 @@ def parse_conf(items: list[str]) -> dict[str, str]:
 
 def start(app_name: str, master: str, conf: dict[str, str], defaults: dict[str, str] | None = None) -> SparkSession:
     """A session on `master`; `defaults` are the job's own settings, which the user's `conf` overrides."""
+    from pyspark.sql import SparkSession
+
     # Workers otherwise start the system python, which lacks pyarrow; a cluster sets its own path beforehand.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.master(master).appName(app_name)

@@ -108,8 +108,9 @@ class StoredModel:
         return pd.read_parquet(f"{self.path}/{BOUND_FILE}")
 
 
-def load_model(tag: str) -> StoredModel:
-    """Load one model version by tag (`name`, `name:latest` or `name:version`) from the configured store."""
+def load_model(tag: str, *, estimator: bool = True) -> StoredModel:
+    """Load one model version by tag (`name`, `name:latest` or `name:version`) from the configured store; without
+    its fitted pipeline (`estimator=False`) for jobs that read only its metadata and reference sample."""
     model = bentoml.models.get(tag)
     return StoredModel(
         name=model.tag.name,
@@ -117,7 +118,7 @@ def load_model(tag: str) -> StoredModel:
         labels=dict(model.info.labels),
         metadata=dict(model.info.metadata),
         path=model.path,
-        estimator=joblib.load(model.path_of(MODEL_FILE)),
+        estimator=joblib.load(model.path_of(MODEL_FILE)) if estimator else None,
     )
 
 

@@ -25,7 +25,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from settings import DEFAULT_MODELS, get_settings
+from settings import get_settings
 from training.data import fingerprint, generate_drive_stats, generate_purchase, latest_fleet_day, load_dataset
 from training.evaluate import best_threshold, evaluate
 from training.features import build_features

@@ -1,5 +1,6 @@
-"""What the drift job compares, read from the model store and the prediction log: the model's card (its metadata
-and files, not its fitted pipeline, which the job never needs to unpickle), the window and the two typed frames."""
+"""What the drift job compares, read from the model store and the prediction log: the model (its metadata and
+reference sample, not its fitted pipeline, which the job never needs to unpickle), the window and the two typed
+frames."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -15,32 +16,8 @@ from monitoring.drift.errors import DriftError
 from monitoring.drift.frames import prepare
 from monitoring.drift.window import Engine, WindowChoice, describe_others, load_window, log_source, require_log
 
-
-@dataclass(frozen=True)
-class ModelCard:
-    """A stored model version as the drift job needs it: who it is, its metadata and where its files are."""
-
-    name: str
-    version: str
-    metadata: dict[str, Any]
-    path: str
-
-    @property
-    def tag(self) -> str:
-        return f"{self.name}:{self.version}"
-
-    @property
-    def task(self) -> str:
-        return self.metadata["task"]
-
-    @property
-    def input_schema(self) -> dict[str, Any]:
-        return self.metadata["input_schema"]
-
-    def reference(self) -> pd.DataFrame:
-        from training.store import REFERENCE_FILE
-
-        return pd.read_parquet(Path(self.path) / REFERENCE_FILE)
+if TYPE_CHECKING:
+    from training.store import StoredModel
 
 
 @dataclass(frozen=True)
@@ -62,7 +39,7 @@ class ReadRequest:
 class DriftInputs:
     """Everything the report and the outputs need: the typed frames, and of the raw window only its description."""
 
-    model: ModelCard
+    model: StoredModel
     log_path: Path | str  # a URL for the Spark engine
     out_dir: Path
     state_path: Path
@@ -79,14 +56,14 @@ class DriftInputs:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def resolve_model(tag: str) -> ModelCard:
-    """The card of a model version by tag; unknown models are a DriftError naming the models the store has."""
+def resolve_model(tag: str) -> StoredModel:
+    """The model version by tag, without its pipeline; unknown models are a DriftError naming what the store has."""
     import bentoml
 
-    import settings  # noqa: F401  (sets the do-not-track variables before bentoml is used)
+    from training.store import load_model
 
     try:
-        model = bentoml.models.get(tag)
+        return load_model(tag, estimator=False)
     except ValueError as exc:
         raise DriftError(f"invalid model tag {tag!r}: {exc}") from None
     except bentoml.exceptions.NotFound:
@@ -103,7 +80,6 @@ def resolve_model(tag: str) -> ModelCard:
         else:
             hint = "; the model store is empty (make train)"
         raise DriftError(f"unknown model {tag!r} in the model store{hint}") from None
-    return ModelCard(model.tag.name, str(model.tag.version), dict(model.info.metadata), model.path)
 
 
 def read_inputs(request: ReadRequest) -> DriftInputs:

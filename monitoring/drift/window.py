@@ -8,7 +8,6 @@ With `--engine spark` the same window is read on Spark (monitoring/spark_window.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import pandas as pd
 from monitoring.drift.errors import DriftError
 from monitoring.logreader import DEFAULT_SEED, LogMissing, WindowRead, read_window
 from monitoring.segments import discover, is_url
+from scoring import spark_session
 
 DEFAULT_SINCE = "24h"  # a day of traffic: what `make drift` looks at unless told otherwise
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -99,31 +99,25 @@ class Window:
         return stamps.min().isoformat(), stamps.max().isoformat()
 
 
-DEFAULT_SPARK_MASTER = "local[*]"  # scoring's default too (scoring/spark_session.py)
-
-
 @dataclass(frozen=True)
 class Engine:
     """Where the window is read: in this process (`local`) or on Spark (`spark`, with its master and settings)."""
 
     name: str = "local"
-    spark_master: str = DEFAULT_SPARK_MASTER
+    spark_master: str = spark_session.DEFAULT_MASTER
     spark_conf: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Engine:
-        conf = dict(item.split("=", 1) for item in getattr(args, "spark_conf", None) or [])
-        return cls(getattr(args, "engine", "local"), getattr(args, "spark_master", None) or default_master(), conf)
+        conf = spark_session.parse_conf(getattr(args, "spark_conf", None) or [])
+        master = getattr(args, "spark_master", None) or spark_session.default_master()
+        return cls(getattr(args, "engine", "local"), master, conf)
 
     def summary(self) -> dict[str, str]:
         return {"engine": self.name, **({"spark_master": self.spark_master} if self.name == "spark" else {})}
 
 
 LOCAL = Engine()
-
-
-def default_master() -> str:
-    return os.environ.get("SPARK_MASTER", DEFAULT_SPARK_MASTER)
 
 
 def log_source(text: Path | str) -> Path | str:
