@@ -1,7 +1,8 @@
 """The drift job (`python -m monitoring.drift --help`), one module per part:
 
 - `cli`: the command line and its exit codes;
-- `window`: which logged rows are analysed (the only reader of the prediction log);
+- `window`: which logged rows are analysed (the only reader of the prediction log; locally or on Spark);
+- `inputs`: the model and the window read and typed for the report;
 - `outputs`: the per-run report files and their `latest` links;
 - `frames`: the reference and current frames, typed from the model's input schema;
 - `report`: the Evidently DataDriftPreset run and the results read from its snapshot;

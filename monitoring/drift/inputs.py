@@ -83,7 +83,7 @@ def resolve_model(tag: str) -> StoredModel:
 
 
 def read_inputs(request: ReadRequest) -> DriftInputs:
-    """The model card, the window (sampled past max_rows) and the typed frames; DriftError when the job cannot run."""
+    """The model, the window (sampled past max_rows) and the typed frames; DriftError when the job cannot run."""
     from settings import get_settings
 
     settings = get_settings()

@@ -1,4 +1,4 @@
-"""The drift job: read the model's card and the window (monitoring/drift/inputs.py), run the report, write the
+"""The drift job: read the model and the window (monitoring/drift/inputs.py), run the report, write the
 outputs (HTML, JSON summary, workspace snapshot, state file) and print the table."""
 
 from __future__ import annotations
