@@ -263,6 +263,9 @@ def main() -> int:
 
     from training.store import load_model
 
+    # Run as typed on a fresh clone, as bench_scoring does: the model comes from the store, trained if it is not there.
+    subprocess.run([sys.executable, "-m", "training.train", "--if-missing", "--models", MODEL], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
     model = load_model(f"{MODEL}:latest")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.compare_sample:
