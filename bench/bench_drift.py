@@ -9,7 +9,7 @@
 The logs are written in the writer's on-disk format: compacted Parquet segments of 150,000 rows (what a 64 MiB JSONL
 segment holds) written by `monitoring.segments.write_segment`, the function the writer's compaction uses, plus a
 live JSONL segment written by `PredictionLog`. Rows are real traffic draws (`monitoring.simulate`) with the model's
-real predictions, one second apart. They are generated once and cached in bench/.cache/drift (gitignored); each
+real predictions, one second apart. They are generated once per model version and cached in bench/.cache/drift (gitignored); each
 size's folder links the first N rows' segments. Peak RSS is the job's own (`os.wait4` of the child); with the Spark
 engine the driver is that Python process plus its JVM (driver and, in local mode, executors), so the peak of the
 whole process tree is sampled too (every 0.1 s, psutil).
@@ -50,13 +50,18 @@ def _encode(model, rows: int, seed: int, start: datetime):
     return frame, proba, model.classify(proba), stamps
 
 
+def model_cache(model) -> Path:
+    """This model version's cached segments and logs: a retrained model gets its own, never another version's."""
+    return CACHE / f"{model.name}-{model.version}"
+
+
 def segment_paths(model, count: int) -> list[Path]:
     """The first `count` cached segments, generating the missing ones (vectorized, one Arrow table per segment)."""
     import pyarrow as pa
 
     from monitoring.segments import write_segment
 
-    folder = CACHE / f"{model.name}-{model.version}"
+    folder = model_cache(model)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for number in range(count):
@@ -86,7 +91,7 @@ def log_of(model, rows: int) -> Path:
     """A folder holding a log of `rows` predictions: linked segments plus a live JSONL segment."""
     from monitoring.predictlog import PredictionLog, to_lines
 
-    folder = CACHE / f"log-{rows}"
+    folder = model_cache(model) / f"log-{rows}"
     live = folder / "prediction_log.jsonl"
     if live.exists():
         return live
@@ -261,11 +266,10 @@ def main() -> int:
                         help="instead: Evidently on a whole window of ROWS rows vs its 200,000-row sample")
     args = parser.parse_args()
 
+    from bench.harness import train_if_missing
     from training.store import load_model
 
-    # Run as typed on a fresh clone, as bench_scoring does: the model comes from the store, trained if it is not there.
-    subprocess.run([sys.executable, "-m", "training.train", "--if-missing", "--models", MODEL], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    train_if_missing(MODEL)
     model = load_model(f"{MODEL}:latest")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.compare_sample:

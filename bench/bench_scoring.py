@@ -157,8 +157,9 @@ def main() -> int:
         baseline_child(*args.baseline_child)
         return 0
 
-    subprocess.run([sys.executable, "-m", "training.train", "--if-missing", "--models", args.model], cwd=ROOT,
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    from bench.harness import train_if_missing
+
+    train_if_missing(args.model)
     load_before = os.getloadavg()[0]
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-scoring-") as tmp:

@@ -15,6 +15,12 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def train_if_missing(*models: str) -> None:
+    """Train the named models unless the store has them, so a benchmark runs as typed on a fresh clone."""
+    subprocess.run([sys.executable, "-m", "training.train", "--if-missing", "--models", *models], cwd=ROOT,
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
