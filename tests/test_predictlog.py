@@ -152,8 +152,10 @@ def test_rotated_segments_are_compacted_to_parquet_by_the_writer_and_read_back_w
         p.join(timeout=120)
         assert p.exitcode == 0
     files = log_files(path)
-    assert files[-1] == path and len(files) > 3
-    assert all(f.name.endswith(".parquet") for f in files[:-1]), "every rotated segment compacted by its writer"
+    # The live file comes last, unless the very last write rotated it away (the next write would recreate it).
+    rotated = files[:-1] if files[-1] == path else files
+    assert path not in rotated and len(rotated) >= 3
+    assert all(f.name.endswith(".parquet") for f in rotated), "every rotated segment compacted by its writer"
     assert not list(tmp_path.glob(".*.tmp"))
     expected = 3 * sum(1 + b % 30 for b in range(40))
     stats: dict[str, int] = {}
