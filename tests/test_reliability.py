@@ -197,15 +197,16 @@ def test_log_failures_are_counted_and_predictions_continue(start_server, tmp_pat
 
 
 def test_short_soak_has_no_errors_and_bounded_memory(server):
-    # RSS steps up once, by about 140 MiB (measured: 597 -> 735 MiB near 7,000 requests, then flat for 20,000 more),
-    # so one short window may catch the step. A leak grows in every window: the last of six consecutive windows may
-    # not add more than 3% over the peak before it.
+    # At this load the prediction log rotates every ~18 s, and compacting the 64 MiB segment lifts RSS by up to
+    # ~100 MiB for about a second (measured every 0.25 s); the first compaction leaves ~60 MiB resident, later ones
+    # about nothing. So a window's end may fall on a compaction, but a leak raises the lowest RSS of every window:
+    # the last of six consecutive windows' floor may not add more than 3% over the highest floor before it.
     windows = [asyncio.run(soak(server.url, seconds=5, concurrency=16, pid=server.process.pid)) for _ in range(6)]
     for result in windows:
         assert result.requests > 100
         assert result.errors == 0, result.statuses
-    peaks = [w.rss_end_mb for w in windows]
-    assert peaks[-1] <= 1.03 * max(peaks[:-1]), peaks
+    floors = [w.rss_floor_mb for w in windows]
+    assert floors[-1] <= 1.03 * max(floors[:-1]), [(w.rss_floor_mb, w.rss_end_mb) for w in windows]
     print(f"soak: {windows}")
 
 
