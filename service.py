@@ -15,11 +15,12 @@ import bentoml
 from fastapi import FastAPI
 from starlette.responses import Response
 
-from serving import admin, arrow, purchase, v2
+from serving import admin, arrow, explain, purchase, v2
 from serving.auth import PredictionTokens
 from serving.bentoml_io import NOT_JSON, TOO_LARGE, AdmittedInput, BatchedInput, BatchedOutput, document, error_doc as _error, signature_once
 from serving.feedback import router as feedback_router
 from serving.errors import json_response
+from serving.explanations import Explanations
 from serving.http import Gate, Route, bulk_lane
 from serving.metrics import DriftGauges
 from serving.multimodel import V1Input, admit_v1, predict_many
@@ -75,6 +76,7 @@ def list_models() -> dict:
 models_app.include_router(admin.router)
 models_app.include_router(feedback_router)  # POST /v1/feedback
 models_app.include_router(v2.router)  # the Open Inference Protocol (KServe V2): serving/v2.py
+models_app.include_router(explain.router)  # POST /v1/explain, GET /v1/predictions/{id}/explanation: serving/explain.py
 
 
 @bentoml.asgi_app(models_app, path="/")
@@ -95,6 +97,7 @@ class PurchaseService:
     def __init__(self) -> None:
         # Models load here, not as BentoModel attributes: a missing model must be reported, not abort serving.
         self.predictor = Predictor(settings)
+        self.explanations = Explanations(self.predictor, settings)
         self.drift_gauges = DriftGauges(settings.drift_state_path)
         self.drift_gauges.start()
         self.quality_gauges = QualityGauges(settings.quality_state_path)
@@ -134,12 +137,12 @@ class PurchaseService:
     @signature_once
     async def v1_predict(self, v1: V1Input) -> Response:
         """Predict with several models at once (ensembles, A/B tests); one failing item never fails the others."""
-        result = await predict_many(v1.body, self.predictor, v1.request_id)
+        result = await predict_many(v1.body, self.predictor, v1.request_id, self.explanations)
         return json_response(200, result.model_dump(mode="json"), v1.request_id)
 
 
 PurchaseService.add_asgi_middleware(
-    PredictionTokens, tokens=settings.api_tokens, paths=("/predict", "/batch_predict", "/v1/predict")
+    PredictionTokens, tokens=settings.api_tokens, paths=("/predict", "/batch_predict", "/v1/predict", *explain.PATHS)
 )
 PurchaseService.add_asgi_middleware(
     Gate,
@@ -159,6 +162,8 @@ Predictions from scikit-learn models kept in the BentoML model store.
   Concurrent calls share one model call (adaptive batching).
 * **POST /batch_predict**: `{"records": [...]}` (up to MAX_RECORDS), predictions in input order.
 * **POST /v1/predict**: several models in one request (ensembles, A/B tests); one failing item never fails the others.
+* **POST /v1/explain**, **GET /v1/predictions/{prediction_id}/explanation**: each input's contribution to a
+  prediction (exact Shapley values), for records or for a past prediction by its id; `?format=html` draws them.
 * **GET /v1/models**: the served models, their versions, metrics, input schemas and load status.
 
 Errors: 422 names the record and the field (`loc`) or the broken rule; 413 and 415 for bodies that are too big or

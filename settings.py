@@ -107,6 +107,19 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default=[], description="API_TOKENS: comma-separated bearer tokens required by the prediction routes; unset, open."
     )
+    # Explanations (issue 25): POST /v1/explain, /v1/predict items with `explain`, GET /v1/predictions/{id}/explanation.
+    max_explain_records: int = Field(
+        default=1_000, ge=1, description="MAX_EXPLAIN_RECORDS: most records explained in one call (each costs 2^k "
+        "coalitions times the background rows of model calls)."
+    )
+    explain_background_rows: int = Field(
+        default=100, ge=1, description="EXPLAIN_BACKGROUND_ROWS: rows of the model's reference sample that stand in "
+        "for an absent input (seeded: the same record always gets the same explanation)."
+    )
+    explain_nice: int = Field(
+        default=10, ge=0, le=19, description="EXPLAIN_NICE: the explanation thread's nice value (Linux), so "
+        "explanations take the CPU that /predict leaves idle (0: the same priority as /predict)."
+    )
     # Request path (HOTPATH, issue 10).
     access_log: bool = Field(
         default=False,

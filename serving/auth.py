@@ -9,6 +9,7 @@ in a repr, a log line, a response or /metrics.
 from __future__ import annotations
 
 import hmac
+import re
 from typing import Any
 
 import orjson
@@ -48,10 +49,16 @@ class PredictionTokens:
     def __init__(self, app: Any, tokens: list[SecretStr], paths: tuple[str, ...]):
         self.app = app
         self.tokens = tokens
-        self.paths = paths
+        # A path with `{parameter}` parts (/v1/predictions/{prediction_id}/explanation) covers every value of them.
+        self.paths = frozenset(p for p in paths if "{" not in p)
+        templates = [re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(p)) for p in paths if "{" in p]
+        self.templates = re.compile("|".join(f"(?:{t})" for t in templates)) if templates else None
+
+    def covers(self, path: str) -> bool:
+        return path in self.paths or (self.templates is not None and self.templates.fullmatch(path) is not None)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if not self.tokens or scope["type"] != "http" or scope["path"] not in self.paths:
+        if not self.tokens or scope["type"] != "http" or not self.covers(scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])

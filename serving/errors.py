@@ -86,6 +86,10 @@ UNEXPECTED: dict[str, Unexpected] = {
     "/v1/predict": Unexpected("text/plain", _V1_FAILED.encode(), _V1_FAILED),
     "/v2/infer": Unexpected("application/json", orjson.dumps({"error": _FAILED}), {"error": _FAILED}),  # KServe V2
 }
+_EXPLAIN_FAILED = "Explanation failed; the error is in the server log."
+for _path in ("/v1/explain", "/v1/predictions/{prediction_id}/explanation"):  # serving/explain.py
+    UNEXPECTED[_path] = Unexpected("application/json", orjson.dumps({"detail": _EXPLAIN_FAILED}),
+                                   {"detail": _EXPLAIN_FAILED})
 
 
 def unexpected_response(endpoint: str, request_id: str | None = None) -> Response:

@@ -18,6 +18,8 @@ import pandas as pd
 from pydantic import ValidationError
 
 from serving.errors import ClientError
+from serving.explain import in_lane
+from serving.explanations import Explanations
 from serving.http import Call, bulk_lane
 from serving.predictor import Predictor
 from serving.registry import ModelEntry, ModelUnavailable
@@ -96,6 +98,10 @@ def _plan(index: int, item: ModelPredictRequest, body: V1PredictRequest, predict
                 plan.serial_numbers = model.bound[BOUND_KEY].astype(str).tolist()
         else:
             raise ValueError(f"model {item.model_name!r} has no bound dataset: send `inputs` with the item or request")
+        limit = predictor.settings.max_explain_records
+        if item.explain and len(plan.frame) > limit:
+            raise ValueError(f"predictions[{index}].explain: {len(plan.frame)} records is over the limit of {limit} "
+                             "explained records (MAX_EXPLAIN_RECORDS)")
     except ValueError as exc:
         plan.fail("BadRequest", str(exc))
     return plan
@@ -114,7 +120,7 @@ def _shared_frame(validator: RecordsValidator, inputs: list, cache: dict[int, pd
     return result
 
 
-async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPrediction:
+async def _run(plan: Planned, predictor: Predictor, request_id: str, explanations: Explanations | None) -> ModelPrediction:
     if plan.answer is not None:
         return plan.answer
     assert plan.entry is not None and plan.frame is not None
@@ -129,6 +135,15 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
         logger.exception("model %s raised", plan.entry.requested)
         plan.fail("InternalError", f"model {plan.item.model_name!r} raised {type(exc).__name__}; see the server log")
         return plan.answer  # type: ignore[return-value]
+    explained = None
+    if plan.item.explain and explanations is not None:
+        try:  # in the explanation lane, never the bulk lane (serving/explain.py)
+            explained = (await in_lane(explanations.explain, plan.entry.model, plan.frame)).records()
+        except Exception as exc:  # noqa: BLE001 - the prediction stands; the item says what failed
+            logger.exception("explaining %s failed", plan.entry.requested)
+            plan.fail("InternalError", f"explaining with model {plan.item.model_name!r} raised {type(exc).__name__}; "
+                      "see the server log")
+            return plan.answer  # type: ignore[return-value]
     return ModelPrediction(
         status="Success",
         model_name=plan.entry.name,  # the concrete model, also when the item named an alias (task@stage)
@@ -137,6 +152,7 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
         prediction_ids=scored.ids,
         serial_numbers=plan.serial_numbers,
         duration_ms=_ms(plan.started),
+        explanations=explained,
     )
 
 
@@ -157,11 +173,12 @@ def combine(spec: Ensemble, answers: list[ModelPrediction]) -> EnsemblePredictio
     return result
 
 
-async def predict_many(body: V1PredictRequest, predictor: Predictor, request_id: str) -> V1PredictResponse:
+async def predict_many(body: V1PredictRequest, predictor: Predictor, request_id: str,
+                       explanations: Explanations | None = None) -> V1PredictResponse:
     started = time.perf_counter()
     shared: dict[int, pd.DataFrame | ValueError] = {}
     plans = [_plan(i, item, body, predictor, shared) for i, item in enumerate(body.predictions)]
-    answers = list(await asyncio.gather(*(_run(plan, predictor, request_id) for plan in plans)))
+    answers = list(await asyncio.gather(*(_run(plan, predictor, request_id, explanations) for plan in plans)))
     ensemble = None
     if body.ensemble is not None:
         spec = Ensemble() if body.ensemble == "mean" else body.ensemble

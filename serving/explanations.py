@@ -1,0 +1,140 @@
+"""Explanations for the service, never HTTP: records explained by a served model, a past prediction explained by
+the exact version that answered it (loaded from the store when it is no longer served), and the explanations that
+/v1/predict items ask for. The explainer itself is training/explain; the door is serving/explain.py.
+
+Errors carry their status (serving/errors.ClientError): 404 unknown model or prediction id, 410 a version the store
+no longer holds, 422 invalid records, 503 a model that failed to load.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from threading import Lock
+from typing import Any, Literal
+
+import bentoml
+import pandas as pd
+from pydantic import ValidationError
+
+from monitoring.lookup import LoggedPrediction, find_prediction
+from serving import ids
+from serving.errors import ClientError
+from serving.explain_schemas import ExplainRequest
+from serving.predictor import Predictor, bound_inference_threads
+from serving.registry import ModelUnavailable
+from serving.validation import error_reason, fastapi_errors
+from settings import Settings
+from training.explain import Explainers, Explanation, OutputSpace
+from training.store import StoredModel, load_model
+
+logger = logging.getLogger(__name__)
+
+
+def answer(explanation: Explanation) -> dict[str, Any]:
+    return {
+        "model_name": explanation.model_name, "model_version": explanation.model_version,
+        "output": explanation.output, "method": explanation.method, "background_rows": explanation.background_rows,
+        "explanations": explanation.records(),
+    }
+
+
+class Explanations:
+    """What the explanation doors call; everything runs in the caller's thread (the door puts it in its lane)."""
+
+    def __init__(self, predictor: Predictor, settings: Settings):
+        self.predictor = predictor
+        self.settings = settings
+        self.explainers = Explainers(background_rows=settings.explain_background_rows)
+        self._stored: OrderedDict[str, StoredModel] = OrderedDict()  # versions no longer served, loaded for audits
+        self._lock = Lock()
+
+    def explain(self, model: StoredModel, frame: pd.DataFrame, output: OutputSpace = "probability") -> Explanation:
+        bound_inference_threads()  # one OpenMP thread per model call, as every model call of the service
+        return self.explainers.get(model).explain(frame, output)
+
+    def explain_records(self, body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """POST /v1/explain: parse, validate the records against the model's schema, explain; the answer and the
+        validated records (the HTML page labels its bars with them)."""
+        try:
+            request = ExplainRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise ClientError(422, fastapi_errors(exc), error_reason(exc)) from None
+        try:
+            entry = self.predictor.registry.get(request.model_name, request.model_version)
+        except ModelUnavailable as exc:
+            raise ClientError(503, str(exc), "model_unavailable") from None
+        except LookupError as exc:
+            raise ClientError(404, str(exc.args[0]), "unknown_model") from None
+        assert entry.model is not None and entry.validator is not None
+        try:
+            frame = entry.validator.records(request.records, "records")
+        except ValueError as exc:
+            try:  # field errors in FastAPI's shape, as /batch_predict answers them; a broken rule as its message
+                entry.validator.many.validate_python(request.records)
+            except ValidationError as field_errors:
+                raise ClientError(422, fastapi_errors(field_errors, ("body", "records")),
+                                  error_reason(field_errors)) from None
+            raise ClientError(422, str(exc), "rule") from None
+        return answer(self.explain(entry.model, frame, request.output)), frame.to_dict("records")
+
+    def explain_logged(self, prediction_id: str, output: OutputSpace = "probability") -> dict[str, Any]:
+        """GET /v1/predictions/{id}/explanation: the logged inputs, explained by the version that answered."""
+        canonical = ids.normalize(prediction_id)
+        if canonical is None:
+            raise ClientError(422, [{"loc": ["path", "prediction_id"], "msg": "Input should be a UUID, as the "
+                                     "prediction endpoints answer it", "type": "uuid_parsing"}], "uuid_parsing")
+        if not self.settings.prediction_log:
+            raise ClientError(404, "The prediction log is off (PREDICTION_LOG=false): no prediction can be found by id.",
+                              "log_off")
+        logged = find_prediction(self.settings.prediction_log_path, canonical)
+        if logged is None:
+            raise ClientError(404, f"No prediction {canonical} in this server's prediction log.", "unknown_prediction")
+        model, served = self._version(logged)
+        columns = list(model.input_schema["columns"])
+        try:
+            frame = _typed_frame(logged.inputs(columns), model.input_schema)
+        except (ValueError, TypeError) as exc:
+            raise ClientError(422, f"Prediction {canonical} cannot be explained: {exc}.", "unusable_log_line") from None
+        explanation = self.explain(model, frame, output)
+        return {
+            "prediction_id": canonical, "model_name": model.name, "model_version": model.version,
+            "served_now": served, "ts": logged.ts.isoformat() if logged.ts else None, "endpoint": logged.endpoint,
+            "probability": logged.probability, "inputs": {c: logged.fields[c] for c in columns},
+            "output": output, "method": explanation.method, "background_rows": explanation.background_rows,
+            **explanation.record(0),
+        }
+
+    def _version(self, logged: LoggedPrediction) -> tuple[StoredModel, bool]:
+        """The exact version that answered: the served one when it still is, else loaded from the store."""
+        for entry in self.predictor.registry.entries:
+            if entry.model is not None and entry.model.name == logged.model_name \
+                    and entry.model.version == logged.model_version:
+                return entry.model, True
+        tag = f"{logged.model_name}:{logged.model_version}"
+        with self._lock:
+            if tag in self._stored:
+                self._stored.move_to_end(tag)
+                return self._stored[tag], False
+        try:
+            model = load_model(tag)
+        except bentoml.exceptions.NotFound:
+            raise ClientError(410, f"Prediction {logged.prediction_id} was made by {tag}, which is no longer in the "
+                                   "model store: it cannot be explained by the model that made it.", "version_gone") from None
+        with self._lock:
+            self._stored[tag] = model
+            while len(self._stored) > 4:
+                self._stored.popitem(last=False)
+        return model, False
+
+
+_DTYPES = {"integer": "int64", "number": "float64", "string": object}
+
+
+def _typed_frame(values: dict[str, Any], schema: dict[str, Any]) -> pd.DataFrame:
+    """One logged record as the model's input frame, each column of its schema's type (JSON has no int/float tag
+    the log could keep: a whole float logged as 12.0 is the integer 12 again)."""
+    frame = pd.DataFrame([values])
+    for column, spec in schema["columns"].items():
+        frame[column] = frame[column].astype(_DTYPES[spec["type"]])
+    return frame

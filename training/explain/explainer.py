@@ -1,0 +1,142 @@
+"""Per-input contributions of one stored model version: the exact Shapley values (training/explain/shapley.py) of
+its raw inputs (the seed fields, not the encoded columns), against a background sample of its own reference.
+
+    from training.explain import Explainer
+    explanation = Explainer(model).explain(frame)          # frame: validated raw inputs
+    explanation.base_value + explanation.contributions.sum(axis=1) == explanation.values   # to 1e-12
+
+The output explained is the model's probability of the positive class (the number every endpoint answers), or its
+log-odds (`output="log_odds"`, the scale on which the trees and the linear model add up their parts).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from threading import Lock
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from training.explain.shapley import shapley_values
+from training.features import build_features
+from training.store import StoredModel
+
+OutputSpace = Literal["probability", "log_odds"]
+OUTPUTS: tuple[OutputSpace, ...] = ("probability", "log_odds")
+BACKGROUND_ROWS = 100
+BACKGROUND_SEED = 0
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Contributions of each input to each record's output: base_value + contributions.sum(axis=1) == values."""
+
+    model_name: str
+    model_version: str
+    inputs: list[str]
+    contributions: np.ndarray  # (records, inputs)
+    values: np.ndarray  # (records,): the model's output on each record, in `output` space
+    base_value: float  # the mean output on the background sample
+    output: OutputSpace
+    background_rows: int
+
+    @property
+    def method(self) -> str:
+        k = len(self.inputs)
+        return (f"exact Shapley values: all {2**k} coalitions of the model's {k} inputs; an input outside a coalition "
+                f"takes the values of {self.background_rows} rows of the model's reference sample (interventional)")
+
+    def record(self, index: int) -> dict[str, Any]:
+        """One record's answer: its output, and each input's contribution, largest magnitude first."""
+        row = self.contributions[index]
+        order = np.argsort(-np.abs(row), kind="stable")
+        return {
+            "value": float(self.values[index]),
+            "base_value": self.base_value,
+            "contributions": {self.inputs[i]: float(row[i]) for i in order},
+        }
+
+    def records(self) -> list[dict[str, Any]]:
+        return [self.record(i) for i in range(len(self.values))]
+
+    def mean_absolute(self) -> dict[str, float]:
+        """The global view: each input's mean absolute contribution over the records."""
+        means = np.abs(self.contributions).mean(axis=0) if len(self.values) else np.zeros(len(self.inputs))
+        return {name: float(value) for name, value in zip(self.inputs, means)}
+
+
+def model_output(model: StoredModel, output: OutputSpace):
+    """The function explained: raw input rows -> probability of the positive class, or its log-odds."""
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    estimator, task = model.estimator, model.task
+    if estimator is None:
+        raise ValueError(f"{model.tag} was loaded without its pipeline; it cannot be explained")
+
+    def probability(raw: pd.DataFrame) -> np.ndarray:
+        return estimator.predict_proba(build_features(task, raw))[:, 1]
+
+    def log_odds(raw: pd.DataFrame) -> np.ndarray:
+        features = build_features(task, raw)
+        if hasattr(estimator, "decision_function"):  # both served model families: the exact raw score
+            return np.asarray(estimator.decision_function(features), dtype=np.float64).reshape(-1)
+        p = np.clip(estimator.predict_proba(features)[:, 1], 1e-15, 1 - 1e-15)
+        return np.log(p) - np.log1p(-p)
+
+    return probability if output == "probability" else log_odds
+
+
+class Explainer:
+    """Explains one model version; holds its background sample, drawn once from its reference sample (seeded, so
+    the same record gets the same explanation today and in an audit months later)."""
+
+    def __init__(self, model: StoredModel, background_rows: int = BACKGROUND_ROWS, seed: int = BACKGROUND_SEED):
+        self.model = model
+        self.inputs = list(model.input_schema["columns"])
+        reference = model.reference()
+        missing = [c for c in self.inputs if c not in reference.columns]
+        if missing:
+            raise ValueError(f"{model.tag}: the reference sample lacks input(s) {', '.join(missing)}")
+        rows = min(background_rows, len(reference))
+        self.background = reference[self.inputs].sample(n=rows, random_state=seed).reset_index(drop=True)
+        self._outputs = {space: model_output(model, space) for space in OUTPUTS}
+
+    def explain(self, frame: pd.DataFrame, output: OutputSpace = "probability") -> Explanation:
+        """Contributions for validated raw input rows (columns: the model's inputs)."""
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        records = frame[self.inputs].reset_index(drop=True)
+        if records.empty:
+            contributions, base = np.empty((0, len(self.inputs))), float(self._outputs[output](self.background).mean())
+            return Explanation(self.model.name, self.model.version, self.inputs, contributions, np.empty(0), base,
+                               output, len(self.background))
+        contributions, values = shapley_values(self._outputs[output], records, self.background)
+        return Explanation(
+            model_name=self.model.name, model_version=self.model.version, inputs=self.inputs,
+            contributions=contributions, values=values[:, -1], base_value=float(values[0, 0]), output=output,
+            background_rows=len(self.background),
+        )
+
+
+class Explainers:
+    """Explainers by model tag, the most recently used few kept (a background sample and a pipeline each)."""
+
+    def __init__(self, size: int = 8, background_rows: int = BACKGROUND_ROWS):
+        self.size, self.background_rows = size, background_rows
+        self._cache: OrderedDict[str, Explainer] = OrderedDict()
+        self._lock = Lock()
+
+    def get(self, model: StoredModel) -> Explainer:
+        with self._lock:
+            explainer = self._cache.get(model.tag)
+            if explainer is not None:
+                self._cache.move_to_end(model.tag)
+                return explainer
+        explainer = Explainer(model, self.background_rows)  # outside the lock: it reads the reference sample
+        with self._lock:
+            self._cache[model.tag] = explainer
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        return explainer
