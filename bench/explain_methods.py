@@ -7,10 +7,11 @@
   rate, minutes per day, minutes per exam) is split evenly between them.
 
 For each: CPU time per record (one OpenMP thread, as serving), additivity (base + contributions - model output), and
-the distance to the exact values. Then the exact method's own error from the background's size: B rows against
-the whole reference sample (5,000 rows) as the truth.
+the distance to the exact values. Then the exact method's own error from the background's size and how it is drawn (a seeded random sample, or
+the rows at evenly spaced quantiles of the reference's predictions): B rows against the whole reference sample
+(5,000 rows) as the truth.
 
-    BENTOML_HOME=<a trained store> .venv/bin/python bench/explain_methods.py [--records 200] [--out bench/results]
+    BENTOML_HOME=<a trained store> .venv/bin/python -m bench.explain_methods [--records 200] [--out bench/results]
 
 Needs shap (the dev extra).
 """
@@ -27,12 +28,10 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.harness import train_if_missing  # noqa: E402
-from training.explain import Explainer  # noqa: E402
-from training.features import build_features  # noqa: E402
-from training.store import load_model  # noqa: E402
+from bench.harness import train_if_missing
+from training.explain.explainer import Explainer
+from training.features import build_features
+from training.store import load_model
 
 
 def cpu_seconds() -> float:
@@ -117,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         truth_records = records.head(args.truth_records)
         truth = Explainer(model, background_rows=len(model.reference())).explain(truth_records)
         errors = {}
-        for rows in (25, 50, 100, 200):
+        for rows, how in [(r, h) for r in (25, 50, 100, 200) for h in ("random", "quantiles")]:
             mark = cpu_seconds()
-            estimate = Explainer(model, background_rows=rows).explain(truth_records)
+            estimate = Explainer(model, background_rows=rows, how=how).explain(truth_records)
             seconds = cpu_seconds() - mark
-            errors[rows] = {
+            errors[f"{rows} {how}"] = {
                 "max_abs_error": float(np.abs(estimate.contributions - truth.contributions).max()),
                 "mean_abs_error": float(np.abs(estimate.contributions - truth.contributions).mean()),
                 "base_value_error": abs(estimate.base_value - truth.base_value),

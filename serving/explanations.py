@@ -25,7 +25,7 @@ from serving.predictor import Predictor, bound_inference_threads
 from serving.registry import ModelUnavailable
 from serving.validation import error_reason, fastapi_errors
 from settings import Settings
-from training.explain import Explainers, Explanation, OutputSpace
+from training.explain.explainer import Explainers, Explanation, OutputSpace
 from training.store import StoredModel, load_model
 
 logger = logging.getLogger(__name__)
@@ -112,15 +112,16 @@ class Explanations:
                     and entry.model.version == logged.model_version:
                 return entry.model, True
         tag = f"{logged.model_name}:{logged.model_version}"
+        try:
+            bentoml.models.get(tag)  # every time, even when loaded before: a version deleted since is gone (410)
+        except bentoml.exceptions.NotFound:
+            raise ClientError(410, f"Prediction {logged.prediction_id} was made by {tag}, which is no longer in the "
+                                   "model store: it cannot be explained by the model that made it.", "version_gone") from None
         with self._lock:
             if tag in self._stored:
                 self._stored.move_to_end(tag)
                 return self._stored[tag], False
-        try:
-            model = load_model(tag)
-        except bentoml.exceptions.NotFound:
-            raise ClientError(410, f"Prediction {logged.prediction_id} was made by {tag}, which is no longer in the "
-                                   "model store: it cannot be explained by the model that made it.", "version_gone") from None
+        model = load_model(tag)
         with self._lock:
             self._stored[tag] = model
             while len(self._stored) > 4:

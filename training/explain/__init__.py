@@ -3,10 +3,6 @@
 - `shapley`: the enumeration of coalitions and the Shapley weights, for any function of a few inputs;
 - `explainer`: one stored model version explained against its own reference sample;
 - `chart`: the contributions drawn as SVG bar charts (one prediction; reference against a window).
+
+Nothing is imported here: `chart` stays free of the model store (and BentoML's import) for the drift report.
 """
-
-from training.explain.explainer import (
-    BACKGROUND_ROWS, OUTPUTS, Explainer, Explainers, Explanation, OutputSpace, model_output,
-)
-
-__all__ = ["BACKGROUND_ROWS", "OUTPUTS", "Explainer", "Explainers", "Explanation", "OutputSpace", "model_output"]

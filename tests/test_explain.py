@@ -1,0 +1,153 @@
+"""Explanations of the stored models (training/explain): additivity, direction, agreement with shap, and the
+Shapley arithmetic itself against the definition. The doors are in tests/test_explain_server.py (a real server)
+and tests/fast/test_explain_fast.py (in process)."""
+
+from __future__ import annotations
+
+from itertools import combinations
+from math import factorial
+
+import numpy as np
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_limits
+
+from training.explain.explainer import Explainer, background_sample
+from training.explain.shapley import coalitions, shapley_values
+from training.store import load_model
+from training.train import INCREASING
+
+MODELS = ["purchase_gbm", "purchase_lr", "drive_stats_a", "drive_stats_b"]
+
+
+@pytest.fixture(scope="module")
+def explainers(trained_store):
+    return {name: Explainer(load_model(name)) for name in MODELS}
+
+
+def rows_of(explainer: Explainer, count: int) -> pd.DataFrame:
+    return explainer.model.reference()[explainer.inputs].tail(count).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("output", ["probability", "log_odds"])
+def test_contributions_add_up_to_the_model_output(explainers, name, output):
+    explainer = explainers[name]
+    records = rows_of(explainer, 12)
+    with threadpool_limits(1, user_api="openmp"):
+        explanation = explainer.explain(records, output)
+    assert explanation.inputs == list(explainer.model.input_schema["columns"]), "the raw inputs, not encoded columns"
+    assert explanation.contributions.shape == (12, len(explanation.inputs))
+    total = explanation.base_value + explanation.contributions.sum(axis=1)
+    assert np.abs(total - explanation.values).max() < 1e-6
+    # `values` is the model's own output on the record, in the stated space.
+    proba = explainer.model.predict_proba(records)
+    if output == "probability":
+        assert np.abs(explanation.values - proba).max() < 1e-12
+    else:
+        assert np.abs(1 / (1 + np.exp(-explanation.values)) - proba).max() < 1e-9
+    # The base value is the mean output on the background: the same for every record.
+    expected_base = explainer._outputs[output](explainer.background).mean()
+    assert explanation.base_value == pytest.approx(expected_base, abs=1e-12)
+
+
+def test_more_minutes_watched_never_lowers_its_contribution(explainers):
+    """purchase_gbm is held increasing in both features made from minutes_watched (training/train.py), so the
+    Shapley value of minutes_watched, an average of increasing differences, never decreases as it grows."""
+    assert {"log_minutes_watched", "log_minutes_per_day"} == set(INCREASING["purchase"])
+    explainer = explainers["purchase_gbm"]
+    column = explainer.inputs.index("minutes_watched")
+    grid = np.array([0.0, 5, 20, 60, 120, 250, 500, 1_000, 2_000, 5_000, 20_000])
+    students = rows_of(explainer, 6)
+    for _, student in students.iterrows():
+        records = pd.DataFrame([student] * len(grid)).reset_index(drop=True)
+        records["minutes_watched"] = grid
+        records = records.astype(students.dtypes.to_dict())
+        for output in ("probability", "log_odds"):
+            contributions = explainer.explain(records, output).contributions[:, column]
+            steps = np.diff(contributions)
+            assert (steps >= -1e-12).all(), (output, student.to_dict(), contributions)
+        assert contributions[-1] > contributions[0], "it also moves: the test can fail"
+
+
+def brute_force(output, record: pd.DataFrame, background: pd.DataFrame) -> np.ndarray:
+    """The textbook formula, one coalition at a time (no shared rows, no matrix)."""
+    k = record.shape[1]
+    columns = list(record.columns)
+
+    def value(coalition: tuple[int, ...]) -> float:
+        hybrid = background.copy()
+        for i in coalition:
+            hybrid[columns[i]] = record.iloc[0, i]
+        return float(np.mean(output(hybrid)))
+
+    phi = np.zeros(k)
+    for i in range(k):
+        others = [j for j in range(k) if j != i]
+        for size in range(k):
+            for subset in combinations(others, size):
+                weight = factorial(size) * factorial(k - size - 1) / factorial(k)
+                phi[i] += weight * (value(tuple(sorted((*subset, i)))) - value(subset))
+    return phi
+
+
+def test_the_enumeration_matches_the_shapley_formula_with_shared_values():
+    """A function with interactions, and background rows that share values with the record (the rows the
+    enumeration scores once and reuses)."""
+    def output(frame: pd.DataFrame) -> np.ndarray:
+        a, b, c = (frame[x].to_numpy(dtype=float) for x in "abc")
+        bonus = (frame["d"].to_numpy() == "x").astype(float)
+        return a * b + np.sin(c) * bonus + a**2 - 3 * c * bonus
+
+    record = pd.DataFrame({"a": [1.0], "b": [2], "c": [0.5], "d": ["x"]})
+    background = pd.DataFrame({"a": [1.0, 0.0, 3.0, 1.0], "b": [2, 5, 2, 0], "c": [0.5, 0.5, -1.0, 2.0],
+                               "d": ["x", "y", "x", "y"]})
+    phi, values = shapley_values(output, record, background, chunk_rows=8)  # chunks of one record
+    assert np.allclose(phi[0], brute_force(output, record, background), atol=1e-12)
+    assert values[0, 0] == pytest.approx(output(background).mean()) and values[0, -1] == pytest.approx(output(record)[0])
+    assert coalitions(4).shape == (16, 4) and not coalitions(4)[0].any() and coalitions(4)[-1].all()
+    many = pd.concat([record, record.assign(a=4.0, d="y")], ignore_index=True)
+    batched, _ = shapley_values(output, many, background, chunk_rows=8)
+    assert np.allclose(batched[0], phi[0]) and np.allclose(batched[1], brute_force(output, many.iloc[[1]], background))
+
+
+def test_agrees_with_shaps_exact_explainer_on_a_fixture(explainers):
+    """shap's own exact explainer, with an independent masker over the same background, plays the same game: the
+    values must agree to rounding. The country goes to shap as an integer code (its maskers take numbers)."""
+    shap = pytest.importorskip("shap", reason="shap is in the dev extra (pip install -e '.[dev]')")
+    explainer = explainers["purchase_gbm"]
+    records = rows_of(explainer, 5)
+    background = explainer.background
+    countries = sorted(set(background["student_country"]) | set(records["student_country"]))
+    dtypes = background.dtypes.to_dict()
+
+    def to_numbers(frame: pd.DataFrame) -> np.ndarray:
+        out = frame.copy()
+        out["student_country"] = out["student_country"].map(countries.index)
+        return out.to_numpy(dtype=np.float64)
+
+    def model(matrix: np.ndarray) -> np.ndarray:
+        frame = pd.DataFrame(matrix, columns=explainer.inputs)
+        frame["student_country"] = [countries[int(code)] for code in frame["student_country"]]
+        return explainer._outputs["log_odds"](frame.astype(dtypes))
+
+    masker = shap.maskers.Independent(to_numbers(background), max_samples=len(background))
+    theirs = shap.explainers.Exact(model, masker)(to_numbers(records))
+    ours = explainer.explain(records, "log_odds")
+    assert np.abs(theirs.values - ours.contributions).max() < 1e-9
+    assert np.abs(np.asarray(theirs.base_values) - ours.base_value).max() < 1e-9
+
+
+def test_the_background_spans_the_models_answers(explainers):
+    model = explainers["purchase_gbm"].model
+    reference = model.reference()
+    background = background_sample(reference, explainers["purchase_gbm"].inputs, 100)
+    assert len(background) == 100 and list(background.columns) == explainers["purchase_gbm"].inputs
+    predictions = model.predict_proba(background)
+    assert predictions.min() == pytest.approx(reference["prediction"].min())
+    assert predictions.max() == pytest.approx(reference["prediction"].max())
+    again = background_sample(reference, explainers["purchase_gbm"].inputs, 100)
+    assert again.equals(background), "the same background every time: an audit months later gets the same answer"
+    seeded = background_sample(reference.drop(columns="prediction"), explainers["purchase_gbm"].inputs, 100)
+    assert len(seeded) == 100 and seeded.equals(background_sample(reference.drop(columns="prediction"),
+                                                                  explainers["purchase_gbm"].inputs, 100))
