@@ -69,7 +69,7 @@ def render_attribution(attribution: dict[str, Any] | None) -> str:
         'padding:16px 24px;border-bottom:1px solid #ddd">'
         '<h2 style="font-size:18px;margin:0 0 6px">What the model relies on: mean absolute contribution per input</h2>'
         f'<p style="margin:0 0 8px;color:#555">To the predicted {escape(attribution["output"])}, on '
-        f'{rows["reference"]} reference rows and {rows["window"]} window rows. {escape(attribution["method"])}.</p>'
+        f'{rows["reference"]} reference rows and {rows["window"]} window rows. Method: {escape(attribution["method"])}.</p>'
         f"{chart}</section>"
     )
 

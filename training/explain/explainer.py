@@ -96,7 +96,7 @@ def background_sample(reference: pd.DataFrame, inputs: list[str], rows: int, see
     `quantiles` (the default): the rows at evenly spaced quantiles of the reference's stored predicted probability,
     so the background spans the model's whole range of answers. Measured on purchase_gbm against the whole
     5,000-row reference as the truth (bench/explain_methods.py): at 100 rows the base value is off by 0.001 and a
-    contribution by 0.005 on average (0.013 at most), where a seeded random sample of 100 rows was off by 0.04 and
+    contribution by 0.005 on average (0.015 at most), where a seeded random sample of 100 rows was off by 0.04 and
     0.009 (0.042), and one of 200 rows by 0.02 and 0.005. `random`: a seeded uniform sample (the fallback for a
     reference without predictions). Either way the same record gets the same explanation in an audit months later."""
     rows = min(rows, len(reference))
