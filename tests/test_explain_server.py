@@ -15,7 +15,7 @@ import pytest
 from bench.bench_lifecycle import private_store
 from bench.harness import Server
 from tests.conftest import run_cli
-from tests.test_drift import CHROMEDRIVER, CHROMIUM
+from tests.test_drift import browser  # noqa: F401 - the drift tests' headless chromium (a fixture)
 from training.data import generate_purchase
 from training.schema import PURCHASE
 
@@ -139,22 +139,6 @@ def test_predict_items_can_ask_for_explanations_within_the_limit(xserver):
     for value, explained in zip(item["prediction"], item["explanations"], strict=True):
         assert abs(explained["value"] - value) < 1e-12
         assert abs(explained["base_value"] + sum(explained["contributions"].values()) - value) < 1e-6
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    for path in (CHROMIUM, CHROMEDRIVER):
-        assert Path(path).exists(), f"{path} missing: apt-get install -y chromium chromium-driver (.ci/run does)"
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1100,800"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 BARS_JS = """
