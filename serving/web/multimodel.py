@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from serving.errors import ClientError
-from serving.explain import in_lane
-from serving.explanations import Explanations
-from serving.http import Call, bulk_lane
-from serving.predictor import Predictor
-from serving.registry import ModelEntry, ModelUnavailable
-from serving.schemas import Ensemble, EnsemblePrediction, ModelPrediction, ModelPredictRequest, V1PredictRequest, V1PredictResponse
-from serving.validation import RecordsValidator, error_reason, fastapi_errors
+from serving.web.errors import ClientError
+from serving.web.explain import in_lane
+from serving.core.explanations import Explanations
+from serving.web.gate import Call, bulk_lane
+from serving.core.predictor import Predictor
+from serving.core.registry import ModelEntry, ModelUnavailable
+from serving.web.schemas import Ensemble, EnsemblePrediction, ModelPrediction, ModelPredictRequest, V1PredictRequest, V1PredictResponse
+from serving.codecs.records import RecordsValidator, error_reason, fastapi_errors
 
 logger = logging.getLogger(__name__)
 ENDPOINT = "/v1/predict"
@@ -137,7 +137,7 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str, explanation
         return plan.answer  # type: ignore[return-value]
     explained = None
     if plan.item.explain and explanations is not None:
-        try:  # in the explanation lane, never the bulk lane (serving/explain.py)
+        try:  # in the explanation lane, never the bulk lane (serving/web/explain.py)
             explained = (await in_lane(explanations.explain, plan.entry.model, plan.frame)).records()
         except Exception as exc:  # noqa: BLE001 - the prediction stands; the item says what failed
             logger.exception("explaining %s failed", plan.entry.requested)

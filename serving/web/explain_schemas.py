@@ -1,4 +1,4 @@
-"""Payloads of the explanation doors (serving/explain.py) and of the `explain` option of /v1/predict items."""
+"""Payloads of the explanation doors (serving/web/explain.py) and of the `explain` option of /v1/predict items."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.registry import MODEL_PATTERN, NAME_PATTERN
+from serving.core.registry import MODEL_PATTERN, NAME_PATTERN
 from settings import get_settings
 
 _settings = get_settings()

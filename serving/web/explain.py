@@ -1,11 +1,11 @@
-"""The explanation doors: thin routes over serving/explanations.py, in the mounted FastAPI app.
+"""The explanation doors: thin routes over serving/core/explanations.py, in the mounted FastAPI app.
 
     POST /v1/explain                                     {"model_name", "model_version"?, "records", "output"?}
     GET  /v1/predictions/{prediction_id}/explanation     ?output=probability|log_odds
     both: ?format=html for a page with one contribution bar chart per record
 
-Policy: the prediction routes' token scope (API_TOKENS, serving/auth.py); JSON bodies up to MAX_BODY_BYTES (413,
-415 otherwise) and MAX_EXPLAIN_RECORDS records (422); errors in the `{"detail": ...}` shape (serving/errors.py);
+Policy: the prediction routes' token scope (API_TOKENS, serving/web/auth.py); JSON bodies up to MAX_BODY_BYTES (413,
+415 otherwise) and MAX_EXPLAIN_RECORDS records (422); errors in the `{"detail": ...}` shape (serving/web/errors.py);
 and a lane of their own: every explanation runs on one dedicated thread, niced to EXPLAIN_NICE, so explanation
 traffic never takes /predict's thread or the bulk lane, and gets only the CPU they leave.
 """
@@ -24,10 +24,14 @@ import bentoml
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, Response
 
-from serving.errors import ClientError, error_response, json_response, request_id_of, unexpected_response
-from serving.explain_page import prediction_page, records_page
-from serving.explain_schemas import OUTPUT_DOC, ExplainRequest, ExplainResponse, PredictionExplanation
-from serving.http import JSON, read_body
+from pydantic import ValidationError
+
+from serving.codecs.explain_html import prediction_page, records_page
+from serving.codecs.records import error_reason, fastapi_errors
+from serving.core.explanations import ExplainError
+from serving.web.errors import ClientError, error_response, json_response, request_id_of, unexpected_response
+from serving.web.explain_schemas import OUTPUT_DOC, ExplainRequest, ExplainResponse, PredictionExplanation
+from serving.web.gate import JSON, read_body
 from settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -67,6 +71,23 @@ def _explanations():
     return bentoml.get_current_service().explanations
 
 
+def _records(body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """POST /v1/explain's body, parsed, then explained by the core (in the lane: both cost CPU)."""
+    try:
+        request = ExplainRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise ClientError(422, fastapi_errors(exc), error_reason(exc)) from None
+    return _core(_explanations().explain_records, request.model_name, request.model_version, request.records,
+                 request.output)
+
+
+def _core(function, *args: Any) -> Any:
+    try:
+        return function(*args)
+    except ExplainError as exc:
+        raise ClientError(exc.status, exc.detail, exc.reason) from None
+
+
 router = APIRouter(tags=["Explanations"])
 _ERRORS = {
     404: {"description": "Unknown model or version (POST), or no prediction with this id in the log (GET)."},
@@ -86,7 +107,7 @@ async def explain(request: Request, format: Format = Query("json", description=F
     request_id = request_id_of(request.headers)
     try:
         body = await read_body(request.receive, request.headers, (JSON,), _settings.max_body_bytes)
-        result, records = await in_lane(_explanations().explain_records, body)
+        result, records = await in_lane(_records, body)
     except ClientError as exc:
         return error_response(exc, ENDPOINT, request_id)
     except Exception:  # noqa: BLE001 - the documented 500, never a traceback
@@ -105,7 +126,7 @@ async def explain_prediction(
     """A past prediction explained from its logged inputs, by the exact model version that made it."""
     request_id = request_id_of(request.headers)
     try:
-        result = await in_lane(_explanations().explain_logged, prediction_id, output)
+        result = await in_lane(_core, _explanations().explain_logged, prediction_id, output)
     except ClientError as exc:
         return error_response(exc, BY_ID, request_id)
     except Exception:  # noqa: BLE001

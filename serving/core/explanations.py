@@ -1,9 +1,10 @@
 """Explanations for the service, never HTTP: records explained by a served model, a past prediction explained by
 the exact version that answered it (loaded from the store when it is no longer served), and the explanations that
-/v1/predict items ask for. The explainer itself is training/explain; the door is serving/explain.py.
+/v1/predict items ask for. The explainer itself is training/explain; the door is serving/web/explain.py.
 
-Errors carry their status (serving/errors.ClientError): 404 unknown model or prediction id, 410 a version the store
-no longer holds, 422 invalid records, 503 a model that failed to load.
+Errors are `ExplainError`s carrying the status the door answers them with (MLServer's pattern): 404 unknown model
+or prediction id, 410 a version the store no longer holds, 422 invalid records or id, 503 a model that failed to
+load.
 """
 
 from __future__ import annotations
@@ -18,17 +19,23 @@ import pandas as pd
 from pydantic import ValidationError
 
 from monitoring.lookup import LoggedPrediction, find_prediction
-from serving import ids
-from serving.errors import ClientError
-from serving.explain_schemas import ExplainRequest
-from serving.predictor import Predictor, bound_inference_threads
-from serving.registry import ModelUnavailable
-from serving.validation import error_reason, fastapi_errors
+from serving.codecs.records import error_reason, fastapi_errors
+from serving.core import ids
+from serving.core.predictor import Predictor, bound_inference_threads
+from serving.core.registry import ModelUnavailable
 from settings import Settings
 from training.explain.explainer import Explainers, Explanation, OutputSpace
 from training.store import StoredModel, load_model
 
 logger = logging.getLogger(__name__)
+
+
+class ExplainError(Exception):
+    """Why an explanation cannot be given: `detail` (a message, or FastAPI-shaped field errors) and a status."""
+
+    def __init__(self, status: int, detail: Any, reason: str):
+        super().__init__(detail if isinstance(detail, str) else reason)
+        self.status, self.detail, self.reason = status, detail, reason
 
 
 def answer(explanation: Explanation) -> dict[str, Any]:
@@ -53,49 +60,46 @@ class Explanations:
         bound_inference_threads()  # one OpenMP thread per model call, as every model call of the service
         return self.explainers.get(model).explain(frame, output)
 
-    def explain_records(self, body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """POST /v1/explain: parse, validate the records against the model's schema, explain; the answer and the
+    def explain_records(self, model_name: str, model_version: str | None, records: list[dict[str, Any]],
+                        output: OutputSpace = "probability") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """POST /v1/explain: the records validated against the served model's schema, explained; the answer and the
         validated records (the HTML page labels its bars with them)."""
         try:
-            request = ExplainRequest.model_validate_json(body)
-        except ValidationError as exc:
-            raise ClientError(422, fastapi_errors(exc), error_reason(exc)) from None
-        try:
-            entry = self.predictor.registry.get(request.model_name, request.model_version)
+            entry = self.predictor.registry.get(model_name, model_version)
         except ModelUnavailable as exc:
-            raise ClientError(503, str(exc), "model_unavailable") from None
+            raise ExplainError(503, str(exc), "model_unavailable") from None
         except LookupError as exc:
-            raise ClientError(404, str(exc.args[0]), "unknown_model") from None
+            raise ExplainError(404, str(exc.args[0]), "unknown_model") from None
         assert entry.model is not None and entry.validator is not None
         try:
-            frame = entry.validator.records(request.records, "records")
+            frame = entry.validator.records(records, "records")
         except ValueError as exc:
             try:  # field errors in FastAPI's shape, as /batch_predict answers them; a broken rule as its message
-                entry.validator.many.validate_python(request.records)
+                entry.validator.many.validate_python(records)
             except ValidationError as field_errors:
-                raise ClientError(422, fastapi_errors(field_errors, ("body", "records")),
+                raise ExplainError(422, fastapi_errors(field_errors, ("body", "records")),
                                   error_reason(field_errors)) from None
-            raise ClientError(422, str(exc), "rule") from None
-        return answer(self.explain(entry.model, frame, request.output)), frame.to_dict("records")
+            raise ExplainError(422, str(exc), "rule") from None
+        return answer(self.explain(entry.model, frame, output)), frame.to_dict("records")
 
     def explain_logged(self, prediction_id: str, output: OutputSpace = "probability") -> dict[str, Any]:
         """GET /v1/predictions/{id}/explanation: the logged inputs, explained by the version that answered."""
         canonical = ids.normalize(prediction_id)
         if canonical is None:
-            raise ClientError(422, [{"loc": ["path", "prediction_id"], "msg": "Input should be a UUID, as the "
+            raise ExplainError(422, [{"loc": ["path", "prediction_id"], "msg": "Input should be a UUID, as the "
                                      "prediction endpoints answer it", "type": "uuid_parsing"}], "uuid_parsing")
         if not self.settings.prediction_log:
-            raise ClientError(404, "The prediction log is off (PREDICTION_LOG=false): no prediction can be found by id.",
+            raise ExplainError(404, "The prediction log is off (PREDICTION_LOG=false): no prediction can be found by id.",
                               "log_off")
         logged = find_prediction(self.settings.prediction_log_path, canonical)
         if logged is None:
-            raise ClientError(404, f"No prediction {canonical} in this server's prediction log.", "unknown_prediction")
+            raise ExplainError(404, f"No prediction {canonical} in this server's prediction log.", "unknown_prediction")
         model, served = self._version(logged)
         columns = list(model.input_schema["columns"])
         try:
             frame = _typed_frame(logged.inputs(columns), model.input_schema)
         except (ValueError, TypeError) as exc:
-            raise ClientError(422, f"Prediction {canonical} cannot be explained: {exc}.", "unusable_log_line") from None
+            raise ExplainError(422, f"Prediction {canonical} cannot be explained: {exc}.", "unusable_log_line") from None
         explanation = self.explain(model, frame, output)
         return {
             "prediction_id": canonical, "model_name": model.name, "model_version": model.version,
@@ -115,7 +119,7 @@ class Explanations:
         try:
             bentoml.models.get(tag)  # every time, even when loaded before: a version deleted since is gone (410)
         except bentoml.exceptions.NotFound:
-            raise ClientError(410, f"Prediction {logged.prediction_id} was made by {tag}, which is no longer in the "
+            raise ExplainError(410, f"Prediction {logged.prediction_id} was made by {tag}, which is no longer in the "
                                    "model store: it cannot be explained by the model that made it.", "version_gone") from None
         with self._lock:
             if tag in self._stored:

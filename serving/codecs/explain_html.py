@@ -1,4 +1,4 @@
-"""The HTML answer of the explanation doors (`?format=html`): a page per answer with one contribution bar chart per
+"""The HTML answer of the explanation doors (`?format=html`, serving/web/explain.py): a page per answer with one contribution bar chart per
 record (training/explain/chart.py), readable offline (no script, no external file)."""
 
 from __future__ import annotations

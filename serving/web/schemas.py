@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.explain_schemas import Contributions
-from serving.registry import MODEL_PATTERN, NAME_PATTERN
+from serving.core.registry import MODEL_PATTERN, NAME_PATTERN
+from serving.web.explain_schemas import Contributions
 from settings import get_settings
 from training.schema import PredictRequest
 
