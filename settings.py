@@ -117,7 +117,7 @@ class Settings(BaseSettings):
         "for an absent input (seeded: the same record always gets the same explanation)."
     )
     explain_nice: int = Field(
-        default=10, ge=0, le=19, description="EXPLAIN_NICE: the explanation thread's nice value (Linux), so "
+        default=19, ge=0, le=19, description="EXPLAIN_NICE: the explanation thread's nice value (Linux), so "
         "explanations take the CPU that /predict leaves idle (0: the same priority as /predict)."
     )
     # Request path (HOTPATH, issue 10).

@@ -5,7 +5,7 @@
 - 1,000 records in one call (median of --big-reps calls, cross-checked with `curl`);
 - the cost to /predict: its throughput at concurrency --concurrency alone, then beside explanation traffic (two
   clients posting one-record explanations back to back; one client posting 1,000-record explanations back to back),
-  rounds alternating; against two servers, EXPLAIN_NICE=10 (the default) and EXPLAIN_NICE=0, so the lane's
+  rounds alternating; against one server per --nice value (EXPLAIN_NICE: 19, 10 and 0 by default), so the lane's
   priority is measured, not assumed. Target: /predict keeps at least 95% of its throughput.
 
     .venv/bin/python -m bench.bench_explain [--seconds 5] [--rounds 3] [--out bench/results]
@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", type=int, default=200, help="sequential one-record calls")
     parser.add_argument("--big", type=int, default=1_000, help="records in the big call")
     parser.add_argument("--big-reps", type=int, default=3)
+    parser.add_argument("--nice", type=int, nargs="+", default=[19, 10, 0],
+                        help="EXPLAIN_NICE of each server compared (the first also gives the latency figures)")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     train_if_missing("purchase_gbm", "purchase_lr")
@@ -114,15 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     log = print
     result: dict = {"command": "python -m bench.bench_explain " + " ".join(argv or []), "loadavg_before": loadavg()}
     workdir = Path(tempfile.mkdtemp(prefix="bench-explain-"))
-    for nice in (10, 0):
+    for nice in args.nice:
         (workdir / f"nice{nice}").mkdir()
     servers = {nice: Server(workdir / f"nice{nice}", {"EXPLAIN_NICE": str(nice), "BATCH_MAX_LATENCY_MS": "20000"})
-               for nice in (10, 0)}
+               for nice in args.nice}
     loader = LoadProcess()
     try:
         for server in servers.values():
             server.wait_until_up()
-        main_server = servers[10]
+        main_server = servers[args.nice[0]]
         url = main_server.url + "/v1/explain"
         times = latencies(url, one, args.single)
         result["one_record"] = {"calls": len(times), "p50_ms": float(np.percentile(times, 50)) * 1e3,
