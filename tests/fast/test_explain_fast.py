@@ -105,3 +105,21 @@ def test_by_id_in_process_and_its_errors(server):
     assert html.status_code == 200 and html.text.count('class="bar"') == len(PURCHASE.columns)
     assert server.get("/v1/predictions/01a00000-0000-7000-8000-000000000000/explanation").status_code == 404
     assert server.get("/v1/predictions/12345/explanation").status_code == 422
+
+
+def test_the_explanation_lane_runs_at_explain_nice(server):
+    """EXPLAIN_NICE reaches the one thread explanations run on, and only that thread."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.web.explain import _lower_priority, explain_lane
+
+    def own_nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    assert server.post("/v1/explain", {"records": [RECORD]}).status_code == 200
+    assert explain_lane().submit(own_nice).result() == get_settings().explain_nice == 19
+    assert own_nice() != 19, "the caller's thread keeps its priority"
+    with ThreadPoolExecutor(1, initializer=_lower_priority, initargs=(12,)) as other:
+        assert other.submit(own_nice).result() == 12
