@@ -5,8 +5,9 @@ grows, to show that a lookup reads footers and one row group, not the log.
 
 For each size, a real prediction log is written by the service's own writer (monitoring/predictlog.py: rotation
 at --segment-mb, every rotated segment compacted to Parquet), then ids are looked up through monitoring/lookup.py,
-each in a fresh process so its peak resident memory (ru_maxrss, less the process's RSS before the lookup) is the
-lookup's own: the oldest prediction, one in the middle, the newest (in the live JSONL segment) and an unknown id.
+each in a fresh process so that its peak memory is the lookup's own (Python's, by tracemalloc, and Arrow's memory
+pool, where the tables live): the oldest prediction, one in the middle, the newest (in the live JSONL segment) and an
+unknown id.
 """
 
 from __future__ import annotations
@@ -28,16 +29,17 @@ from training.schema import PURCHASE
 BATCH = 10_000
 UNKNOWN = "01a00000-0000-7000-8000-000000000000"
 PROBE = """
-import json, resource, sys, time
+import json, sys, time, tracemalloc
+import pyarrow as pa
 from monitoring.lookup import find_prediction
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()
 started = time.perf_counter()
 found = find_prediction(sys.argv[1], sys.argv[2])
 seconds = time.perf_counter() - started
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"found": found is not None, "seconds": seconds, "peak_rss_growth_mb": (peak - before) / 1024}))
+print(json.dumps({"found": found is not None, "seconds": seconds,
+                  "peak_python_mb": tracemalloc.get_traced_memory()[1] / 1e6,
+                  "peak_arrow_mb": pa.default_memory_pool().max_memory() / 1e6}))
 """
-
 
 def write_log(path: Path, rows: int, segment_bytes: int) -> dict[str, str]:
     log = PredictionLog(path, segment_bytes, maintenance=Maintenance(compact=True, retention=None))

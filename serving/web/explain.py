@@ -47,7 +47,7 @@ def _lower_priority(nice: int) -> None:
     if nice:
         try:  # Linux: a thread id is a process id to setpriority, so only this thread is niced
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        except OSError as exc:  # noqa: PERF203 - a platform without per-thread priorities keeps the default
+        except OSError as exc:  # a platform without per-thread priorities keeps the default
             logger.warning("explanation lane keeps the default priority: %s", exc)
 
 
