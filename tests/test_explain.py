@@ -149,6 +149,9 @@ def test_the_background_spans_the_models_answers(explainers):
     assert predictions.max() == pytest.approx(reference["prediction"].max())
     again = background_sample(reference, explainers["purchase_gbm"].inputs, 100)
     assert again.equals(background), "the same background every time: an audit months later gets the same answer"
+    assert "evenly spaced quantiles" in explainers["purchase_gbm"].explain(reference.head(1)).method
+    drawn = Explainer(model, background_rows=30, how="random")
+    assert "drawn at random (seed 0)" in drawn.explain(reference.head(1)).method and len(drawn.background) == 30
     seeded = background_sample(reference.drop(columns="prediction"), explainers["purchase_gbm"].inputs, 100)
     assert len(seeded) == 100 and seeded.equals(background_sample(reference.drop(columns="prediction"),
                                                                   explainers["purchase_gbm"].inputs, 100))

@@ -41,13 +41,14 @@ class Explanation:
     base_value: float  # the mean output on the background sample
     output: OutputSpace
     background_rows: int
+    background: str = "at evenly spaced quantiles of its predictions"  # how those rows were drawn
 
     @property
     def method(self) -> str:
         k = len(self.inputs)
         return (f"exact Shapley values: all {2**k} coalitions of the model's {k} inputs; an input outside a coalition "
-                f"takes the values of {self.background_rows} rows of the model's reference sample, at evenly spaced "
-                "quantiles of its predictions (interventional)")
+                f"takes the values of {self.background_rows} rows of the model's reference sample, {self.background} "
+                "(interventional)")
 
     def record(self, index: int) -> dict[str, Any]:
         """One record's answer: its output, and each input's contribution, largest magnitude first."""
@@ -89,6 +90,10 @@ def model_output(model: StoredModel, output: OutputSpace):
     return probability if output == "probability" else log_odds
 
 
+def by_quantiles(reference: pd.DataFrame, how: str) -> bool:
+    return how == "quantiles" and PREDICTION in reference.columns
+
+
 def background_sample(reference: pd.DataFrame, inputs: list[str], rows: int, seed: int = BACKGROUND_SEED,
                       how: Literal["quantiles", "random"] = "quantiles") -> pd.DataFrame:
     """`rows` rows of the reference sample that stand in for absent inputs.
@@ -97,10 +102,10 @@ def background_sample(reference: pd.DataFrame, inputs: list[str], rows: int, see
     so the background spans the model's whole range of answers. Measured on purchase_gbm against the whole
     5,000-row reference as the truth (bench/explain_methods.py): at 100 rows the base value is off by 0.001 and a
     contribution by 0.005 on average (0.015 at most), where a seeded random sample of 100 rows was off by 0.04 and
-    0.009 (0.042), and one of 200 rows by 0.02 and 0.005. `random`: a seeded uniform sample (the fallback for a
+    0.009 (0.043), and one of 200 rows by 0.02 and 0.005. `random`: a seeded uniform sample (the fallback for a
     reference without predictions). Either way the same record gets the same explanation in an audit months later."""
     rows = min(rows, len(reference))
-    if how == "quantiles" and PREDICTION in reference.columns:
+    if by_quantiles(reference, how):
         ordered = reference.sort_values(PREDICTION, kind="stable")
         chosen = ordered.iloc[np.round(np.linspace(0, len(ordered) - 1, rows)).astype(np.int64)]
     else:
@@ -120,6 +125,8 @@ class Explainer:
         if missing:
             raise ValueError(f"{model.tag}: the reference sample lacks input(s) {', '.join(missing)}")
         self.background = background_sample(reference, self.inputs, background_rows, seed, how)
+        self.drawn = ("at evenly spaced quantiles of its predictions" if by_quantiles(reference, how)
+                      else f"drawn at random (seed {seed})")
         self._outputs = {space: model_output(model, space) for space in OUTPUTS}
 
     def explain(self, frame: pd.DataFrame, output: OutputSpace = "probability") -> Explanation:
@@ -130,12 +137,12 @@ class Explainer:
         if records.empty:
             contributions, base = np.empty((0, len(self.inputs))), float(self._outputs[output](self.background).mean())
             return Explanation(self.model.name, self.model.version, self.inputs, contributions, np.empty(0), base,
-                               output, len(self.background))
+                               output, len(self.background), self.drawn)
         contributions, values = shapley_values(self._outputs[output], records, self.background)
         return Explanation(
             model_name=self.model.name, model_version=self.model.version, inputs=self.inputs,
             contributions=contributions, values=values[:, -1], base_value=float(values[0, 0]), output=output,
-            background_rows=len(self.background),
+            background_rows=len(self.background), background=self.drawn,
         )
 
 
