@@ -109,8 +109,8 @@ class Settings(BaseSettings):
     )
     # Explanations (issue 25): POST /v1/explain, /v1/predict items with `explain`, GET /v1/predictions/{id}/explanation.
     max_explain_records: int = Field(
-        default=1_000, ge=1, description="MAX_EXPLAIN_RECORDS: most records explained in one call (each costs 2^k "
-        "coalitions times the background rows of model calls)."
+        default=1_000, ge=1, description="MAX_EXPLAIN_RECORDS: most records explained in one call with a model of up to 7 "
+        "inputs; halved for each input more (a record costs 2^k coalitions times the background rows of model calls)."
     )
     explain_background_rows: int = Field(
         default=100, ge=1, description="EXPLAIN_BACKGROUND_ROWS: rows of the model's reference sample that stand in "

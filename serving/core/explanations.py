@@ -38,6 +38,26 @@ class ExplainError(Exception):
         self.status, self.detail, self.reason = status, detail, reason
 
 
+FULL_LIMIT_INPUTS = 7  # MAX_EXPLAIN_RECORDS is the limit of a model of up to 7 inputs (128 coalitions: the purchase models)
+
+
+def record_limit(max_records: int, inputs: int) -> int:
+    """Most records one call may explain with a model of `inputs` inputs: the work per record doubles with each input
+    (2^k coalitions), so past 7 inputs the limit halves with each one (the 9 drive inputs: a quarter)."""
+    return max(1, max_records >> max(0, inputs - FULL_LIMIT_INPUTS))
+
+
+def over_limit(records: int, model: StoredModel, max_records: int) -> str | None:
+    """Why `records` records are too many to explain with `model`, or None."""
+    inputs = len(model.input_schema["columns"])
+    limit = record_limit(max_records, inputs)
+    if records <= limit:
+        return None
+    scaled = f" ({max_records} for up to {FULL_LIMIT_INPUTS} inputs, halved for each input more)" if limit < max_records else ""
+    return (f"{records} records is over the limit of {limit} explained records for {model.name}'s {inputs} inputs"
+            f"{scaled} (MAX_EXPLAIN_RECORDS)")
+
+
 def answer(explanation: Explanation) -> dict[str, Any]:
     return {
         "model_name": explanation.model_name, "model_version": explanation.model_version,
@@ -71,6 +91,9 @@ class Explanations:
         except LookupError as exc:
             raise ExplainError(404, str(exc.args[0]), "unknown_model") from None
         assert entry.model is not None and entry.validator is not None
+        too_many = over_limit(len(records), entry.model, self.settings.max_explain_records)
+        if too_many:
+            raise ExplainError(422, [{"loc": ["body", "records"], "msg": too_many, "type": "too_long"}], "too_long")
         try:
             frame = entry.validator.records(records, "records")
         except ValueError as exc:

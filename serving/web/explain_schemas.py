@@ -24,7 +24,8 @@ class ExplainRequest(BaseModel):
                             "DEFAULT_PURCHASE_MODEL.", examples=["purchase_gbm"])
     model_version: str | None = Field(None, pattern=NAME_PATTERN, description="Defaults to the served version.")
     records: list[Record] = Field(min_length=1, max_length=_settings.max_explain_records,
-                                  description="The model's input records (at most MAX_EXPLAIN_RECORDS).")
+                                  description="The model's input records: at most MAX_EXPLAIN_RECORDS for a model of up "
+                                  "to 7 inputs, halved for each input more (2^k coalitions each).")
     output: Literal["probability", "log_odds"] = Field("probability", description=OUTPUT_DOC)
 
 

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from serving.web.errors import ClientError
 from serving.web.explain import in_lane
-from serving.core.explanations import Explanations
+from serving.core.explanations import Explanations, over_limit
 from serving.web.gate import Call, bulk_lane
 from serving.core.predictor import Predictor
 from serving.core.registry import ModelEntry, ModelUnavailable
@@ -98,10 +98,9 @@ def _plan(index: int, item: ModelPredictRequest, body: V1PredictRequest, predict
                 plan.serial_numbers = model.bound[BOUND_KEY].astype(str).tolist()
         else:
             raise ValueError(f"model {item.model_name!r} has no bound dataset: send `inputs` with the item or request")
-        limit = predictor.settings.max_explain_records
-        if item.explain and len(plan.frame) > limit:
-            raise ValueError(f"predictions[{index}].explain: {len(plan.frame)} records is over the limit of {limit} "
-                             "explained records (MAX_EXPLAIN_RECORDS)")
+        too_many = item.explain and over_limit(len(plan.frame), model, predictor.settings.max_explain_records)
+        if too_many:
+            raise ValueError(f"predictions[{index}].explain: {too_many}")
     except ValueError as exc:
         plan.fail("BadRequest", str(exc))
     return plan

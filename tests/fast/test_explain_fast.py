@@ -88,7 +88,24 @@ def test_predict_items_with_explain_stay_partial(server):
     assert plain["status"] == "Success" and plain["explanations"] is None
     assert over["status"] == "BadRequest" and over["prediction"] is None
     assert over["error_message"] == (f"predictions[2].explain: {limit + 1} records is over the limit of {limit} "
-                                     "explained records (MAX_EXPLAIN_RECORDS)")
+                                     "explained records for purchase_lr's 7 inputs (MAX_EXPLAIN_RECORDS)")
+
+
+def test_models_with_more_inputs_explain_fewer_records_per_call(server):
+    """Each input more doubles the work per record: the nine drive inputs may explain a quarter of the limit, so an
+    item asking to explain a drive model's bound dataset (FLEET_SIZE drives) is refused at once, not run for minutes."""
+    limit = get_settings().max_explain_records
+    drive = {"drive_model": "ST12000NM0007", "capacity_tb": 12.0, "power_on_hours": 21_000, "smart_5": 0,
+             "smart_187": 0, "smart_188": 0, "smart_197": 0, "smart_198": 0, "temperature_c": 31.0}
+    over = server.post("/v1/explain", {"model_name": "drive_stats_b", "records": [drive] * (limit // 4 + 1)})
+    assert over.status_code == 422 and over.json()["detail"][0]["loc"] == ["body", "records"]
+    assert f"over the limit of {limit // 4} explained records for drive_stats_b's 9 inputs" in over.json()["detail"][0]["msg"]
+    items = server.post("/v1/predict", {"predictions": [{"model_name": "drive_stats_a", "explain": True},
+                                                        {"model_name": "drive_stats_b"}]}).json()["predictions"]
+    fleet = len(items[1]["prediction"])
+    assert fleet > limit // 4, "the bound dataset is larger than a drive model's limit"
+    assert items[0]["status"] == "BadRequest" and f"{fleet} records is over the limit of {limit // 4}" in items[0]["error_message"]
+    assert items[1]["status"] == "Success"
 
 
 def test_by_id_in_process_and_its_errors(server):
