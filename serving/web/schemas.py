@@ -64,7 +64,7 @@ class ModelPredictRequest(BaseModel):
         max_length=_settings.max_records,
         description="Records for this model. Without them the request's shared `inputs`, else the model's bound dataset.",
     )
-    explain: bool = Field(False, description="Also answer each input's contribution to each probability "
+    explain: bool = Field(False, strict=True, description="Also answer each input's contribution to each probability "
                           "(`explanations`, as POST /v1/explain; at most MAX_EXPLAIN_RECORDS records).")
 
 

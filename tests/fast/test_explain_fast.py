@@ -91,6 +91,15 @@ def test_predict_items_with_explain_stay_partial(server):
                                      "explained records for purchase_lr's 7 inputs (MAX_EXPLAIN_RECORDS)")
 
 
+def test_explain_on_an_item_is_a_boolean(server):
+    """Found by schemathesis: 0 passed for false (pydantic's lax mode); the schema says boolean, so it is a 422."""
+    for value in (0, 1, "true", None):
+        response = server.post("/v1/predict", {"predictions": [{"model_name": "purchase_gbm", "explain": value}],
+                                               "inputs": [RECORD]})
+        assert response.status_code == 422, (value, response.text)
+        assert response.json()["detail"][0]["loc"] == ["body", "predictions", 0, "explain"]
+
+
 def test_models_with_more_inputs_explain_fewer_records_per_call(server):
     """Each input more doubles the work per record: the nine drive inputs may explain a quarter of the limit, so an
     item asking to explain a drive model's bound dataset (FLEET_SIZE drives) is refused at once, not run for minutes."""
