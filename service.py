@@ -24,7 +24,7 @@ from serving.web.errors import json_response
 from serving.core.explanations import Explanations
 from serving.web.gate import Gate, Route, bulk_lane
 from serving.core.metrics import DriftGauges
-from serving.web.multimodel import V1Input, admit_v1, predict_many
+from serving.web.multimodel import V1Input, admit_v1, dump, predict_many
 from serving.core.predictor import Predictor
 from serving.core.quality_gauges import QualityGauges
 from serving.web.schemas import BatchPredictRequest as BatchPredictBody
@@ -139,7 +139,7 @@ class PurchaseService:
     async def v1_predict(self, v1: V1Input) -> Response:
         """Predict with several models at once (ensembles, A/B tests); one failing item never fails the others."""
         result = await predict_many(v1.body, self.predictor, v1.request_id, self.explanations)
-        return json_response(200, result.model_dump(mode="json"), v1.request_id)
+        return json_response(200, dump(result), v1.request_id)
 
 
 PurchaseService.add_asgi_middleware(
