@@ -96,10 +96,12 @@ _ERRORS = {
     422: {"description": "Invalid records (naming the record and field), over MAX_EXPLAIN_RECORDS, or a malformed id."},
     503: {"description": "The model failed to load."},
 }
+_HTML = {200: {"description": "JSON, or with `?format=html` a page of contribution bar charts.",
+               "content": {"text/html": {"schema": {"type": "string"}}}}}
 
 
 @router.post(
-    ENDPOINT, response_model=ExplainResponse, responses=_ERRORS,
+    ENDPOINT, response_model=ExplainResponse, responses={**_HTML, **_ERRORS},
     openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": ExplainRequest.model_json_schema()}}}},
 )
 async def explain(request: Request, format: Format = Query("json", description=FORMAT_DOC)) -> Response:
@@ -117,7 +119,7 @@ async def explain(request: Request, format: Format = Query("json", description=F
     return json_response(200, result, request_id)
 
 
-@router.get(BY_ID, response_model=PredictionExplanation, responses=_ERRORS)
+@router.get(BY_ID, response_model=PredictionExplanation, responses={**_HTML, **_ERRORS})
 async def explain_prediction(
     request: Request, prediction_id: str,
     output: Literal["probability", "log_odds"] = Query("probability", description=OUTPUT_DOC),
