@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from serving.web import v2
+from serving.web.gate import Gate
 from serving.codecs.arrow import ARROW_STREAM
 from serving.client import from_arrow, to_arrow
 from serving.core.predictor import Predictor
@@ -56,8 +57,9 @@ def client(trained_store, tmp_path_factory) -> TestClient:
         max_body_bytes=MAX_BODY_BYTES,
     )
     predictor = Predictor(settings)
-    app = FastAPI()
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.include_router(v2.router)
+    app.add_middleware(Gate, service=None, settings=settings)  # the routes' policies: media types, body limits
     app.dependency_overrides[v2.current_predictor] = lambda: predictor
     yield TestClient(app)
     predictor.close()
