@@ -22,11 +22,11 @@ from serving.core.metrics import DriftGauges
 from serving.core.predictor import Predictor
 from serving.core.quality_gauges import QualityGauges
 from serving.seam import AdmittedInput, BatchedInput, BatchedOutput, document, schema_of, signature_once
-from serving.web import admin, feedback, lanes, purchase, v2
+from serving.web import admin, feedback, purchase, v2
 from serving.web.errors import documented, json_response
 from serving.web.gate import DoorRoute, Gate
 from serving.web.multimodel import V1_PREDICT, V1Input, predict_many
-from serving.web.policy import Policy, Scope, declare
+from serving.web.policy import Policy, Scope, declare, run_in
 from serving.web.schemas import BatchPredictRequest as BatchPredictBody
 from serving.web.schemas import BatchPredictResponse, ModelsResponse, PredictResponse as PredictPayload
 from serving.web.schemas import V1PredictRequest as V1PredictBody
@@ -89,7 +89,7 @@ models_app.include_router(v2.router)  # the Open Inference Protocol (KServe V2):
     name="purchase_serving",
     workers=settings.workers,
     # BentoML's thread limiter runs only /predict's batch function: big requests run on the bulk lane
-    # (serving/web/lanes.py), so a 10,000-record batch never queues a single record behind it.
+    # (Lane.BULK, serving/web/policy.py), so a 10,000-record batch never queues a single record behind it.
     threads=1,
     traffic={"timeout": 120},
     logging={"access": {"enabled": settings.access_log}},
@@ -136,7 +136,7 @@ class PurchaseService:
     @signature_once
     async def batch_predict(self, batch: purchase.BatchInput) -> Response:
         """Predict many records in one vectorized pass; predictions come back in input order."""
-        return await lanes.run(purchase.BATCH_PREDICT.lane, purchase.batch_predict, self.predictor, batch)
+        return await run_in(purchase.BATCH_PREDICT.lane, purchase.batch_predict, self.predictor, batch)
 
     @bentoml.api(route="/v1/predict", input_spec=V1PredictRequest, output_spec=V1PredictResponse)
     @declare(V1_PREDICT)

@@ -13,11 +13,9 @@ from fastapi import APIRouter
 
 from serving.core.lifecycle import Follower
 from serving.errors import ServingError
-from serving.web import lanes
 from serving.web.errors import DETAIL, documented
 from serving.web.gate import DoorRoute
-from serving.web.lanes import Lane
-from serving.web.policy import Policy, Scope, declare
+from serving.web.policy import Lane, Policy, Scope, declare, run_in
 from training import stages
 
 ADMIN = Policy("/v1/admin", Scope.ADMIN, Lane.THREADS, DETAIL)
@@ -35,7 +33,7 @@ def _follower() -> Follower:
 @declare(ADMIN)
 async def reload() -> dict:
     """Re-resolve every served alias now and swap the ones that moved (this worker; others follow on their poll)."""
-    changes = await lanes.run(ADMIN.lane, _follower().refresh)
+    changes = await run_in(ADMIN.lane, _follower().refresh)
     return {"changes": [asdict(change) for change in changes]}
 
 
@@ -44,7 +42,7 @@ async def reload() -> dict:
 async def load(name: str) -> dict:
     """Serve `name` (a name, name:version or task@stage): load and warm it, or swap a served alias that moved."""
     try:
-        change = await lanes.run(ADMIN.lane, _follower().load, name)
+        change = await run_in(ADMIN.lane, _follower().load, name)
     except ValueError as exc:
         raise ServingError(str(exc), "bad_reference", 422) from None
     if change.action == "failed":
@@ -56,7 +54,7 @@ async def load(name: str) -> dict:
 @declare(ADMIN)
 async def unload(name: str) -> dict:
     """Stop serving `name` (as configured, or by model name) in this worker."""
-    change = await lanes.run(ADMIN.lane, _follower().unload, name)  # ModelNotServed: 404
+    change = await run_in(ADMIN.lane, _follower().unload, name)  # ModelNotServed: 404
     return asdict(change)
 
 
@@ -64,5 +62,5 @@ async def unload(name: str) -> dict:
 @declare(ADMIN)
 async def history(task: str | None = None) -> dict:
     """The promotion audit trail kept with the model store (of one task when `task` is given), oldest first."""
-    moves = await lanes.run(ADMIN.lane, stages.history, task)
+    moves = await run_in(ADMIN.lane, stages.history, task)
     return {"history": [asdict(move) for move in moves]}

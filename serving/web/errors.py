@@ -13,10 +13,7 @@ Every shape has its documented 500: nothing internal is ever in it; the tracebac
 
 from __future__ import annotations
 
-import itertools
 import logging
-import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +28,6 @@ from serving.errors import ServingError
 logger = logging.getLogger("bentoml.service")
 
 REQUEST_ID_HEADER = "x-request-id"
-REQUEST_ID = "purchase_serving.request_id"  # the ASGI scope key of the request's id (the gate sets it)
-SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 FAILED = "Prediction failed; the error is in the server log."
 V1_FAILED = "An unexpected error occurred while processing batch predictions"  # seed 000, verbatim
 
@@ -78,22 +73,6 @@ class BodyTooLarge(ServingError):
 class Disconnected(ServingError):
     status = 400
     reason = "disconnect"
-
-
-# Fresh ids: a random per-process prefix and a counter (uuid4 per request was 2.6% of /predict's CPU).
-_ID_PREFIX = uuid.uuid4().hex[:16]
-_ids = itertools.count()
-
-
-def request_id_of(headers: Any) -> str:
-    """The client's request id when it is a short plain token, else a fresh one: ids reach the log verbatim."""
-    given = headers.get(REQUEST_ID_HEADER, "")
-    return given if given and SAFE_ID.match(given) else f"{_ID_PREFIX}{next(_ids):016x}"
-
-
-def request_id(request: Any) -> str:
-    """The id the gate gave this request (scope), or one from its headers."""
-    return request.scope.get(REQUEST_ID) or request_id_of(request.headers)
 
 
 def json_response(status: int, payload: Any, request_id: str | None = None,

@@ -28,11 +28,9 @@ from serving.codecs.media import JSON
 from serving.codecs.records import error_reason, fastapi_errors
 from serving.core import ids
 from serving.errors import ServingError
-from serving.web import lanes
-from serving.web.errors import DETAIL, documented, json_response, request_id
-from serving.web.gate import DoorRoute
-from serving.web.lanes import Lane
-from serving.web.policy import Policy, Scope, declare
+from serving.web.errors import DETAIL, documented, json_response
+from serving.web.gate import DoorRoute, request_id
+from serving.web.policy import Lane, Policy, Scope, declare, run_in
 from settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -132,5 +130,5 @@ def _store(raw: bytes) -> dict:
 @declare(FEEDBACK_POLICY)
 async def feedback(request: Request) -> Response:
     """Record the true outcomes of past predictions (by prediction_id) for the quality job."""
-    payload = await lanes.run(FEEDBACK_POLICY.lane, _store, await request.body())
+    payload = await run_in(FEEDBACK_POLICY.lane, _store, await request.body())
     return json_response(200, payload, request_id(request))

@@ -23,9 +23,7 @@ from serving.core.predictor import Predictor
 from serving.core.registry import ModelEntry, ModelUnavailable
 from serving.web.errors import TEXT
 from serving.web.gate import Call
-from serving.web import lanes
-from serving.web.lanes import Lane
-from serving.web.policy import Policy, Scope
+from serving.web.policy import Lane, Policy, Scope, run_in
 from serving.web.schemas import Ensemble, EnsemblePrediction, ModelPrediction, ModelPredictRequest, V1PredictRequest, V1PredictResponse
 
 logger = logging.getLogger(__name__)
@@ -128,7 +126,7 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
     assert plan.entry is not None and plan.frame is not None
     row_keys = {BOUND_KEY: plan.serial_numbers} if plan.serial_numbers is not None else None
     try:
-        scored = await lanes.run(
+        scored = await run_in(
             V1_PREDICT.lane,
             lambda: predictor.score(plan.entry, plan.frame, endpoint=V1_PREDICT.name, request_id=request_id,
                                     shared_inputs=plan.shared, row_keys=row_keys),
@@ -169,7 +167,7 @@ async def predict_many(body: V1PredictRequest, predictor: Predictor, request_id:
     started = time.perf_counter()
     shared: dict[int, pd.DataFrame | ValueError] = {}
     # Validating the items' inputs (thousands of records, maybe) runs in the route's lane too, off the event loop.
-    plans = await lanes.run(
+    plans = await run_in(
         V1_PREDICT.lane, lambda: [_plan(i, item, body, predictor, shared) for i, item in enumerate(body.predictions)]
     )
     answers = list(await asyncio.gather(*(_run(plan, predictor, request_id) for plan in plans)))

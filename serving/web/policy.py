@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
+import anyio
 from starlette.routing import compile_path
 
 from serving.seam import served_routes
 from serving.web.errors import DETAIL, ErrorShape
-from serving.web.lanes import Lane
 
 logger = logging.getLogger("bentoml.service")
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 POLICY = "purchase_serving.policy"  # the ASGI scope key of the request's policy
 
 
@@ -35,6 +36,37 @@ class Scope(Enum):
     PREDICT = "predict"  # API_TOKENS
     FEEDBACK = "feedback"  # FEEDBACK_TOKENS (else API_TOKENS); never open once any token is configured
     ADMIN = "admin"  # ADMIN_TOKEN; without it the admin routes are off (404)
+
+
+class Lane(Enum):
+    """Where a route's work runs. Two cores, two lanes for predictions: BentoML's thread limiter (`threads=1`) runs
+    only /predict's adaptive batches, and one bulk thread runs the big requests (parsing, validating and scoring),
+    so single records never queue behind a 10,000-record batch. One bulk thread, not more: parsing holds the GIL,
+    and each model call already uses its OpenMP thread (serving/core/predictor.py)."""
+
+    LOOP = "event loop"  # cheap work: metadata, health
+    BATCH = "BentoML batch"  # admitted on the loop (one record, ~20 us), scored in BentoML's adaptive batches
+    BULK = "bulk"  # the one bulk thread: big bodies, parsed, validated and scored there
+    THREADS = "thread pool"  # blocking work that is not scoring (admin: store reads, model loads)
+
+
+_BULK: anyio.CapacityLimiter | None = None
+
+
+def bulk_lane() -> anyio.CapacityLimiter:
+    global _BULK
+    if _BULK is None:
+        _BULK = anyio.CapacityLimiter(1)
+    return _BULK
+
+
+async def run_in(lane: Lane, func: Callable[..., T], *args: Any) -> T:
+    """`func(*args)` in `lane`: inline on the event loop, on the bulk thread, or on the thread pool."""
+    if lane is Lane.BULK:
+        return await anyio.to_thread.run_sync(func, *args, limiter=bulk_lane())
+    if lane is Lane.THREADS:
+        return await anyio.to_thread.run_sync(func, *args)
+    return func(*args)
 
 
 @dataclass(frozen=True)

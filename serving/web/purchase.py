@@ -27,8 +27,7 @@ from serving.core.registry import ModelEntry
 from serving.errors import ServingError
 from serving.web.errors import DETAIL, json_response
 from serving.web.gate import Call
-from serving.web.lanes import Lane
-from serving.web.policy import Policy, Scope
+from serving.web.policy import Lane, Policy, Scope
 
 logger = logging.getLogger(__name__)
 NOT_LOADED = "Model is not loaded."  # seed 001, verbatim; the registry's reason follows it

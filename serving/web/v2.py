@@ -41,11 +41,9 @@ from serving.codecs.v2_tensors import (
 from serving.core.predictor import Predictor
 from serving.core.registry import ModelEntry, ModelUnavailable
 from serving.errors import ServingError
-from serving.web import lanes
-from serving.web.errors import ERROR, SAFE_ID, request_id
-from serving.web.gate import DoorRoute
-from serving.web.lanes import Lane
-from serving.web.policy import Policy, Scope, declare
+from serving.web.errors import ERROR
+from serving.web.gate import SAFE_ID, DoorRoute, request_id
+from serving.web.policy import Lane, Policy, Scope, declare, run_in
 
 logger = logging.getLogger(__name__)
 SERVER_NAME = "purchase_serving"
@@ -187,7 +185,7 @@ async def _infer(request: Request, predictor: Predictor, name: str, version: str
     rid = request_id(request)
     if request.headers.get("x-request-id") == rid:
         headers["x-request-id"] = rid  # the client's own id: it wins over the body's
-    return await lanes.run(V2_INFER.lane, _score, predictor, entry, body, headers, rid)
+    return await run_in(V2_INFER.lane, _score, predictor, entry, body, headers, rid)
 
 
 @router.post("/models/{name}/infer", **INFER_DOC)
