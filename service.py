@@ -23,7 +23,7 @@ from serving.core.predictor import Predictor
 from serving.core.quality_gauges import QualityGauges
 from serving.seam import AdmittedInput, BatchedInput, BatchedOutput, document, schema_of, signature_once
 from serving.web import admin, feedback, purchase, v2
-from serving.web.errors import documented, json_response
+from serving.web.errors import DETAIL, documented, json_response
 from serving.web.gate import DoorRoute, Gate
 from serving.web.multimodel import V1_PREDICT, V1Input, predict_many
 from serving.web.policy import Policy, Scope, declare, run_in
@@ -65,7 +65,8 @@ class V1PredictRequest(AdmittedInput, V1PredictBody):
     """Several models' predictions in one request (seed 000)."""
 
 
-MODELS = Policy("/v1/models", Scope.PUBLIC)  # what is served and why not: no data, no secrets
+# What is served and why not: no data, no secrets.
+MODELS = Policy("/v1/models", Scope.PUBLIC, errors=DETAIL.failing("Listing the models failed; the error is in the server log."))
 models = APIRouter(route_class=DoorRoute)
 
 

@@ -183,12 +183,6 @@ def use_metrics_folder(folder: str) -> None:
     BentoMLContainer.prometheus_multiproc_dir.set(folder)
 
 
-def metrics_folder() -> str:
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    return str(BentoMLContainer.prometheus_multiproc_dir.get())
-
-
 # --- prometheus_client ----------------------------------------------------------------------------------------
 
 def observe_many(histogram: Histogram, values: np.ndarray) -> None:

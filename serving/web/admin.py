@@ -18,8 +18,8 @@ from serving.web.gate import DoorRoute
 from serving.web.policy import Lane, Policy, Scope, declare, run_in
 from training import stages
 
-ADMIN = Policy("/v1/admin", Scope.ADMIN, Lane.THREADS, DETAIL)
-RESPONSES = documented(DETAIL, {401: "No valid bearer token.", 403: "The token does not grant the admin scope.",
+ADMIN = Policy("/v1/admin", Scope.ADMIN, Lane.THREADS, DETAIL.failing("The admin call failed; the error is in the server log."))
+RESPONSES = documented(ADMIN.errors, {401: "No valid bearer token.", 403: "The token does not grant the admin scope.",
                                 404: "ADMIN_TOKEN is unset: the admin routes are off (or: no such model)."})
 
 router = APIRouter(prefix="/v1/admin", tags=["Admin APIs"], route_class=DoorRoute, responses=RESPONSES)

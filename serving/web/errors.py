@@ -14,7 +14,7 @@ Every shape has its documented 500: nothing internal is ever in it; the tracebac
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -41,6 +41,10 @@ class ErrorShape:
 
     def example(self) -> Any:
         return orjson.loads(self.failed_body) if self.failed_media_type == JSON else self.failed_body.decode()
+
+    def failing(self, message: str) -> ErrorShape:
+        """The same shape, with another documented 500 message."""
+        return replace(self, failed_body=orjson.dumps({self.key: message}))
 
 
 DETAIL = ErrorShape("detail", 422, JSON, orjson.dumps({"detail": FAILED}))

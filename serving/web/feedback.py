@@ -36,7 +36,8 @@ from settings import get_settings
 logger = logging.getLogger(__name__)
 _settings = get_settings()
 # Parsing 10,000 outcomes and the store's locked write run on the bulk lane, off the event loop.
-FEEDBACK_POLICY = Policy("/v1/feedback", Scope.FEEDBACK, Lane.BULK, DETAIL, (JSON,))
+FAILED = "Recording the outcomes failed; the error is in the server log. Retrying is safe: an outcome already stored counts as a duplicate."
+FEEDBACK_POLICY = Policy("/v1/feedback", Scope.FEEDBACK, Lane.BULK, DETAIL.failing(FAILED), (JSON,))
 
 
 class StoreUnavailable(ServingError):
@@ -121,7 +122,7 @@ def _store(raw: bytes) -> dict:
     "/v1/feedback",
     response_model=FeedbackResponse,
     openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": _request_schema()}}}},
-    responses=documented(DETAIL, {
+    responses=documented(FEEDBACK_POLICY.errors, {
         401: "No valid bearer token (FEEDBACK_TOKENS, else API_TOKENS; required once any token is set).",
         403: "The token does not grant the feedback scope.", 413: "Body over MAX_BODY_BYTES.",
         415: "Not application/json.", 422: "A malformed item: loc = ['body', 'outcomes', i, field].",

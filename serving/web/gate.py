@@ -122,7 +122,7 @@ class Gate:
         policy = door.policy
         headers = Headers(scope=scope)
         rid = request_id_of(headers)
-        scope = {**scope, POLICY: policy, REQUEST_ID: rid}
+        scope[POLICY], scope[REQUEST_ID] = policy, rid
         if path != scope["path"]:  # a trailing slash: the route itself, not a redirect
             scope["path"], scope["raw_path"] = path, path.encode()
         try:
@@ -146,7 +146,6 @@ class Gate:
         if policy.admit is not None:
             send = _Answers(send, policy, rid)
         await self.app(scope, receive, send)
-
 
 
 def _predictor() -> Any:

@@ -41,7 +41,7 @@ from serving.codecs.v2_tensors import (
 from serving.core.predictor import Predictor
 from serving.core.registry import ModelEntry, ModelUnavailable
 from serving.errors import ServingError
-from serving.web.errors import ERROR
+from serving.web.errors import ERROR, documented
 from serving.web.gate import SAFE_ID, DoorRoute, request_id
 from serving.web.policy import Lane, Policy, Scope, declare, run_in
 
@@ -54,6 +54,10 @@ OUTPUT_TYPES = {"predict_proba": "FP64", "predicted_class": "INT64"}
 # on the bulk lane, as /batch_predict does.
 V2_PUBLIC = Policy("/v2", Scope.PUBLIC, Lane.LOOP, ERROR)
 V2_INFER = Policy("/v2/infer", Scope.PREDICT, Lane.BULK, ERROR, (JSON, OCTET_STREAM, ARROW_STREAM))
+
+# The protocol's documented answers, with the token refusals and the documented 500 of this service.
+INFER = {**INFER_DOC, "responses": {**INFER_DOC["responses"], **documented(ERROR, {
+    401: "No valid bearer token (when API_TOKENS is set).", 403: "The token does not grant the predict scope."})}}
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=DoorRoute)
 
@@ -188,14 +192,14 @@ async def _infer(request: Request, predictor: Predictor, name: str, version: str
     return await run_in(V2_INFER.lane, _score, predictor, entry, body, headers, rid)
 
 
-@router.post("/models/{name}/infer", **INFER_DOC)
+@router.post("/models/{name}/infer", **INFER)
 @declare(V2_INFER)
 async def infer(name: str, request: Request, predictor: Predictor = Depends(current_predictor)) -> Response:
     """Predict with the named model (its configured default version)."""
     return await _infer(request, predictor, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", **INFER_DOC)
+@router.post("/models/{name}/versions/{version}/infer", **INFER)
 @declare(V2_INFER)
 async def infer_version(
     name: str, version: str, request: Request, predictor: Predictor = Depends(current_predictor)
