@@ -27,6 +27,7 @@ import anyio
 import orjson
 from starlette.datastructures import Headers
 
+from serving import content_encoding
 from serving.errors import ClientError, UNEXPECTED, error_response, request_id_of, unexpected_response
 from settings import get_settings
 
@@ -64,10 +65,13 @@ def media_type_of(value: str | None, default: str) -> str:
 
 
 async def read_body(receive: Any, headers: Headers, media_types: tuple[str, ...], limit: int) -> bytes:
-    """The body, refusing media types outside `media_types` (415) and bodies over `limit` bytes (413) early."""
+    """The body, decoded when it has a Content-Encoding (serving/content_encoding.py), refusing media types outside
+    `media_types` (415), codings other than gzip and deflate (415), and bodies over `limit` bytes (413) early:
+    the limit holds for the bytes on the wire and for the decoded bytes, checked while they are decoded."""
     media_type = media_type_of(headers.get("content-type"), JSON)
     if media_type not in media_types:
         raise ClientError(415, f"Content-Type must be {' or '.join(media_types)}, got {media_type!r}.", "content_type")
+    decoder = content_encoding.decoder(headers.get("content-encoding"), limit)
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ClientError(413, f"Request body of {declared} bytes is over the limit of {limit} bytes.", "too_large")
@@ -80,8 +84,10 @@ async def read_body(receive: Any, headers: Headers, media_types: tuple[str, ...]
         size += len(chunk)
         if size > limit:
             raise ClientError(413, f"Request body is over the limit of {limit} bytes.", "too_large")
-        chunks.append(chunk)
+        chunks.append(chunk if decoder is None else decoder.feed(chunk))
         if not message.get("more_body", False):
+            if decoder is not None:
+                chunks.append(decoder.finish())
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
 from starlette.responses import Response
 
 from serving import arrow
@@ -36,10 +37,10 @@ from serving.v2_protocol import (
     HEADER_LENGTH,
     SCHEMA_DATATYPES,
     V2Invalid,
-    check_requested_outputs,
     decode_inputs,
     encode_response,
     parse_request,
+    plan_answer,
 )
 from serving.v2_schemas import ERRORS_DOC, INFER_DOC, InferenceRequest, ModelMetadata, ServerMetadata
 
@@ -48,12 +49,13 @@ ENDPOINT = "/v2/infer"
 SERVER_NAME = "purchase_serving"
 EXTENSIONS = ["binary_tensor_data"]  # Triton's binary tensor data extension, in and out
 MEDIA_TYPES = ("application/json", "application/octet-stream", arrow.ARROW_STREAM)
-OUTPUT_TYPES = {"predict_proba": "FP64", "predicted_class": "INT64"}
+# prediction_id: one id per row for POST /v1/feedback, an output tensor (response parameters hold scalars only).
+OUTPUT_TYPES = {"predict_proba": "FP64", "predicted_class": "INT64", "prediction_id": "BYTES"}
 
 
-def v2_error(status: int, message: str, reason: str) -> ClientError:
+def v2_error(status: int, message: str, reason: str, headers: dict[str, str] | None = None) -> ClientError:
     """A client error in the protocol's shape, `{"error": message}`, answered by serving.errors like any other."""
-    return ClientError(status, message, reason, shape="error")
+    return ClientError(status, message, reason, shape="error", headers=headers)
 
 
 class V2Route(APIRoute):
@@ -76,6 +78,7 @@ class V2Route(APIRoute):
 
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=V2Route)
+_SHOWN_PATH = 200  # characters of an unknown path repeated in its 404
 
 
 def current_predictor() -> Predictor:
@@ -148,6 +151,18 @@ def model_version_ready(name: str, version: str, predictor: Predictor = Depends(
     return {"name": entry.name, "ready": True}
 
 
+@router.get("/models/{name}/config", include_in_schema=False)
+@router.get("/models/{name}/versions/{version}/config", include_in_schema=False)
+def model_config(name: str, version: str | None = None, predictor: Predictor = Depends(current_predictor)) -> None:
+    """Triton's model configuration extension (tritonclient's get_model_config) describes Triton's own scheduler
+    (max_batch_size, instance groups, dynamic batching): this server has none of it to describe, and a made-up
+    config would mislead Triton's tools, so it answers a 404 that points to the protocol's model metadata."""
+    entry = _entry(predictor, name, version)
+    raise v2_error(404, f"No model configuration: it is Triton's model configuration extension, which this server "
+                   f"does not implement. The model's inputs and outputs are its metadata: GET /v2/models/{entry.name}.",
+                   "no_model_config")
+
+
 def _limit_rows(rows: int, max_rows: int) -> None:
     if rows > max_rows:
         raise V2Invalid(f"{rows} rows is over the limit of {max_rows} (MAX_RECORDS); send them in several requests.",
@@ -164,9 +179,9 @@ def _score(predictor: Predictor, entry: ModelEntry, body: bytes, headers: dict[s
         else:
             request, binary = parse_request(body, headers.get(HEADER_LENGTH))
             _limit_rows(max((t.shape[0] for t in request.inputs if t.shape), default=0), predictor.settings.max_records)
-            check_requested_outputs(request, list(OUTPUT_TYPES))
             decoded = decode_inputs(request, binary)
             columns, rank = decoded.columns, decoded.rank
+        plan = plan_answer(request, list(OUTPUT_TYPES))
         frame = validate_columns(columns, entry.model.input_schema)
     except (V2Invalid, arrow.ArrowBodyInvalid) as exc:
         raise v2_error(400, str(exc), exc.reason) from None
@@ -181,9 +196,9 @@ def _score(predictor: Predictor, entry: ModelEntry, body: bytes, headers: dict[s
         stream = arrow.predictions_stream(arrow.V2_COLUMNS, scored.proba, scored.classes, entry.name, entry.version,
                                           scored.ids)
         return Response(stream, media_type=arrow.ARROW_STREAM, headers=out_headers)
-    outputs = {"predict_proba": ("FP64", scored.proba), "predicted_class": ("INT64", scored.classes.astype(np.int64))}
-    payload, header_length = encode_response(outputs, entry.name, entry.version, answer_id, request, rank,
-                                             prediction_ids=scored.ids)
+    outputs = {"predict_proba": ("FP64", scored.proba), "predicted_class": ("INT64", scored.classes.astype(np.int64)),
+               "prediction_id": ("BYTES", scored.ids)}
+    payload, header_length = encode_response(outputs, entry.name, entry.version, answer_id, plan, rank)
     if header_length is None:
         return Response(payload, media_type="application/json", headers=out_headers)
     out_headers["Inference-Header-Content-Length"] = str(header_length)
@@ -195,7 +210,7 @@ async def _infer(request: Request, predictor: Predictor, name: str, version: str
     try:
         body = await read_body(request.receive, request.headers, MEDIA_TYPES, predictor.settings.max_body_bytes)
     except ClientError as exc:
-        raise v2_error(exc.status, str(exc.detail), exc.reason) from None
+        raise v2_error(exc.status, str(exc.detail), exc.reason, exc.headers) from None
     headers = {k: request.headers[k] for k in ("content-type", "accept", HEADER_LENGTH) if k in request.headers}
     request_id = request_id_of(request.headers)
     if request.headers.get("x-request-id") == request_id:
@@ -215,3 +230,21 @@ async def infer_version(
 ) -> Response:
     """Predict with one version of the named model."""
     return await _infer(request, predictor, name, version)
+
+
+# Last of the router's routes: what no route above takes. BentoML mounts this app "passively" (a path matching
+# none of its routes never reaches it), so without this route an unknown /v2 path or a wrong method got BentoML's
+# plain-text 404 or FastAPI's {"detail"} 405; tritonclient then reports a JSON parse error, not the server's message.
+@router.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                  include_in_schema=False)
+def no_route(path: str, request: Request) -> None:
+    """404 `{"error"}` for a path no V2 route has; 405 with `Allow` for a route that exists without this method."""
+    allowed = sorted({method for route in router.routes if isinstance(route, APIRoute)
+                      and route.matches(request.scope)[0] == Match.PARTIAL for method in route.methods})
+    shown = request.url.path[:_SHOWN_PATH]
+    if allowed:
+        raise v2_error(405, f"{request.method} is not allowed on {shown}; allowed: {', '.join(allowed)}.",
+                       "method_not_allowed", {"Allow": ", ".join(allowed)})
+    raise v2_error(404, f"No V2 route is {request.method} {shown}. The routes: GET /v2, /v2/health/live, "
+                   "/v2/health/ready, /v2/models/{name}[/versions/{version}][/ready]; POST "
+                   "/v2/models/{name}[/versions/{version}]/infer.", "no_route")
