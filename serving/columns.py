@@ -191,6 +191,8 @@ def _check_number(array: pa.Array, spec: dict[str, Any]) -> tuple[np.ndarray, Fo
     if array.null_count:
         array = array.fill_null(0)
     values = array.to_numpy(zero_copy_only=False)
+    if values.dtype.kind == "f" and values.itemsize < 8:
+        values = values.astype(np.float64)  # float16/32 compared with 1e9 or 2**63 would overflow to inf
     ok = ~null
     if is_float:
         finite = np.isfinite(values)

@@ -117,10 +117,21 @@ def _json_column(tensor: RequestInput) -> Any:
         )
     if tensor.datatype == "BYTES":
         return values
+    dtype = np.float64 if tensor.datatype.startswith("FP") else NUMPY_TYPES[tensor.datatype]
     try:
-        return np.array(values, dtype=np.float64 if tensor.datatype.startswith("FP") else NUMPY_TYPES[tensor.datatype])
+        return np.array(values, dtype=dtype)
     except OverflowError:
-        raise V2Invalid(f"input {tensor.name!r}: a value is out of the {tensor.datatype} range.", "datatype") from None
+        bad = next(i for i, v in enumerate(values) if _overflows(v, dtype))
+        raise V2Invalid(f"input {tensor.name!r}: row {bad} ({values[bad]!r:.40}) is out of the {tensor.datatype} "
+                        "range.", "datatype") from None
+
+
+def _overflows(value: Any, dtype: Any) -> bool:
+    try:
+        np.array([value], dtype=dtype)
+    except OverflowError:
+        return True
+    return False
 
 
 def _bytes_elements(name: str, chunk: memoryview, count: int) -> list[str]:
