@@ -15,10 +15,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from serving import v2
-from serving.arrow import ARROW_STREAM
+from serving.web import v2
+from serving.codecs.arrow import ARROW_STREAM
 from serving.client import from_arrow, to_arrow
-from serving.predictor import Predictor
+from serving.core.predictor import Predictor
 from settings import Settings
 from training.data import generate_purchase
 from training.schema import PURCHASE
@@ -427,7 +427,7 @@ def test_bad_encodings_are_refused(client, frame):
 
 
 def test_a_zip_bomb_is_413_after_inflating_no_more_than_the_limit(client, monkeypatch):
-    import serving.content_encoding as content_encoding
+    import serving.web.content_encoding as content_encoding
 
     produced = []
 

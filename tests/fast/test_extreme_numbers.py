@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from serving import arrow
-from serving.columns import ColumnsInvalid, validate_columns
-from serving.errors import ClientError
-from serving.v2_protocol import NUMPY_TYPES, V2Invalid, decode_inputs, parse_request
-from serving.validation import purchase_validator
+from serving.codecs import arrow
+from serving.codecs.columns import ColumnsInvalid, validate_columns
+from serving.web.errors import ClientError
+from serving.codecs.v2_tensors import NUMPY_TYPES, V2Invalid, decode_inputs, parse_request
+from serving.codecs.records import purchase_validator
 from training.schema import PURCHASE, PredictRequest, input_schema
 
 SCHEMA = input_schema(PURCHASE)

@@ -12,7 +12,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from serving.arrow import ARROW_STREAM
+from serving.codecs.arrow import ARROW_STREAM
 from serving.client import from_arrow, to_arrow
 from tests.test_service import SEED_RECORDS
 from tests.test_v2_protocol import v2_request

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 
-from serving.errors import ClientError
+from serving.web.errors import ClientError
 
 SUPPORTED = ("gzip", "deflate")
 ACCEPT_ENCODING = {"Accept-Encoding": ", ".join(SUPPORTED)}

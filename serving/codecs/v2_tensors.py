@@ -1,9 +1,9 @@
-"""The Open Inference Protocol's (KServe V2) tensors in and out (the JSON models are in `serving/v2_schemas.py`).
+"""The Open Inference Protocol's (KServe V2) tensors in and out (the JSON models are in `serving/codecs/v2_schemas.py`).
 
 Inputs arrive as JSON tensors or, with Triton's binary tensor data extension (what `tritonclient` sends by
 default), as a JSON header followed by raw little-endian tensor bytes. Either way each input becomes one column
-for `serving.columns.validate_columns`; the declared datatype must match the values sent (an INT64 tensor holds
-integers, a BYTES tensor strings), BYTES elements are decoded by their content type (serving/v2_parameters.py:
+for `serving.codecs.columns.validate_columns`; the declared datatype must match the values sent (an INT64 tensor holds
+integers, a BYTES tensor strings), BYTES elements are decoded by their content type (serving/codecs/v2_parameters.py:
 base64 among them), and the column schema then decides what the model accepts.
 
 Answers carry the outputs the client asked for (all of them when it names none), each as JSON or as binary data
@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from serving.v2_parameters import (
+from serving.codecs.v2_parameters import (
     BINARY,
     BINARY_OUTPUT,
     ECHOED,
@@ -31,7 +31,7 @@ from serving.v2_parameters import (
     input_content_type,
     request_content_type,
 )
-from serving.v2_schemas import InferenceRequest, RequestInput
+from serving.codecs.v2_schemas import InferenceRequest, RequestInput
 
 BINARY_SIZE = "binary_data_size"
 HEADER_LENGTH = "inference-header-content-length"
