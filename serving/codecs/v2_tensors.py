@@ -2,9 +2,9 @@
 
 Inputs arrive as JSON tensors or, with Triton's binary tensor data extension (what `tritonclient` sends by
 default), as a JSON header followed by raw little-endian tensor bytes. Either way each input becomes one column
-for `serving.codecs.columns.validate_columns`; the declared datatype must match the values sent (an INT64 tensor holds
-integers, a BYTES tensor strings), BYTES elements are decoded by their content type (serving/codecs/v2_parameters.py:
-base64 among them), and the column schema then decides what the model accepts.
+for `serving.codecs.columns.validate_columns`; the declared datatype must match the values sent (an INT64 tensor
+holds integers, a BYTES tensor strings), BYTES elements are decoded by their content type
+(serving/codecs/v2_parameters.py: base64 among them), and the column schema then decides what the model accepts.
 
 Answers carry the outputs the client asked for (all of them when it names none), each as JSON or as binary data
 as its parameters say; `prediction_id` is an output tensor (BYTES, one id per row), since the protocol's
