@@ -207,6 +207,7 @@ def test_health_metadata_and_unknown_or_unloaded_models(client):
     assert client.get("/v2/health/live").json() == {"live": True}
     assert "ghost_model" in error_of(client.get("/v2/health/ready"), 503)
     meta = client.get("/v2").json()
+    assert client.get("/v2/").json() == meta  # the protocol's OpenAPI document writes it with the slash
     assert meta["name"] == "purchase_serving" and "binary_tensor_data" in meta["extensions"]
     model = client.get("/v2/models/purchase_lr").json()
     version = load_model("purchase_lr:latest").version

@@ -96,6 +96,7 @@ def _entry(predictor: Predictor, name: str, version: str | None) -> ModelEntry:
 
 
 @router.get("", response_model=ServerMetadata)
+@router.get("/", response_model=ServerMetadata, include_in_schema=False)  # the protocol's OpenAPI document says /v2/
 def server_metadata() -> dict[str, Any]:
     try:
         own_version = package_version("purchase-serving")
