@@ -113,20 +113,24 @@ def test_flat_shapes_nested_data_integral_floats_and_requested_outputs(client, f
     assert list(only) == ["predicted_class"]
 
 
-def test_binary_tensor_extension_in_and_out(client, frame, expected):
-    body = v2_request(frame, parameters={"binary_data_output": True})
+def post_binary(client, body: dict, encode=str.encode):
+    """The body with every input as Triton binary tensor data (BYTES elements through `encode`)."""
     chunks = []
     for tensor in body["inputs"]:
         values = tensor.pop("data")
         if tensor["datatype"] == "BYTES":
-            raw = b"".join(len(s.encode()).to_bytes(4, "little") + s.encode() for s in values)
+            raw = b"".join(len(v).to_bytes(4, "little") + v for v in map(encode, values))
         else:
             raw = np.asarray(values, dtype="<i8" if tensor["datatype"] == "INT64" else "<f8").tobytes()
         tensor["parameters"] = {"binary_data_size": len(raw)}
         chunks.append(raw)
     header = orjson.dumps(body)
-    response = client.post(INFER, content=header + b"".join(chunks), headers={
+    return client.post(INFER, content=header + b"".join(chunks), headers={
         "content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+
+
+def test_binary_tensor_extension_in_and_out(client, frame, expected):
+    response = post_binary(client, v2_request(frame, parameters={"binary_data_output": True}))
     assert response.status_code == 200, response.text
     length = int(response.headers["inference-header-content-length"])
     meta = orjson.loads(response.content[:length])
@@ -256,19 +260,8 @@ def test_base64_bytes_are_decoded_on_the_input_or_the_request(client, frame, exp
 
 
 def test_base64_over_binary_tensors(client, frame, expected):
-    body = v2_request(frame, parameters={"content_type": "base64"})
-    chunks = []
-    for tensor in body["inputs"]:
-        values = tensor.pop("data")
-        if tensor["datatype"] == "BYTES":
-            raw = b"".join(len(v).to_bytes(4, "little") + v for v in (_b64(s).encode() for s in values))
-        else:
-            raw = np.asarray(values, dtype="<i8" if tensor["datatype"] == "INT64" else "<f8").tobytes()
-        tensor["parameters"] = {"binary_data_size": len(raw)}
-        chunks.append(raw)
-    header = orjson.dumps(body)
-    response = client.post(INFER, content=header + b"".join(chunks), headers={
-        "content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+    response = post_binary(client, v2_request(frame, parameters={"content_type": "base64"}),
+                           encode=lambda text: _b64(text).encode())
     np.testing.assert_allclose(outputs(response)["predict_proba"]["data"], expected, atol=1e-12)
 
 

@@ -120,5 +120,7 @@ class Decoder:
 
 def decoder(header: str | None, limit: int) -> Decoder | None:
     """A decoder for the Content-Encoding header's value, or None for a body sent as is. Raises ClientError 415."""
+    if not header:  # nearly every request: no parsing on /predict's path
+        return None
     codings = codings_of(header)
     return Decoder(codings, limit) if codings else None
