@@ -144,12 +144,19 @@ def test_v2_binary_tensors_with_any_bytes(datatype, column, raw):
         assert _equal(value, back, column == "n")
 
 
+def _arrow(values: st.SearchStrategy, build) -> st.SearchStrategy:
+    return st.lists(values, min_size=1, max_size=5).map(build)
+
+
+arrow_floats = st.sampled_from(EDGE_FLOATS + [-v for v in EDGE_FLOATS] + [2.0**70, float("nan"), float("inf")]) | st.floats()
 arrow_columns = st.one_of(
-    st.lists(st.integers(-(2**63), 2**63 - 1) | st.none(), min_size=1, max_size=5).map(lambda v: pa.array(v, pa.int64())),
-    st.lists(st.integers(0, 2**64 - 1) | st.none(), min_size=1, max_size=5).map(lambda v: pa.array(v, pa.uint64())),
-    st.lists(st.floats() | st.none(), min_size=1, max_size=5).map(lambda v: pa.array(v, pa.float64())),
-    st.lists(st.floats(width=32), min_size=1, max_size=5).map(lambda v: pa.array(v, pa.float32())),
-    st.lists(st.floats(width=16), min_size=1, max_size=5).map(lambda v: pa.array(np.array(v, dtype=np.float16))),
+    _arrow(st.sampled_from([0, -1, 2**53 + 1, 2**63 - 1, -(2**63)]) | st.integers(-(2**63), 2**63 - 1) | st.none(),
+           lambda v: pa.array(v, pa.int64())),
+    _arrow(st.sampled_from([1, 2**63 - 1, 2**63, 2**64 - 1]) | st.integers(0, 2**64 - 1) | st.none(),
+           lambda v: pa.array(v, pa.uint64())),
+    _arrow(arrow_floats | st.none(), lambda v: pa.array(v, pa.float64())),
+    _arrow(st.floats(width=32), lambda v: pa.array(v, pa.float32())),
+    _arrow(st.floats(width=16), lambda v: pa.array(np.array(v, dtype=np.float16))),
 )
 
 
@@ -182,6 +189,9 @@ def test_arrow_columns_with_extreme_numbers(column, values, bounded):
         ([4127027048665607680, 1e308], "column 'x' holds an integer beyond +-2**53 among floats"),
         ([2**64, 1.5], "column 'x' holds an integer beyond +-2**53 among floats"),
         ([2**63, 1], "column 'n' is out of the 64-bit integer range (offending rows, 0-based: 0)"),
+        # typed arrays that astype(int64) used to wrap or saturate, silently
+        (pa.array([3, 2**64 - 1], pa.uint64()), "column 'n' is out of the 64-bit integer range (offending rows, 0-based: 1)"),
+        (np.array([2.0**70, 3.0]), "column 'n' is out of the 64-bit integer range (offending rows, 0-based: 0)"),
     ],
 )
 def test_columns_pyarrow_refuses_are_named_not_none(values, needle):
