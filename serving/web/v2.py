@@ -1,15 +1,17 @@
 """The Open Inference Protocol (KServe "V2") REST surface, as MLServer and Triton serve it.
 
-    GET  /v2                                   server metadata
+    GET  /v2 (and /v2/)                        server metadata
     GET  /v2/health/live, /v2/health/ready     liveness; readiness = every configured model loaded (as /readyz)
     GET  /v2/models/{name}[/versions/{v}]      model metadata: one input tensor per input column
     GET  /v2/models/{name}[/versions/{v}]/ready
     POST /v2/models/{name}[/versions/{v}]/infer  JSON tensors, Triton binary tensors, or an Arrow stream
+    GET  /v2/models/{name}[/versions/{v}]/config  404: Triton's model configuration is not served (model_config)
+    anything else under /v2                    404, or 405 for a route asked with another method (no_route)
 
 Requests name their model (no A/B routing here) and go through the same column validation, model call,
 metrics and prediction log as every other endpoint (`Predictor.score`, endpoint label `/v2/infer`). Errors are
-the protocol's `{"error": "..."}`: 400 bad request (naming the input and row), 404 unknown model or version,
-413 body too large, 415 content type, 503 model not loaded.
+the protocol's `{"error": "..."}`: 400 bad request (naming the input and row, or the parameter), 404 unknown
+model or version, 413 body too large (also once decompressed), 415 content type or coding, 503 model not loaded.
 """
 
 from __future__ import annotations
