@@ -35,15 +35,8 @@ from serving.web.errors import ClientError, error_response, request_id_of, unexp
 from serving.web.gate import read_body
 from serving.core.predictor import Predictor
 from serving.core.registry import ModelEntry, ModelUnavailable
-from serving.codecs.v2_tensors import (
-    HEADER_LENGTH,
-    SCHEMA_DATATYPES,
-    V2Invalid,
-    decode_inputs,
-    encode_response,
-    parse_request,
-    plan_answer,
-)
+from serving.codecs.v2_answers import encode_response, plan_answer
+from serving.codecs.v2_tensors import HEADER_LENGTH, SCHEMA_DATATYPES, V2Invalid, decode_inputs, parse_request
 from serving.codecs.v2_schemas import ERRORS_DOC, INFER_DOC, InferenceRequest, ModelMetadata, ServerMetadata
 
 logger = logging.getLogger(__name__)
