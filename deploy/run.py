@@ -25,6 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +95,20 @@ class Container:
         self.process = subprocess.Popen(self.command(), stdout=self.output, stderr=subprocess.STDOUT,
                                         start_new_session=True)  # fmt: skip
         return self
+
+    def wait_until_ready(self, timeout: float = 300) -> Container:
+        """Until /readyz answers 200 (every model loaded); raises if the container exits or the time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the container exited {self.process.returncode}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.url}/readyz did not answer 200 within {timeout} s")
 
     def main_process(self, timeout: float = 60) -> psutil.Process:
         """The container's first process (what PID 1 is in a real container): under buildah, the child of its

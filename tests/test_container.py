@@ -30,7 +30,7 @@ from tests.test_service import SEED_RECORDS, SEED_V1, students
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 MANIFESTS = ROOT / "deploy" / "k8s"
 TOKEN = "container-test-token"
-VOLATILE = {"prediction_id", "duration_ms", "load_seconds", "aliases"}  # per call, per start, per store's stage book
+VOLATILE = {"prediction_id", "prediction_ids", "duration_ms", "load_seconds", "aliases"}  # per call, per start, per store's stage book
 
 
 def _require(*tools: str) -> None:
@@ -75,6 +75,9 @@ def image(bento):
           f"(base {report['base_seconds']:.0f} s, made now: {report['base_made_now']}), load {report['loadavg']}")
     tag = f"{name}:{bento.split(':')[1]}"
     yield tag
+    # Removing the last name of an image also removes its untagged parents, which are buildah's layer cache: the
+    # newest test image keeps one name, so the next run builds only what changed (and replaces it).
+    subprocess.run(["buildah", "tag", tag, "localhost/purchase-serving-test:last"], check=True, capture_output=True)
     for reference in (tag, f"{name}:latest"):
         subprocess.run(["buildah", "rmi", reference], capture_output=True)
 
@@ -90,18 +93,11 @@ def container(image, state, served_models, tmp_path_factory):
     env.pop("POD_NAME")
     running = Container(image, port=free_port(), state=str(state), env=env, engine_name="buildah",
                         output=tmp_path_factory.mktemp("container") / "server.out").start()  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if running.process.poll() is not None:
-            pytest.fail(f"the container exited {running.process.returncode}: {running.output.name}")
-        try:
-            if httpx.get(running.url + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        pytest.fail("the container was not ready within 300 s")
+    try:
+        running.wait_until_ready()
+    except (RuntimeError, TimeoutError) as exc:
+        running.stop()
+        pytest.fail(f"{exc}:\n{Path(running.output.name).read_text()[-3000:]}")
     yield running
     running.stop()
 
@@ -117,6 +113,20 @@ def _normal(value):
     if isinstance(value, list):
         return [_normal(v) for v in value]
     return value
+
+
+def _first_difference(a, b, where=""):
+    """Where two JSON values first differ, for the failure message (pytest's diff cuts long lists)."""
+    a, b = _normal(a), _normal(b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key, "<absent>") != b.get(key, "<absent>"):
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for index, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{where}[{index}]")
+    return f"{where}: host {a!r:.200} container {b!r:.200}"
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -145,7 +155,7 @@ def test_seed_contracts_answer_exactly_as_bentoml_serve(container, host_server):
         host, boxed = answers
         assert boxed.status_code == host.status_code, (path, body, host.text, boxed.text)
         assert boxed.headers["content-type"] == host.headers["content-type"], path
-        assert _normal(boxed.json()) == _normal(host.json()), (path, body)
+        assert _normal(boxed.json()) == _normal(host.json()), (path, body, _first_difference(host.json(), boxed.json()))
         compared += 1
     assert compared == len(CASES)
 
