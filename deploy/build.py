@@ -60,7 +60,7 @@ def image_size(image: str) -> int:
 
 def containerize(bento: str, tag: str, start: str, volumes: list[str], backend: str) -> None:
     command = [str(Path(sys.executable).parent / "bentoml"), "containerize", bento, "--backend", backend,
-               "--image-tag", tag, "--opt", f"from={start}", "--opt", "layers"]  # fmt: skip
+               "--image-tag", tag, "--opt", f"from={start}", "--opt", "layers", "--opt", "force-rm"]  # fmt: skip
     for volume in volumes:
         command += ["--opt", f"volume={volume}"]
     # DOCKER_BUILDKIT=1: BentoML then mounts a build cache on /root/.cache for the `uv pip install` step.

@@ -87,7 +87,7 @@ def finish(image: str, *options: str) -> None:
 def bud(containerfile: Path, context: Path, tag: str, base: str, build_args: dict[str, str] | None = None) -> None:
     """`buildah bud --layers` of a Containerfile whose first FROM is `base`, with the CA bundle in its steps."""
     start, volumes = build_base(base)
-    args = ["bud", "--layers", "--quiet", "-f", str(containerfile), "-t", tag, "--from", start]
+    args = ["bud", "--layers", "--force-rm", "--quiet", "-f", str(containerfile), "-t", tag, "--from", start]
     for volume in volumes:
         args += ["--volume", volume]
     for key, value in (build_args or {}).items():
