@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from deploy import buildah
-from deploy.base_image import ensure_base
+from deploy.base_image import BASE_IMAGE, ensure_base
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "artifacts" / "container" / "build.json"
@@ -76,7 +76,7 @@ def containerize(bento: str, tag: str, start: str, volumes: list[str], backend: 
 def build(bento: str, image: str, base: str | None, backend: str) -> dict:
     started = time.monotonic()
     tag = f"{image}:{bento.split(':')[1]}"
-    made_base = not base and not buildah.image_exists("localhost/purchase-serving-base:bookworm")
+    made_base = not base and not buildah.image_exists(BASE_IMAGE)
     base = base or ensure_base()
     base_seconds = time.monotonic() - started
     start, volumes = buildah.build_base(base)

@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 import yaml
 
@@ -193,12 +192,15 @@ def test_prediction_log_lands_on_the_mounted_volume(container, state):
 
 def test_sigterm_under_light_load_loses_no_logged_answer(container, state):
     """Four clients send single records and two send 10,000-record batches; SIGTERM reaches the container's main
-    process (as `docker stop` and Kubernetes do) while batches are in flight. Every 200 must be in the log, the
-    batches in flight must be answered, and nothing may fail but connections refused after the signal."""
+    process (as `docker stop` and Kubernetes do) while batches are in flight.
+
+    Drained: every request sent before the signal is answered 200, and every 200 is in the log. After the signal
+    the server soon takes no new request: a connection is refused, or a keep-alive connection the server closes
+    as idle fails the request sent on it (the HTTP/1.1 race clients retry); such a request was never read, so it
+    is not in the log either."""
     small = students(400, seed=24)
     big = json.dumps({"records": students(10_000, seed=25)}).encode()
-    ok: list[str] = []
-    outcomes: dict[str, int] = {}
+    sent: list[tuple[str, float, str]] = []  # (request id, when it was sent, outcome)
     signalled: list[float] = []
 
     async def client(index: int, batches: bool) -> None:
@@ -206,22 +208,18 @@ def test_sigterm_under_light_load_loses_no_logged_answer(container, state):
             n = 0
             while not signalled or time.monotonic() < signalled[0] + 3:
                 n += 1
-                request_id = f"term-{index}-{n}"
+                request_id, started = f"term-{index}-{n}", time.monotonic()
                 try:
                     if batches:
                         response = await http.post("/batch_predict", content=big, headers={
                             "Content-Type": "application/json", "X-Request-ID": request_id})  # fmt: skip
                     else:
                         response = await http.post("/predict", json=small[n % 400], headers={"X-Request-ID": request_id})
-                    key = str(response.status_code)
-                    if response.status_code == 200:
-                        ok.append(request_id)
-                except httpx.ConnectError:
-                    key = "refused after SIGTERM" if signalled else "ConnectError before SIGTERM"
+                    outcome = str(response.status_code)
+                except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError) as exc:
+                    outcome = type(exc).__name__
                     await asyncio.sleep(0.05)
-                except httpx.HTTPError as exc:
-                    key = type(exc).__name__
-                outcomes[key] = outcomes.get(key, 0) + 1
+                sent.append((request_id, started, outcome))
 
     async def scenario() -> None:
         tasks = [asyncio.create_task(client(i, batches=i >= 4)) for i in range(6)]
@@ -236,12 +234,20 @@ def test_sigterm_under_light_load_loses_no_logged_answer(container, state):
     stats: dict[str, int] = {}
     log = Path(container.env["PREDICTION_LOG_PATH"].replace(container.state_dir, str(state), 1))
     logged = {r["request_id"] for r in iter_records(log, stats)}
-    print(f"SIGTERM under load: {outcomes}; {len(ok)} answered, exit status {status}")
+    before = [(rid, outcome) for rid, started, outcome in sent if started < signalled[0]]
+    after = [(rid, outcome) for rid, started, outcome in sent if started >= signalled[0]]
+    answered = [rid for rid, _, outcome in sent if outcome == "200"]
+    summary = {when: {o: sum(1 for _, x in group if x == o) for o in {x for _, x in group}}
+               for when, group in (("sent before SIGTERM", before), ("after", after))}  # fmt: skip
+    print(f"SIGTERM under load: {summary}; exit status {status}")
     assert status == 0, "the server did not exit cleanly on SIGTERM"
     assert stats["skipped"] == 0, "a torn line in the log"
-    assert set(outcomes) <= {"200", "refused after SIGTERM"}, outcomes
-    assert sum(1 for r in ok if r.startswith(("term-4-", "term-5-"))) >= 2 and len(ok) > 50
-    assert set(ok) <= logged, f"{len(set(ok) - logged)} answered requests missing from the log"
+    assert all(outcome == "200" for _, outcome in before), f"a request in flight was not answered: {summary}"
+    assert sum(1 for rid, _ in before if rid.startswith(("term-4-", "term-5-"))) >= 2 and len(before) > 20
+    # After the signal, a request is answered and logged (the listener was still open) or neither: never one
+    # without the other.
+    assert all((outcome == "200") == (rid in logged) for rid, outcome in after), summary
+    assert set(answered) <= logged, f"{len(set(answered) - logged)} answered requests missing from the log"
 
 
 def test_drift_cronjob_runs_in_the_image_on_the_logged_volume(image, state, container):
@@ -266,7 +272,7 @@ def test_drift_cronjob_runs_in_the_image_on_the_logged_volume(image, state, cont
     summary = json.loads((state / "drift" / "latest.json").read_text())
     assert (state / "drift" / "latest.json").stat().st_uid == 1034
     print(result.stdout[-1500:])
-    assert summary["rows"] >= 20_000, "the window holds the batches logged under SIGTERM"
+    assert summary["purchase_gbm"]["rows"] >= 20_000, "the window holds the batches logged under SIGTERM"
 
 
 def test_docker_and_podman_commands_publish_mount_and_configure():
