@@ -162,7 +162,8 @@ class Container:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", default=os.environ.get("IMAGE_TAG") or "localhost/purchase-serving:latest")
+    parser.add_argument("--image", default=f"{os.environ.get('IMAGE') or 'localhost/purchase-serving'}:latest",
+                        help="the image to run (IMAGE=name, as for `make container`, runs name:latest)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 3000))
     parser.add_argument("--host", default=os.environ.get("HOST") or "127.0.0.1",
                         help="host address the port is published on (0.0.0.0 exposes it to the network)")
@@ -175,10 +176,25 @@ def main(argv: list[str] | None = None) -> int:
     env = {**settings_from_environment(), **dict(item.split("=", 1) for item in args.env)}
     container = Container(args.image, port=args.port, host=args.host, state=state, env=env, engine_name=chosen)
     print(f"{chosen}: {args.image} on {container.url}, state on {state}; Ctrl-C stops it", flush=True)
-    container.start()
+    # The handler only interrupts the wait: stopping inside it would wait on the process the main thread waits on.
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: sys.exit(container.stop() or 0))
-    return container.process.wait()
+        signal.signal(signum, _interrupt)
+    container.start()
+    try:
+        container.process.wait()
+    except Interrupted:
+        pass
+    finally:
+        status = container.stop()
+    return status or 0
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM to `make container-run`."""
+
+
+def _interrupt(*_) -> None:
+    raise Interrupted
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -290,3 +291,36 @@ def test_state_dir_is_the_bentofile_value():
     assert bento_env("STATE_DIR") == Container("i", port=1, state="s", env={}, engine_name="docker").state_dir
     assert bento_env("BENTOML_DO_NOT_TRACK") == "True" and bento_env("DO_NOT_TRACK") == "1"
     assert os.access(ROOT / "deploy" / "container" / "setup.sh", os.X_OK)
+
+
+def test_make_container_run_serves_and_stops_on_ctrl_c(image, served_models, tmp_path):
+    """`make container-run`'s command: settings from the shell reach the container; Ctrl-C (SIGINT) stops the server
+    with SIGTERM and leaves no working container and no process behind."""
+    import signal
+
+    port = free_port()
+    env = {**os.environ, **served_models, "CONTAINER_ENGINE": "buildah", "PORT": str(port)}
+    runner = subprocess.Popen([sys.executable, "-m", "deploy.run", "--image", image, "--state", str(tmp_path / "state")],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        ready = Container(image, port=port, state="", env={}, engine_name="buildah")
+        ready.process = runner
+        ready.wait_until_ready()
+        assert httpx.post(ready.url + "/predict", json=SEED_RECORDS[0], timeout=30).status_code == 401, "API_TOKENS"
+        assert httpx.post(ready.url + "/predict", json=SEED_RECORDS[0], headers=AUTH, timeout=30).status_code == 200
+        names = subprocess.run(["buildah", "containers", "--format", "{{.ContainerName}}"], capture_output=True,
+                               text=True, check=True).stdout.split()  # fmt: skip
+        ours = [name for name in names if name.startswith("purchase-serving-")]
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=60) == 0
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    output = runner.stdout.read().decode()
+    assert "Service instance cleanup finalized" in output, output[-2000:]
+    left = subprocess.run(["buildah", "containers", "--format", "{{.ContainerName}}"], capture_output=True, text=True,
+                          check=True).stdout.split()  # fmt: skip
+    assert ours and not set(ours) & set(left), "the working container was not removed"
+    with pytest.raises(httpx.ConnectError):  # no worker outlived the server holding its socket
+        httpx.get(ready.url + "/livez", timeout=5)
+    assert any(r["endpoint"] == "/predict" for r in iter_records(tmp_path / "state" / "prediction_log.jsonl"))
