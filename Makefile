@@ -96,5 +96,15 @@ build: install
 	$(BIN)/python -m training.train --if-missing
 	$(BIN)/bentoml build .
 
+# The bento as an OCI image (docs/deployment.md): BASE_IMAGE=python:3.11-slim builds on a registry's base instead
+# of the local Debian one; IMAGE names it (localhost/purchase-serving); BACKEND=podman uses podman's builder.
+.PHONY: container container-run
+container: build
+	$(BIN)/python -m deploy.build
+
+# Serves localhost/purchase-serving:latest with docker or podman where they run containers, else buildah (chroot).
+container-run: install
+	$(BIN)/python -m deploy.run
+
 clean:
 	rm -rf $(VENV) artifacts bench/results bench/.mlserver-venv .pytest_cache

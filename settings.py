@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default=[], description="API_TOKENS: comma-separated bearer tokens required by the prediction routes; unset, open."
     )
+    feedback_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[], description="FEEDBACK_TOKENS: comma-separated bearer tokens of POST /v1/feedback; unset, API_TOKENS "
+        "are taken. Feedback is open only while no token at all is configured.",
+    )
     # Explanations (issue 25): POST /v1/explain, /v1/predict items with `explain`, GET /v1/predictions/{id}/explanation.
     max_explain_records: int = Field(
         default=1_000, ge=1, description="MAX_EXPLAIN_RECORDS: most records explained in one call with a model of up to 7 "
@@ -119,6 +123,14 @@ class Settings(BaseSettings):
     explain_nice: int = Field(
         default=19, ge=0, le=19, description="EXPLAIN_NICE: the explanation thread's nice value (Linux), so "
         "explanations take the CPU that /predict leaves idle (0: the same priority as /predict)."
+    )
+    explain_queue: int = Field(
+        default=4, ge=0, description="EXPLAIN_QUEUE: most explanation calls waiting behind the running one; the next "
+        "is answered 503 at once."
+    )
+    explain_queue_seconds: float = Field(
+        default=60.0, gt=0, le=110, description="EXPLAIN_QUEUE_SECONDS: an explanation call that has waited this long "
+        "without starting is answered 503 and never run (below the 120 s request timeout, so it can still run)."
     )
     # Request path (HOTPATH, issue 10).
     access_log: bool = Field(
@@ -154,7 +166,7 @@ class Settings(BaseSettings):
                 setattr(self, name, self.state_dir / getattr(self, name))
         return self
 
-    @field_validator("served_models", "shadow_models", "api_tokens", mode="before")
+    @field_validator("served_models", "shadow_models", "api_tokens", "feedback_tokens", mode="before")
     @classmethod
     def _split_tags(cls, value: object) -> object:
         if isinstance(value, str):
@@ -177,29 +189,6 @@ class Settings(BaseSettings):
         if any(weight < 0 for weight in value.values()) or (value and sum(value.values()) <= 0):
             raise ValueError("AB_WEIGHTS must be non-negative and not all zero")
         return value
-
-    @model_validator(mode="after")
-    def _check_models_are_served(self) -> "Settings":
-        # A default or an A/B arm that is not loaded would only show up as 503s on every request: refuse the start.
-        from training.store import may_serve, parse_ref  # the one parser of model references; imported late
-
-        for tag in [*self.served_models, *self.shadow_models]:
-            parse_ref(tag)  # ValueError naming a malformed reference
-        served = list(self.served_models)
-        listed = ", ".join(self.served_models) or "nothing"
-
-        def not_served(name: str) -> bool:
-            return not may_serve(name, served)
-
-        if not_served(self.default_purchase_model):
-            raise ValueError(
-                f"DEFAULT_PURCHASE_MODEL={self.default_purchase_model} is not loaded by SERVED_MODELS ({listed}); "
-                "add it there or choose one of the served models"
-            )
-        missing = [name for name in self.ab_weights if not_served(name)]
-        if missing:
-            raise ValueError(f"AB_WEIGHTS names {', '.join(missing)}, which SERVED_MODELS ({listed}) does not load")
-        return self
 
 
 def settings_error(exc: ValidationError) -> str:

@@ -2,9 +2,9 @@
 the exact version that answered it (loaded from the store when it is no longer served), and the explanations that
 /v1/predict items ask for. The explainer itself is training/explain; the door is serving/web/explain.py.
 
-Errors are `ExplainError`s carrying the status the door answers them with (MLServer's pattern): 404 unknown model
-or prediction id, 410 a version the store no longer holds, 422 invalid records or id, 503 a model that failed to
-load.
+Errors are `ServingError` kinds carrying their status (serving/errors.py), answered by the door's policy: the
+registry's 404 (unknown model) and 503 (not loaded), the codecs' 422 (invalid records), and the kinds below: 422
+an unexplainable request, 404 an unknown prediction id, 410 a version the store no longer holds.
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from threading import Lock
-from typing import Any, Literal
+from typing import Any
 
 import bentoml
 import pandas as pd
 from pydantic import ValidationError
 
 from monitoring.lookup import LoggedPrediction, find_prediction
-from serving.codecs.records import error_reason, fastapi_errors
+from serving.codecs.errors import CodecError
+from serving.codecs.records import error_reason, fastapi_errors, validator_for
 from serving.core import ids
 from serving.core.predictor import Predictor, bound_inference_threads
-from serving.core.registry import ModelUnavailable
+from serving.errors import ServingError
 from settings import Settings
 from training.explain.explainer import Explainers, Explanation, OutputSpace
 from training.store import StoredModel, load_model
@@ -30,12 +31,21 @@ from training.store import StoredModel, load_model
 logger = logging.getLogger(__name__)
 
 
-class ExplainError(Exception):
-    """Why an explanation cannot be given: `detail` (a message, or FastAPI-shaped field errors) and a status."""
+class ExplainError(ServingError):
+    """The request cannot be explained as asked (too many records, a malformed id, an unusable log line)."""
 
-    def __init__(self, status: int, detail: Any, reason: str):
-        super().__init__(detail if isinstance(detail, str) else reason)
-        self.status, self.detail, self.reason = status, detail, reason
+    status = 422
+    reason = "unexplainable"
+
+
+class PredictionNotFound(ExplainError):
+    status = 404
+    reason = "unknown_prediction"
+
+
+class VersionGone(ExplainError):
+    status = 410
+    reason = "version_gone"
 
 
 FULL_LIMIT_INPUTS = 7  # MAX_EXPLAIN_RECORDS is the limit of a model of up to 7 inputs (128 coalitions: the purchase models)
@@ -84,45 +94,40 @@ class Explanations:
                         output: OutputSpace = "probability") -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """POST /v1/explain: the records validated against the served model's schema, explained; the answer and the
         validated records (the HTML page labels its bars with them)."""
-        try:
-            entry = self.predictor.registry.get(model_name, model_version)
-        except ModelUnavailable as exc:
-            raise ExplainError(503, str(exc), "model_unavailable") from None
-        except LookupError as exc:
-            raise ExplainError(404, str(exc.args[0]), "unknown_model") from None
-        assert entry.model is not None and entry.validator is not None
+        entry = self.predictor.registry.get(model_name, model_version)  # ModelNotServed 404, ModelUnavailable 503
+        assert entry.model is not None
+        validator = validator_for(entry.model, self.settings.max_records)
         too_many = over_limit(len(records), entry.model, self.settings.max_explain_records)
         if too_many:
-            raise ExplainError(422, [{"loc": ["body", "records"], "msg": too_many, "type": "too_long"}], "too_long")
+            raise ExplainError([{"loc": ["body", "records"], "msg": too_many, "type": "too_long"}], "too_long")
         try:
-            frame = entry.validator.records(records, "records")
+            frame = validator.records(records, "records")
         except ValueError as exc:
             try:  # field errors in FastAPI's shape, as /batch_predict answers them; a broken rule as its message
-                entry.validator.many.validate_python(records)
+                validator.many.validate_python(records)
             except ValidationError as field_errors:
-                raise ExplainError(422, fastapi_errors(field_errors, ("body", "records")),
-                                  error_reason(field_errors)) from None
-            raise ExplainError(422, str(exc), "rule") from None
+                raise CodecError(fastapi_errors(field_errors, ("body", "records")), error_reason(field_errors)) from None
+            raise CodecError(str(exc), "rule") from None
         return answer(self.explain(entry.model, frame, output)), frame.to_dict("records")
 
     def explain_logged(self, prediction_id: str, output: OutputSpace = "probability") -> dict[str, Any]:
         """GET /v1/predictions/{id}/explanation: the logged inputs, explained by the version that answered."""
         canonical = ids.normalize(prediction_id)
         if canonical is None:
-            raise ExplainError(422, [{"loc": ["path", "prediction_id"], "msg": "Input should be a UUID, as the "
-                                     "prediction endpoints answer it", "type": "uuid_parsing"}], "uuid_parsing")
+            raise ExplainError([{"loc": ["path", "prediction_id"], "msg": "Input should be a UUID, as the prediction "
+                                 "endpoints answer it", "type": "uuid_parsing"}], "uuid_parsing")
         if not self.settings.prediction_log:
-            raise ExplainError(404, "The prediction log is off (PREDICTION_LOG=false): no prediction can be found by id.",
-                              "log_off")
+            raise PredictionNotFound("The prediction log is off (PREDICTION_LOG=false): no prediction can be found by "
+                                     "id.", "log_off")
         logged = find_prediction(self.settings.prediction_log_path, canonical)
         if logged is None:
-            raise ExplainError(404, f"No prediction {canonical} in this server's prediction log.", "unknown_prediction")
+            raise PredictionNotFound(f"No prediction {canonical} in this server's prediction log.")
         model, served = self._version(logged)
         columns = list(model.input_schema["columns"])
         try:
             frame = _typed_frame(logged.inputs(columns), model.input_schema)
         except (ValueError, TypeError) as exc:
-            raise ExplainError(422, f"Prediction {canonical} cannot be explained: {exc}.", "unusable_log_line") from None
+            raise ExplainError(f"Prediction {canonical} cannot be explained: {exc}.", "unusable_log_line") from None
         explanation = self.explain(model, frame, output)
         return {
             "prediction_id": canonical, "model_name": model.name, "model_version": model.version,
@@ -142,8 +147,8 @@ class Explanations:
         try:
             bentoml.models.get(tag)  # every time, even when loaded before: a version deleted since is gone (410)
         except bentoml.exceptions.NotFound:
-            raise ExplainError(410, f"Prediction {logged.prediction_id} was made by {tag}, which is no longer in the "
-                                   "model store: it cannot be explained by the model that made it.", "version_gone") from None
+            raise VersionGone(f"Prediction {logged.prediction_id} was made by {tag}, which is no longer in the model "
+                              "store: it cannot be explained by the model that made it.") from None
         with self._lock:
             if tag in self._stored:
                 self._stored.move_to_end(tag)

@@ -139,13 +139,14 @@ def test_the_explanation_lane_runs_at_explain_nice(server):
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.web.explain import _lower_priority, explain_lane
+    from serving.web.lanes import lower_priority
+    from serving.web.policy import explain_lane
 
     def own_nice() -> int:
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     assert server.post("/v1/explain", {"records": [RECORD]}).status_code == 200
-    assert explain_lane().submit(own_nice).result() == get_settings().explain_nice == 19
+    assert explain_lane().executor.submit(own_nice).result() == get_settings().explain_nice == 19
     assert own_nice() != 19, "the caller's thread keeps its priority"
-    with ThreadPoolExecutor(1, initializer=_lower_priority, initargs=(12,)) as other:
+    with ThreadPoolExecutor(1, initializer=lower_priority, initargs=(12,)) as other:
         assert other.submit(own_nice).result() == 12
