@@ -102,13 +102,68 @@ def test_the_enumeration_matches_the_shapley_formula_with_shared_values():
     record = pd.DataFrame({"a": [1.0], "b": [2], "c": [0.5], "d": ["x"]})
     background = pd.DataFrame({"a": [1.0, 0.0, 3.0, 1.0], "b": [2, 5, 2, 0], "c": [0.5, 0.5, -1.0, 2.0],
                                "d": ["x", "y", "x", "y"]})
-    phi, values = shapley_values(output, record, background, chunk_rows=8)  # chunks of one record
+    phi, values = shapley_values(output, record, background, chunk_positions=1)  # chunks of one record
     assert np.allclose(phi[0], brute_force(output, record, background), atol=1e-12)
     assert values[0, 0] == pytest.approx(output(background).mean()) and values[0, -1] == pytest.approx(output(record)[0])
     assert coalitions(4).shape == (16, 4) and not coalitions(4)[0].any() and coalitions(4)[-1].all()
     many = pd.concat([record, record.assign(a=4.0, d="y")], ignore_index=True)
-    batched, _ = shapley_values(output, many, background, chunk_rows=8)
+    batched, _ = shapley_values(output, many, background)
     assert np.allclose(batched[0], phi[0]) and np.allclose(batched[1], brute_force(output, many.iloc[[1]], background))
+
+
+def _made(frame: pd.DataFrame) -> pd.DataFrame:
+    """Features of one, two and three inputs; two of them collapse different inputs to one value (a rate of 0
+    whenever nothing was started, a sign)."""
+    a, b, c = (frame[x].to_numpy(dtype=float) for x in "abc")
+    return pd.DataFrame({
+        "rate": np.divide(b, a, out=np.zeros_like(b), where=a > 0), "a": a, "sign": np.sign(c),
+        "mix": a * b - c, "d": frame["d"].to_numpy(),
+    })
+
+
+MADE_FROM = {"rate": ("b", "a"), "a": ("a",), "sign": ("c",), "mix": ("a", "b", "c"), "d": ("d",)}
+
+
+def _scored(made: pd.DataFrame) -> np.ndarray:
+    bonus = (made["d"].to_numpy() == "x").astype(float)
+    return np.tanh(made["rate"].to_numpy() * made["mix"].to_numpy()) + bonus * made["sign"].to_numpy() + made["a"].to_numpy() ** 2
+
+
+def test_feature_by_feature_hybrids_match_the_shapley_formula():
+    """The hybrid rows assembled from feature tables (a mix of a record's and a background row's inputs for the
+    features made of several inputs), deduplicated across records and chunks, against the textbook formula on the
+    raw inputs; and the encoded variant (each feature encoded on its own) against both."""
+    from training.explain.shapley import Features
+
+    records = pd.DataFrame({"a": [0, 2, 2, 3], "b": [0, 1, 1, 4], "c": [-1.5, 0.0, 2.0, 2.0], "d": ["x", "y", "x", "x"]})
+    background = pd.DataFrame({"a": [0, 2, 5, 1, 2], "b": [0, 1, 3, 0, 2], "c": [2.0, -1.0, 0.0, 0.5, 2.0],
+                               "d": ["y", "x", "x", "y", "x"]})
+    features = Features(_made, MADE_FROM)
+
+    def raw(frame: pd.DataFrame) -> np.ndarray:
+        return _scored(_made(frame))
+
+    ours, values = shapley_values(_scored, records, background, features)
+    for i in range(len(records)):
+        assert np.allclose(ours[i], brute_force(raw, records.iloc[[i]], background), atol=1e-12), i
+    assert np.allclose(values[:, -1], raw(records)) and np.allclose(values[:, 0], raw(background).mean())
+    one_at_a_time, _ = shapley_values(_scored, records, background, features, chunk_positions=1)
+    assert np.abs(one_at_a_time - ours).max() < 1e-12
+
+    columns = list(MADE_FROM)
+    encoded_from = ("rate", "a", "sign", "mix", "d", "d")  # d: one-hot, two columns
+
+    def encode(made: pd.DataFrame) -> np.ndarray:
+        numbers = made[columns[:4]].to_numpy(dtype=float) * 2.0 - 1.0
+        return np.column_stack([numbers, made["d"].to_numpy() == "x", made["d"].to_numpy() == "y"]).astype(float)
+
+    def score_encoded(matrix: np.ndarray) -> np.ndarray:
+        decoded = pd.DataFrame((matrix[:, :4] + 1.0) / 2.0, columns=columns[:4])
+        decoded["d"] = np.where(matrix[:, 4] == 1.0, "x", "y")
+        return _scored(decoded)
+
+    encoded = Features(_made, MADE_FROM, encode, encoded_from)
+    assert np.abs(shapley_values(score_encoded, records, background, encoded)[0] - ours).max() < 1e-12
 
 
 def test_agrees_with_shaps_exact_explainer_on_a_fixture(explainers):
@@ -155,3 +210,39 @@ def test_the_background_spans_the_models_answers(explainers):
     seeded = background_sample(reference.drop(columns="prediction"), explainers["purchase_gbm"].inputs, 100)
     assert len(seeded) == 100 and seeded.equals(background_sample(reference.drop(columns="prediction"),
                                                                   explainers["purchase_gbm"].inputs, 100))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_encoded_rows_give_the_whole_pipelines_values(explainers, name):
+    """Every served pipeline encodes each feature on its own, so its rows are assembled already encoded
+    (training/explain/encoding.py); the values are those of the whole pipeline on feature rows, to rounding."""
+    from training.explain.explainer import model_score
+    from training.explain.shapley import Features
+
+    explainer = explainers[name]
+    assert explainer.features.encode is not None and len(explainer.features.encoded_from) > 0
+    records = rows_of(explainer, 6)
+    plain = Features(explainer.features.make, explainer.features.inputs)
+    with threadpool_limits(1, user_api="openmp"):
+        for output in ("probability", "log_odds"):
+            whole, _ = shapley_values(model_score(explainer.model, output), records, explainer.background, plain)
+            assert np.abs(explainer.explain(records, output).contributions - whole).max() < 1e-12
+
+
+def test_an_encoder_that_mixes_columns_is_not_assembled():
+    """A transformer whose output columns are not each made of one column (PCA) leaves the rows to the whole
+    pipeline; so does one the module does not know."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, StandardScaler
+
+    from training.explain.encoding import encoded_from
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [0.0, 1.0, 0.0, 2.0], "c": ["x", "y", "x", "z"]})
+    known = ColumnTransformer([("one_hot", OneHotEncoder(), ["c"]), ("scaled", StandardScaler(), ["a", "b"])]).fit(frame)
+    assert encoded_from(known, list(frame.columns)) == ("c", "c", "c", "a", "b")
+    passthrough = ColumnTransformer([("one_hot", OneHotEncoder(drop="first"), ["c"])], remainder="passthrough").fit(frame)
+    assert encoded_from(passthrough, list(frame.columns)) is None, "a dropped category: widths unknown"
+    for mixing in (PCA(1), PolynomialFeatures(2)):
+        encoder = ColumnTransformer([("mixing", mixing, ["a", "b"])], remainder="drop").fit(frame)
+        assert encoded_from(encoder, list(frame.columns)) is None

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from training.explain.encoding import model_features
 from training.explain.shapley import shapley_values
 from training.features import build_features
 from training.store import PREDICTION, StoredModel
@@ -69,25 +70,31 @@ class Explanation:
         return {name: float(value) for name, value in zip(self.inputs, means)}
 
 
-def model_output(model: StoredModel, output: OutputSpace):
-    """The function explained: raw input rows -> probability of the positive class, or its log-odds."""
+def model_score(model: StoredModel, output: OutputSpace, estimator: Any = None):
+    """The function explained, on the rows `estimator` takes (the model's pipeline by default, so its feature rows):
+    probability of the positive class, or its log-odds."""
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-    estimator, task = model.estimator, model.task
+    estimator = model.estimator if estimator is None else estimator
     if estimator is None:
         raise ValueError(f"{model.tag} was loaded without its pipeline; it cannot be explained")
 
-    def probability(raw: pd.DataFrame) -> np.ndarray:
-        return estimator.predict_proba(build_features(task, raw))[:, 1]
+    def probability(features: pd.DataFrame) -> np.ndarray:
+        return estimator.predict_proba(features)[:, 1]
 
-    def log_odds(raw: pd.DataFrame) -> np.ndarray:
-        features = build_features(task, raw)
+    def log_odds(features: pd.DataFrame) -> np.ndarray:
         if hasattr(estimator, "decision_function"):  # both served model families: the exact raw score
             return np.asarray(estimator.decision_function(features), dtype=np.float64).reshape(-1)
         p = np.clip(estimator.predict_proba(features)[:, 1], 1e-15, 1 - 1e-15)
         return np.log(p) - np.log1p(-p)
 
     return probability if output == "probability" else log_odds
+
+
+def model_output(model: StoredModel, output: OutputSpace):
+    """The function explained, on raw input rows (the model's features made first)."""
+    score, task = model_score(model, output), model.task
+    return lambda raw: score(build_features(task, raw))
 
 
 def by_quantiles(reference: pd.DataFrame, how: str) -> bool:
@@ -128,6 +135,8 @@ class Explainer:
         self.drawn = ("at evenly spaced quantiles of its predictions" if by_quantiles(reference, how)
                       else f"drawn at random (seed {seed})")
         self._outputs = {space: model_output(model, space) for space in OUTPUTS}
+        self.features, scored_by = model_features(model, self.background)
+        self._scores = {space: model_score(model, space, scored_by) for space in OUTPUTS}
 
     def explain(self, frame: pd.DataFrame, output: OutputSpace = "probability") -> Explanation:
         """Contributions for validated raw input rows (columns: the model's inputs)."""
@@ -138,7 +147,7 @@ class Explainer:
             contributions, base = np.empty((0, len(self.inputs))), float(self._outputs[output](self.background).mean())
             return Explanation(self.model.name, self.model.version, self.inputs, contributions, np.empty(0), base,
                                output, len(self.background), self.drawn)
-        contributions, values = shapley_values(self._outputs[output], records, self.background)
+        contributions, values = shapley_values(self._scores[output], records, self.background, self.features)
         return Explanation(
             model_name=self.model.name, model_version=self.model.version, inputs=self.inputs,
             contributions=contributions, values=values[:, -1], base_value=float(values[0, 0]), output=output,
