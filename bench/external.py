@@ -30,6 +30,7 @@ def require() -> dict[str, str]:
 # --- hey ---------------------------------------------------------------------------------------------------------------
 
 _TOTAL = re.compile(r"^\s*Total:\s+([\d.]+) secs", re.M)
+_SLOWEST = re.compile(r"^\s*Slowest:\s+([\d.]+) secs", re.M)
 _PERCENTILE = re.compile(r"^\s*(\d+)% in ([\d.]+) secs", re.M)
 _STATUS = re.compile(r"^\s*\[(\d+)\]\s+(\d+) responses", re.M)
 _ERRORS = re.compile(r"^Error distribution:\n((?:\s+\[\d+\].*\n?)*)", re.M)
@@ -42,6 +43,11 @@ def parse_hey(text: str, concurrency: int) -> Round:
     if total is None:
         raise RuntimeError(f"hey printed no summary:\n{text[-2000:]}")
     percentiles = {int(p): float(s) for p, s in _PERCENTILE.findall(text)}
+    slowest = _SLOWEST.search(text)
+    if 99 not in percentiles and slowest and percentiles:
+        # hey prints a percentile only once i * 100 / n reaches it: under 100 answers there is no 99% line, and the
+        # slowest answer is the nearest-rank p99
+        percentiles[99] = float(slowest.group(1))
     statuses = {code: int(n) for code, n in _STATUS.findall(text)}
     failed = _ERRORS.search(text)
     transport = sum(int(n) for n in re.findall(r"\[(\d+)\]", failed.group(1))) if failed else 0

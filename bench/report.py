@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.targets import LABELS, TOLERANCE, TOOL_NAMES, Judged, agree, targets
+from bench.targets import LABELS, TOLERANCE, TOOL_NAMES, Judged, agree, busy_machine, targets
 
 
 def _f(value: Any, digits: int = 1) -> str:
@@ -68,8 +68,14 @@ def header(meta: dict) -> list[str]:
     ]
 
 
-def target_lines(judged: list[Judged], quick: bool) -> list[str]:
+def target_lines(judged: list[Judged], quick: bool, busy: str | None = None) -> list[str]:
     lines = ["## Targets", ""]
+    if busy:
+        lines += [f"> **WARNING: the machine was busy**: {busy}. MLServer runs its model with libgomp's default "
+                  "threads (one per core, its default), and an OpenMP barrier waits for every thread: with the cores "
+                  "taken, its figures are not what it does on a quiet machine, and every comparison with it flatters "
+                  "the service (the service binds one thread per call). Those verdicts are marked not trusted; re-run "
+                  "on a quiet machine.", ""]
     if quick:
         lines += ["**Quick mode**: a seconds-long smoke of the suite (tiny samples, small sizes); its verdicts are not "
                   "measurements. Run `make bench` for the real table.", ""]
@@ -180,20 +186,22 @@ def multimodel_lines(mm: dict) -> list[str]:
                             "-" if r["extra_over_raw"] is None else f"{r['extra_over_raw']:.2f}x"] for r in mm["rows"]])
 
 
-def core_use_lines(core_use: dict[str, dict[str, float]]) -> list[str]:
+def core_use_lines(core_use: dict[str, dict[str, float]], load: dict[str, float]) -> list[str]:
     if not core_use:
         return []
     names = sorted({n for use in core_use.values() for n in use}, key=lambda n: (n != "bench driver", n))
     lines = ["## Who used the cores", "",
              "CPU seconds per process tree during each scenario, as cores busy on average (2.00 = both cores of a "
              "2-core machine). `bench driver` = the bench's own process with the hey and curl runs it waited for; a "
-             "server that is not under test yet uses CPU was competing with what was measured.", ""]
-    return lines + _table(["scenario", *names],
-                          [[scenario, *[use.get(n) for n in names]] for scenario, use in core_use.items()]) 
+             "server that is not under test yet uses CPU was competing with what was measured. `load` = the "
+             "machine's 1-minute load average as the scenario began.", ""]
+    return lines + _table(["scenario", "load", *names],
+                          [[scenario, _f(load.get(scenario), 2), *[_f(use.get(n), 2) for n in names]]
+                           for scenario, use in core_use.items()])
 
 
 def markdown(results: dict, judged: list[Judged], cfg) -> list[str]:
-    lines = header(results["meta"]) + target_lines(judged, results["meta"]["mode"] == "quick")
+    lines = header(results["meta"]) + target_lines(judged, results["meta"]["mode"] == "quick", busy_machine(results))
     if "predict" in results:
         lines += predict_lines(results, cfg)
     if "batch" in results:
@@ -215,7 +223,7 @@ def markdown(results: dict, judged: list[Judged], cfg) -> list[str]:
         t = results["threads"]
         lines += [f"OpenMP threads per model call, in process ({cfg.focus_size:,} rows): libgomp's default "
                   f"{t['default']:.1f} ms, the service's bound of one thread {t['bounded']:.1f} ms.", ""]
-    lines += core_use_lines(results.get("core_use", {}))
+    lines += core_use_lines(results.get("core_use", {}), results.get("scenario_load", {}))
     lines += ["## Start-up and memory", "",
               "Ready = from process start to ready (all models loaded). RSS = sum over the process tree, right after "
               "ready and after the whole run." + (" Servers were started one after another." if cfg.sequential_start

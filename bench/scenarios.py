@@ -202,12 +202,13 @@ def run_all(cfg, chosen: list[str], workdir: Path, loader: LoadProcess, running:
                       lambda: scenario_breakdown(cfg, workdir, records, models, validator, log)),
         "threads": ("OpenMP default vs bounded (in-process)", lambda: scenario_threads(cfg, records, models, validator, log)),
     }
-    results: dict[str, Any] = {"core_use": {}}
+    results: dict[str, Any] = {"core_use": {}, "scenario_load": {}}
     trees = {"bench load process": loader.process.pid,
              **{name: server.pid for name, server in servers.items() if not name.startswith("_")}}
     for name in chosen:
         title, step = steps[name]
         log(f"{name}: {title}")
+        results["scenario_load"][name] = os.getloadavg()[0]
         with CoreUse(trees) as use:
             results[name] = step()
         results["core_use"][name] = use.cores

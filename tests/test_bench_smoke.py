@@ -171,6 +171,8 @@ def test_hey_summary_counts_statuses_and_dropped_connections():
     assert r.statuses == {"200": 3700, "503": 4, "-1": 4}
     row = pooled([r, r])
     assert row["throughput"] == pytest.approx(3700 / 4.0031) and row["p99_ms"] == pytest.approx(150.2)
+    few = parse_hey(HEY_SUMMARY.replace("  99% in 0.1502 secs\n", ""), concurrency=32)  # under 100 answers
+    assert few.p99 == 0.3010, "the slowest answer stands for p99 when hey prints none"
     with pytest.raises(RuntimeError, match="no summary"):
         parse_hey("hey: connection refused", 32)
 
@@ -195,6 +197,25 @@ def test_a_verdict_needs_both_tools_to_agree():
     lines = "\n".join(target_lines([wrong, j(0.9, 0.95)], quick=False))
     assert "WARNING: the bench's client and the external tool disagree on 1 target(s)" in lines
     assert "**TOOLS DISAGREE**" in lines and "**holds**" in lines
+
+
+def test_a_busy_machine_marks_every_comparison_with_mlserver_not_trusted():
+    from bench.targets import busy_machine, targets
+
+    cfg = SimpleNamespace(focus_concurrency=32, focus_size=10_000, mixed_concurrency=8)
+    medians = {"service_v2": {"bench": 80.0, "external": 79.0}, "mlserver_v2": {"bench": 90.0, "external": 91.0}}
+    quiet = {"meta": {"cpus": 2, "load_average_start_end": [[0.8, 1, 1], [1.9, 1, 1]]},
+             "threads": {"default": 27.0, "bounded": 48.0}, "batch": {"median_ms": medians}}
+    assert busy_machine(quiet) is None
+    v2 = targets(quiet, cfg)[0]
+    assert v2.target.startswith("10,000 rows on /v2") and (v2.verdict, v2.ok) == ("holds", True)
+    # what this machine did with seven other engineers on it: libgomp's two threads took seconds per call
+    busy = {**quiet, "threads": {"default": 2741.0, "bounded": 140.0}}
+    assert "19.6x slower" in busy_machine(busy)
+    v2 = targets(busy, cfg)[0]
+    assert (v2.verdict, v2.ok) == ("holds on a busy machine: not trusted", None)
+    loaded = {**quiet, "meta": {"cpus": 2, "load_average_start_end": [[17.1, 16, 14], [14, 16, 15]]}}
+    assert "load average was 17.1 at the start on 2 CPUs" in busy_machine(loaded)
 
 
 @pytest.mark.slow
