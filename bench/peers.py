@@ -132,8 +132,12 @@ def scenario_batch(cfg, servers, frame: pd.DataFrame, model, validator, workdir:
                           {"Content-Type": ARROW, "Accept": ARROW, "Accept-Encoding": "identity"},
                           check=agrees("service_arrow", lambda r: arrow_proba(r.content))))
     if "mlserver" in servers:
+        from bench.mlserver_peer import UNBATCHED
+
         url = servers["mlserver"].url + V2_PATH
         calls.append(Call("mlserver_v2", url, v2_body, check=agrees("mlserver_v2", v2_proba)))
+        calls.append(Call("mlserver_v2_unbatched", servers["mlserver"].url + f"/v2/models/{UNBATCHED}/infer", v2_body,
+                          check=agrees("mlserver_v2_unbatched", v2_proba)))
         # what a client that asks for gzip (httpx's and requests' default) gets: MLServer compresses at level 9
         calls.append(Call("mlserver_v2_gzip", url, v2_body, {**JSON, "Accept-Encoding": "gzip, deflate"},
                           check=agrees("mlserver_v2_gzip", v2_proba)))

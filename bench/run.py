@@ -48,6 +48,7 @@ class Config:
     v1_reps: int
     breakdown_sizes: list[int]
     sequential_start: bool = True
+    mlserver_parallel_workers: int | None = 0  # None: MLServer's own default
     skip_servers: tuple[str, ...] = ()
     mode: str = "full"
     notes: list[str] = field(default_factory=list)
@@ -86,6 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="serve the project checkout at this path instead of this one (its .venv if it has one)")
     parser.add_argument("--parallel-start", action="store_true",
                         help="start the servers concurrently (faster on a busy machine; start-up times then inflate)")
+    parser.add_argument("--mlserver-parallel-workers", type=int, default=None, metavar="N",
+                        help="MLServer's parallel_workers (default 0, as issue 21 measured it: inference in the server "
+                             "process; -1 = MLServer's own default, 1)")
     parser.add_argument("--doors-root", type=Path, default=None,
                         help="serve issue 11's V2 and Arrow variants from this checkout (a second service server), "
                              "when --root's checkout lacks them")
@@ -99,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = QUICK if args.quick else FULL
     if args.parallel_start:
         cfg = replace(cfg, sequential_start=False)
+    if args.mlserver_parallel_workers is not None:
+        cfg = replace(cfg, mlserver_parallel_workers=None if args.mlserver_parallel_workers < 0
+                      else args.mlserver_parallel_workers)
     from bench.scenarios import SCENARIOS
 
     chosen = [s for s in args.only.split(",") if s] or (QUICK_SCENARIOS if args.quick else list(SCENARIOS))
@@ -153,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": _commit(args.root),
         "doors_root": str(args.doors_root) if args.doors_root else None,
         "doors_commit": _commit(args.doors_root) if args.doors_root else None,
+        "mlserver_parallel_workers": cfg.mlserver_parallel_workers,
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seconds": round(time.perf_counter() - started, 1),
         "cpus": os.cpu_count(),

@@ -143,7 +143,7 @@ def start_servers(names: set[str], cfg, workdir: Path, running: list[Running], l
         if name == "mlserver":
             from training.store import load_model
 
-            return start_mlserver(load_model(f"purchase_gbm:{g0}"), workdir)
+            return start_mlserver(load_model(f"purchase_gbm:{g0}"), workdir, cfg.mlserver_parallel_workers)
         # The reference app with the same one-thread model calls: it differs from the service in its HTTP and
         # parsing path only.
         return start_reference(workdir, {"REFERENCE_MODEL": f"purchase_gbm:{g0}", "OMP_NUM_THREADS": "1"})

@@ -157,9 +157,9 @@ def start_ceiling(workdir: Path, env: dict[str, str], root: Path | None = None) 
     return start_bento("ceiling", workdir, {**env, "PYTHONPATH": path}, target="bench_ceiling:Ceiling", root=root)
 
 
-def start_mlserver(model, workdir: Path) -> Running:
+def start_mlserver(model, workdir: Path, parallel_workers: int | None = 0) -> Running:
     """MLServer 1.7.1 serving `model` exported as one sklearn pipeline (bench/mlserver_peer.py)."""
     from bench import mlserver_peer
 
     started = time.perf_counter()
-    return _when_up("mlserver", mlserver_peer.start(model, workdir), started)
+    return _when_up("mlserver", mlserver_peer.start(model, workdir, parallel_workers=parallel_workers), started)

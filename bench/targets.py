@@ -25,7 +25,9 @@ TOOL_NAMES = {"load": {"bench": "bench client (aiohttp)", "external": "hey"},
 LABELS = {
     "service": "this service", "mlserver": "MLServer 1.7.1", "ceiling": "BentoML ceiling (constant answer)",
     "reference": "FastAPI reference app", "raw": "raw in-process pipeline (records JSON)",
-    "mlserver_v2": "MLServer, V2 JSON", "mlserver_v2_gzip": "MLServer, V2 JSON, client asks for gzip",
+    "mlserver_v2": "MLServer, V2 JSON (adaptive batching 256 / 5 ms)",
+    "mlserver_v2_unbatched": "MLServer, V2 JSON, no adaptive batching",
+    "mlserver_v2_gzip": "MLServer, V2 JSON, client asks for gzip",
     "service_v2": "this service, /v2 infer (MLServer's body)",
     "service_v2_nolog": "this service, /v2 infer, PREDICTION_LOG=0",
     "service_arrow": "this service, Arrow /batch_predict", "raw_dataframe": "raw pipeline on a DataFrame",
@@ -144,10 +146,21 @@ def _log_share(medians: dict) -> tuple[dict, dict]:
     return values, details
 
 
+def mlserver_best(medians: dict[str, dict[str, float]]) -> dict[str, float]:
+    """MLServer's time for one big request, per tool: the faster of its two models (with and without adaptive
+    batching), so that no target is judged against a configuration that handicaps it."""
+    best: dict[str, float] = {}
+    for name in ("mlserver_v2", "mlserver_v2_unbatched"):
+        for tool, value in medians.get(name, {}).items():
+            best[tool] = min(best.get(tool, value), value)
+    return best
+
+
 def targets(results: dict, cfg) -> list[Judged]:
     out: list[Judged] = []
     c, n = cfg.focus_concurrency, f"{cfg.focus_size:,}"
-    batch = (results.get("batch") or {}).get("median_ms", {})
+    batch = dict((results.get("batch") or {}).get("median_ms", {}))
+    batch["mlserver"] = mlserver_best(batch)
     predict, mixed, workers = _rows(results, "predict"), _rows(results, "mixed"), _rows(results, "workers")
 
     busy = busy_machine(results)
@@ -160,11 +173,11 @@ def targets(results: dict, cfg) -> list[Judged]:
 
     # issue 21
     add("21", f"{n} rows on /v2 (MLServer's body, sync log on): no slower than MLServer", "ratio", "call",
-        _call_ratio(batch, "service_v2", "mlserver_v2"), lambda v: v <= 1.0, against_mlserver=True)
+        _call_ratio(batch, "service_v2", "mlserver"), lambda v: v <= 1.0, against_mlserver=True)
     add("21", f"{n} rows, /batch_predict records JSON: <= 1.15x MLServer's time", "ratio", "call",
-        _call_ratio(batch, "service", "mlserver_v2"), lambda v: v <= 1.15, against_mlserver=True)
+        _call_ratio(batch, "service", "mlserver"), lambda v: v <= 1.15, against_mlserver=True)
     add("21", f"{n} rows, Arrow /batch_predict: <= 0.8x MLServer's time", "ratio", "call",
-        _call_ratio(batch, "service_arrow", "mlserver_v2"), lambda v: v <= 0.8, against_mlserver=True)
+        _call_ratio(batch, "service_arrow", "mlserver"), lambda v: v <= 0.8, against_mlserver=True)
     add("21", f"log cost <= 10% of a {n}-row /v2 request (sync mode; log on vs PREDICTION_LOG=0)", "share", "call",
         _log_share(batch), lambda v: v <= 0.10, "{:.1%}")
     add("21", f"/predict c={c}: >= 1.1x MLServer's throughput", "ratio", "load",

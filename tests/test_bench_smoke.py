@@ -55,12 +55,19 @@ def test_mlserver_export_is_the_served_pipeline(trained_store, tmp_path):
     folder = mlserver_peer.export_pipeline(model, tmp_path / "mlserver")
     settings = mlserver_peer.server_settings(folder, 18080, 18081, 18082)
 
-    model_settings = json.loads((folder / "model-settings.json").read_text())
-    assert model_settings["implementation"] == "mlserver_sklearn.SKLearnModel"
-    assert (model_settings["max_batch_size"], model_settings["max_batch_time"]) == (256, 0.005)
-    assert model_settings["parameters"]["uri"] == "./model.joblib"
+    # one pipeline file, two models in one MLServer: with issue 21's adaptive batching and without (its default)
+    found = {p.parent.name: json.loads(p.read_text()) for p in folder.rglob("model-settings.json")}
+    assert set(found) == {mlserver_peer.MODEL, mlserver_peer.UNBATCHED}
+    for name, model_settings in found.items():
+        assert model_settings["name"] == name and model_settings["implementation"] == "mlserver_sklearn.SKLearnModel"
+        uri = folder / "models" / name / model_settings["parameters"]["uri"]
+        assert uri.resolve() == (folder / "model.joblib").resolve()
+    batched = found[mlserver_peer.MODEL]
+    assert (batched["max_batch_size"], batched["max_batch_time"]) == (256, 0.005)
+    assert "max_batch_size" not in found[mlserver_peer.UNBATCHED]
     assert json.loads((folder / "settings.json").read_text()) == settings
     assert settings["parallel_workers"] == 0 and settings["host"] == "127.0.0.1"
+    assert "parallel_workers" not in mlserver_peer.server_settings(folder, 1, 2, 3, parallel_workers=None)
     # MLServer runs in the environment the service gets: the bench sets no thread count of its own for it
     env = mlserver_peer.environment(folder)
     assert env.get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS")
