@@ -7,23 +7,11 @@ from __future__ import annotations
 import os
 import time
 
-import psutil
+from bench.servers import tree_sum
 
 
 def _tree_seconds(pid: int) -> float:
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+    return tree_sum(pid, lambda process: sum(process.cpu_times()[:2]))  # user + system
 
 
 def _driver_seconds() -> float:
