@@ -22,7 +22,9 @@ def _grouped(axis, groups: list[str], values: dict[str, list[float | None]], nam
     axis.set_xticks(range(len(groups)), groups, rotation=25, ha="right", fontsize=8)
     axis.set(title=title, ylabel=ylabel)
     axis.grid(alpha=0.3, axis="y")
-    axis.legend(fontsize=7)
+    tallest = max((v for series in values.values() for v in series if v is not None), default=0)
+    axis.set_ylim(0, tallest * 1.3 or 1)  # room above the bars for the legend
+    axis.legend(fontsize=7, loc="upper center", ncol=len(values))
 
 
 def _by_tool(rows: list[dict], servers: list[str], key: str) -> dict[str, list[float | None]]:
@@ -41,9 +43,14 @@ def plots(results: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
+    meta = results.get("meta", {})
+    loads = meta.get("load_average_start_end") or [[float("nan")], [float("nan")]]
+    stamp = (f"`{meta.get('command', '')}`, {meta.get('date', '')}; load average (1 min) {loads[0][0]:.2f} at the "
+             f"start, {loads[1][0]:.2f} at the end, {meta.get('cpus', '?')} CPUs")
 
     def save(fig, name: str) -> None:
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+        fig.text(0.01, 0.01, stamp, fontsize=7, color="0.3")  # a plot read alone still says how it was taken
         fig.savefig(out / name, dpi=110)
         plt.close(fig)
         written.append(name)
