@@ -22,10 +22,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
+
+from bench.stacks import WATCH, summary
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -41,91 +42,11 @@ def worker_pid(pid: int) -> int:
     raise RuntimeError(f"no BentoML worker under pid {pid}")
 
 
-# Leaf frames of a thread that waits (anyio's idle worker threads, the drift gauges' timer): not work.
-IDLE_LEAVES = ("Condition.wait (threading.py)", "Event.wait (threading.py)", "Queue.get (queue.py)",
-               "Thread.join (threading.py)", "select (selectors.py)",
-               "_worker (concurrent/futures/thread.py)")  # an executor thread waiting in SimpleQueue.get (C)
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of a process, by OS thread id (what py-spy prints as `thread (N)`)."""
+    import psutil
 
-
-def _package(frame: str) -> str:
-    """`func (path/to/module.py)` -> the top-level package (or the project's module) that holds it."""
-    path = frame.rpartition("(")[2].rstrip(")")
-    return path.split("/")[0].removesuffix(".py") if "/" in path else path.removesuffix(".py")
-
-
-def top_frames(collapsed: Path, limit: int = 40) -> tuple[int, int, list[tuple[str, float, float]], list[tuple[str, float]]]:
-    """From py-spy's raw collapsed stacks: (all samples, busy samples, [(frame, inclusive, self)] and
-    [(package, self)] as shares of the busy samples). Busy = the leaf is not a wait (IDLE_LEAVES)."""
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    packages: Counter[str] = Counter()
-    total = busy = 0
-    for frames, samples in _stacks(collapsed):
-        total += samples
-        if frames[-1] in IDLE_LEAVES:
-            continue
-        busy += samples
-        for frame in set(frames):
-            inclusive[frame] += samples
-        own[frames[-1]] += samples
-        packages[_package(frames[-1])] += samples
-    if not busy:
-        return total, 0, [], []
-    rows = [(frame, n / busy, own[frame] / busy) for frame, n in inclusive.most_common(limit)]
-    return total, busy, rows, [(name, n / busy) for name, n in packages.most_common(15)]
-
-
-# The frames issue 21's profile quoted (function names, matched at the start of a frame); --watch replaces them.
-WATCH = ("Predictor.score", "predict_proba", "Predictor._log", "to_lines", "PredictionLog.write", "new_ids",
-         "PredictionLog._maintain")
-
-
-def _stacks(collapsed: Path):
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            yield stack.split(";"), int(count)
-
-
-def watched(collapsed: Path, names: tuple[str, ...]) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """Inclusive shares of all busy samples: of each watched function, and of each thread (py-spy --threads puts
-    the thread as the first frame)."""
-    busy = 0
-    hits: Counter[str] = Counter()
-    threads: Counter[str] = Counter()
-    for frames, samples in _stacks(collapsed):
-        if frames[-1] in IDLE_LEAVES:
-            continue
-        busy += samples
-        if frames[0].startswith("thread ") or frames[0].startswith("process "):
-            threads[frames[0] if frames[0].startswith("thread ") else frames[1]] += samples
-        functions = {frame.split(" (")[0] for frame in frames}
-        for name in names:  # `predict_proba` matches `Pipeline.predict_proba`; `Predictor.score` only itself
-            if any(f == name or f.endswith("." + name) for f in functions):
-                hits[name] += samples
-    if not busy:
-        return [], []
-    return [(name, hits[name] / busy) for name in names], [(t, n / busy) for t, n in threads.most_common(10)]
-
-
-def summary(collapsed: Path, heading: str, watch: tuple[str, ...] = WATCH) -> list[str]:
-    total, busy, rows, packages = top_frames(collapsed)
-    lines = [heading, "", f"{busy} busy samples of {total} (stacks ending in a wait excluded: "
-             + ", ".join(f"`{leaf}`" for leaf in IDLE_LEAVES) + "). uvloop's own work shows as `Runner.run` self.", ""]
-    frames, threads = watched(collapsed, watch)
-    if frames:
-        lines += ["Watched frames (inclusive share of the busy samples; `not seen` = no sample, the name may have "
-                  "changed: pass `--watch`):", "", "| frame | inclusive |", "|---|---|"]
-        lines += [f"| `{name}` | {f'{share:.1%}' if share else 'not seen'} |" for name, share in frames]
-        lines += [""]
-    if threads:
-        lines += ["Threads of the worker (inclusive share of the busy samples):", "", "| thread | share |", "|---|---|"]
-        lines += [f"| `{name}` | {share:.1%} |" for name, share in threads] + [""]
-    lines += ["Self time by package (leaf frame's top-level package or module):", "", "| package | self |", "|---|---|"]
-    lines += [f"| `{name}` | {share:.1%} |" for name, share in packages]
-    lines += ["", "Frames by inclusive share:", "", "| frame | inclusive | self |", "|---|---|---|"]
-    lines += [f"| `{frame}` | {inc:.1%} | {own:.1%} |" for frame, inc, own in rows]
-    return lines
+    return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
 
 
 class PredictLoad:
@@ -226,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate", str(args.rate),
                "--threads"]
         load_average = os.getloadavg()
+        cpu_before, wall = thread_cpu(pid), time.perf_counter()
         during = record([*spy, "--nolineno", "--format", "raw", "--output", str(args.out / "profile.txt")], load,
                         args.seconds)
+        cpu_after, wall = thread_cpu(pid), time.perf_counter() - wall
+        cores = {tid: (seconds - cpu_before.get(tid, 0.0)) / wall for tid, seconds in cpu_after.items()}
         # a second, speedscope-format recording for viewing; the tables below are from the first
         record([*spy, "--format", "speedscope", "--output", str(args.out / "profile.speedscope.json")], load,
                min(args.seconds, 10))
@@ -236,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             load.close()
         server.stop()
     lines = summary(args.out / "profile.txt", f"# py-spy of the worker under {load.title}",
-                    tuple(n for n in args.watch.split(",") if n))
+                    tuple(n for n in args.watch.split(",") if n), cores)
     lines[1:1] = ["", f"`python -m bench.profile {' '.join(argv if argv is not None else sys.argv[1:])}`, "
                   f"{time.strftime('%Y-%m-%d %H:%M')}, load average at the start "
                   f"{', '.join(f'{x:.2f}' for x in load_average)}; py-spy {args.rate} samples/s for {args.seconds} s; "

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import pickletools
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
