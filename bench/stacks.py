@@ -80,7 +80,8 @@ def summary(collapsed: Path, heading: str, watch: tuple[str, ...] = WATCH,
     (py-spy counts a thread as busy whenever the kernel does not report it asleep)."""
     total, busy, rows, packages = top_frames(collapsed)
     lines = [heading, "", f"{busy} busy samples of {total} (stacks ending in a wait excluded: "
-             + ", ".join(f"`{leaf}`" for leaf in IDLE_LEAVES) + "). `Runner.run` self is uvloop's C code: its work, and waits py-spy did not see as sleep (the CPU column below tells them apart).", ""]
+             + ", ".join(f"`{leaf}`" for leaf in IDLE_LEAVES) + "). `Runner.run` self is uvloop's C code: its work, "
+             "and waits py-spy did not see as sleep (the CPU column below tells them apart).", ""]
     frames, threads = watched(collapsed, watch)
     if frames:
         lines += ["Watched frames (inclusive share of the busy samples; `not seen` = no sample, the name may have "
