@@ -52,7 +52,8 @@ def scenario_mixed(cfg, servers, loads: Loads, frame: pd.DataFrame, log: Callabl
     server = servers["service"]
     batch_body = orjson.dumps({"records": frame.iloc[: cfg.focus_size].to_dict("records")})
     c = cfg.mixed_concurrency
-    target = loads.target("mixed_one", server.url + "/predict", [orjson.dumps(r) for r in frame.iloc[:512].to_dict("records")])
+    singles = [orjson.dumps(r) for r in frame.iloc[:512].to_dict("records")]
+    target = loads.target("mixed_one", server.url + "/predict", singles)
     loads.warm([target], c, cfg.warm_seconds)
     streams: list[BatchStream] = []
     for round_index in range(cfg.load_rounds):

@@ -60,8 +60,8 @@ def pooled(rounds: list[Round]) -> dict:
             statuses[status] = statuses.get(status, 0) + count
     elapsed = sum(r.elapsed for r in rounds)
     ok = sum(r.ok for r in rounds)
-    return {"concurrency": rounds[0].concurrency, "rounds": len(rounds), "ok": ok, "errors": sum(r.errors for r in rounds),
-            "statuses": statuses, "throughput": ok / elapsed if elapsed else 0.0,
+    return {"concurrency": rounds[0].concurrency, "rounds": len(rounds), "ok": ok,
+            "errors": sum(r.errors for r in rounds), "statuses": statuses, "throughput": ok / elapsed if elapsed else 0.0,
             "p50_ms": float(np.median([r.p50 for r in rounds])) * 1e3,
             "p99_ms": float(np.median([r.p99 for r in rounds])) * 1e3,
             "round_throughput": [r.ok / r.elapsed if r.elapsed else 0.0 for r in rounds]}

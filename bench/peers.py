@@ -118,8 +118,12 @@ def scenario_batch(cfg, servers, frame: pd.DataFrame, model, validator, workdir:
                 raise RuntimeError(f"{name} disagrees with the model on {len(subset)} rows")
         return check
 
-    records_proba = lambda r: np.array([p["predicted_purchase_probability"] for p in orjson.loads(r.content)["predictions"]])  # noqa: E731
-    v2_proba = lambda r: v2_positive(orjson.loads(r.content))  # noqa: E731
+    def records_proba(r: httpx.Response) -> np.ndarray:
+        return np.array([p["predicted_purchase_probability"] for p in orjson.loads(r.content)["predictions"]])
+
+    def v2_proba(r: httpx.Response) -> np.ndarray:
+        return v2_positive(orjson.loads(r.content))
+
     calls = []
     if "v2" not in skipped:
         calls.append(Call("service_v2", door_url + V2_PATH, v2_body, check=agrees("service_v2", v2_proba)))

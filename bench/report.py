@@ -48,6 +48,11 @@ def write_report(results: dict, cfg, out: Path) -> None:
     (out / "results.md").write_text("\n".join(markdown(results, judged, cfg)))
 
 
+def _workers(meta: dict) -> str:
+    workers = meta.get("mlserver_parallel_workers", 0)
+    return "its default (1)" if workers is None else str(workers)
+
+
 def header(meta: dict) -> list[str]:
     (start, end) = meta["load_average_start_end"]
     return [
@@ -62,7 +67,7 @@ def header(meta: dict) -> list[str]:
         "OpenMP thread per model call) and MLServer 1.7.1 (libgomp's default threads, its GZip middleware on), "
         "serving the same exported `purchase_gbm` pipeline, answers checked equal; MLServer with the settings issue "
         "21 measured it with: adaptive batching 256 / 5 ms (and a second copy of the model without), "
-        f"`parallel_workers: {'its default' if meta.get('mlserver_parallel_workers', 0) is None else meta.get('mlserver_parallel_workers', 0)}`.",
+        f"`parallel_workers: {_workers(meta)}`.",
         "",
         "Every figure is taken twice, by the bench's own client and by a tool not written here: `hey` for load "
         "(`/predict` rounds), `curl` for single big requests (`-w '%{time_total}'`, median of the rounds). Variants "
@@ -234,8 +239,9 @@ def markdown(results: dict, judged: list[Judged], cfg) -> list[str]:
     lines += core_use_lines(results.get("core_use", {}), results.get("scenario_load", {}))
     lines += ["## Start-up and memory", "",
               "Ready = from process start to ready (all models loaded). RSS = sum over the process tree, right after "
-              "ready and after the whole run." + (" Servers were started one after another." if cfg.sequential_start
-                                                 else " Servers were started concurrently, so start-up times are inflated."), ""]
+              "ready and after the whole run." + (
+                  " Servers were started one after another." if cfg.sequential_start
+                  else " Servers were started concurrently, so start-up times are inflated."), ""]
     lines += _table(["server", "ready s", "RSS at ready MiB", "RSS after run MiB"],
                     [[s["name"], s["ready_s"], s["rss_ready_mb"], s["rss_after_mb"]] for s in results["servers"]])
     return lines
