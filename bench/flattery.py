@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers.values():
             server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     labels = {"before": "as the bench started it until issue 21 (OMP_NUM_THREADS=1)",
               "now": "as the bench starts it now (the service's environment)"}
     lines = [f"`python -m bench.flattery {' '.join(argv if argv is not None else sys.argv[1:])}`, "
