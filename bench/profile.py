@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if load is not None:
             load.close()
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # the store's copy and the server's log; results are in --out
     lines = summary(args.out / "profile.txt", f"# py-spy of the worker under {load.title}",
                     tuple(n for n in args.watch.split(",") if n), cores)
     lines[1:1] = ["", f"`python -m bench.profile {' '.join(argv if argv is not None else sys.argv[1:])}`, "
