@@ -58,7 +58,7 @@ def header(meta: dict) -> list[str]:
     return [
         "# Serving benchmarks", "",
         f"Command: `{meta['command']}` ({meta['mode']} mode; scenarios {', '.join(meta['scenarios'])}), "
-        f"{meta['date']}, {meta['seconds']} s, {meta['cpus']} CPUs, Python {meta['python']}, code at "
+        f"finished {meta['date']} after {meta['seconds']} s, {meta['cpus']} CPUs, Python {meta['python']}, code at "
         f"`{meta['commit']}`.", "",
         f"**Load average** (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in start)}; at the end: "
         f"{', '.join(f'{x:.2f}' for x in end)}. The machine may be shared: read the ratios, measured side by side "
