@@ -21,7 +21,7 @@ from bench.bench_lifecycle import Hammer, book_changed, private_store, switch_se
 from bench.harness import Server
 from serving.web.policy import Scope
 from tests.conftest import run_cli
-from tests.routes import EXPECTED, concrete, variants
+from tests.routes import EXPECTED, UNDOCUMENTED, concrete, variants
 from training.schema import PURCHASE
 
 ADMIN_TOKEN = "adm-7f3c9a1e5b2d4c68"
@@ -293,6 +293,7 @@ def test_every_route_against_every_token_on_a_real_server(lserver):
     spec = lserver.get("/docs.json").json()
     routes = [(path, method.upper()) for path, item in spec["paths"].items() for method in item]
     routes += [(path, "GET") for path in ("/livez", "/healthz", "/readyz", "/metrics", "/", "/docs.json", "/schema.json")]
+    routes += sorted(UNDOCUMENTED)
     assert {path for path, _ in routes} == set(EXPECTED) - {"/static_content/{path:path}"}
     version = lserver.get("/v2/models/purchase_gbm").json()["versions"][0]
     takes = {Scope.PREDICT: API_TOKEN, Scope.FEEDBACK: API_TOKEN, Scope.ADMIN: ADMIN_TOKEN}
