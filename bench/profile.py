@@ -1,6 +1,10 @@
-"""py-spy of the service's worker process under `/predict` load: where a request's time goes.
+"""py-spy of the service's worker process under load: where a request's time goes.
 
     python -m bench.profile --seconds 20 --concurrency 32 --out bench/results/profile
+    python -m bench.profile --door v2 --rows 10000 --concurrency 1 --rate 200 --out bench/results/profile_v2
+
+`--door predict` (the default) loads `/predict` with single records; `--door v2` sends `--rows`-row Open Inference
+Protocol bodies (the columnar V2 JSON of bench/mlserver_peer.py) back to back to `/v2/models/purchase_gbm/infer`.
 
 Starts `bentoml serve` (default settings, the trained store copied to a temporary home), warms it up, then loads
 `/predict` from a separate process while `py-spy record` samples the worker (not BentoML's supervisor). Writes
@@ -90,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/profile"))
     parser.add_argument("--root", type=Path, default=None, help="serve this project checkout instead of this one")
     parser.add_argument("--env", action="append", default=[], help="extra server setting, NAME=VALUE (repeatable)")
+    parser.add_argument("--door", choices=("predict", "v2"), default="predict", help="which door the load uses")
+    parser.add_argument("--rows", type=int, default=10_000, help="rows per request with --door v2")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -105,9 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     server = start_bento("profile", workdir, env, root=args.root)
     loader = LoadProcess()
     try:
-        records = generate_purchase(512, seed=7).drop(columns="purchased").to_dict("records")
-        loader.set_bodies("one", [orjson.dumps(r) for r in records])
-        url = server.url + "/predict"
+        if args.door == "v2":
+            from bench.doors import V2_PATH
+            from bench.mlserver_peer import v2_request
+
+            frame = generate_purchase(args.rows, seed=7).drop(columns="purchased")
+            loader.set_bodies("one", [orjson.dumps(v2_request(frame))])
+            url = server.url + V2_PATH
+        else:
+            records = generate_purchase(512, seed=7).drop(columns="purchased").to_dict("records")
+            loader.set_bodies("one", [orjson.dumps(r) for r in records])
+            url = server.url + "/predict"
         loader.run(url, "one", args.concurrency, args.concurrency * 20, 3.0)
         pid = worker_pid(server.pid)
         results = {}
@@ -130,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         loader.close()
         server.stop()
-    lines = summary(args.out / "profile.txt", f"# py-spy of the worker under /predict, concurrency {args.concurrency}")
+    door = "/predict" if args.door == "predict" else f"{args.rows:,}-row V2 bodies"
+    lines = summary(args.out / "profile.txt", f"# py-spy of the worker under {door}, concurrency {args.concurrency}")
     lines[1:1] = ["", f"`python -m bench.profile {' '.join(argv if argv is not None else sys.argv[1:])}`; load during the "
                   f"recording: {first.throughput:.0f} req/s, p50 {first.percentile(50) * 1e3:.1f} ms, p99 "
                   f"{first.percentile(99) * 1e3:.1f} ms, {first.errors} errors."]

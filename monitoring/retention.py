@@ -1,11 +1,11 @@
 """Retention of the prediction log: segments older than PREDICTION_LOG_RETENTION days go, then the oldest segments
-go until the log fits PREDICTION_LOG_MAX_TOTAL_BYTES. The live segment is never deleted, nor a segment a reader
-holds (readers keep a shared lock on a segment while they read it; retention skips any segment it cannot lock
-exclusively at once and tries again at the next rotation).
+go until the log fits PREDICTION_LOG_MAX_TOTAL_BYTES. A live segment is never deleted (its writer holds its lock),
+nor a segment a reader holds (readers keep a shared lock on a segment while they read it; retention skips any
+segment it cannot lock exclusively at once and tries again later), nor the live JSONL file of an older version.
 
-The writer that rotates runs it (monitoring/predictlog.py), once right after the rotation and again after the
-compaction, so the bound holds under load with at most the live segment's growth above it. Each server manages
-its own log's segments only: on a shared folder one server never deletes another's files.
+A writer runs it at each rotation (monitoring/predictlog.py), and the maintenance process after each pass
+(monitoring/maintenance.py), so the bound holds under load with at most the open segments' growth above it. Each
+server manages its own log's segments only: on a shared folder one server never deletes another's files.
 """
 
 from __future__ import annotations

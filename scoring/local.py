@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from monitoring.logbatch import LogBatch
 from monitoring.predictlog import PredictionLog
 from scoring import job
 from scoring.sources import Source
@@ -41,7 +42,7 @@ class ChunkResult:
     scored: pa.Table
     rejects: pa.Table
     positives: int
-    log: bytes  # prediction-log lines, empty unless the job logs
+    log: LogBatch | None  # the rows for the prediction log, when the job logs
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,9 @@ class ChunkTask:
     def __call__(self, frame: pd.DataFrame) -> ChunkResult:
         model = job.cached_model(self.tag)
         chunk = job.score_chunk(frame, model, text=self.text)
-        lines = b""
+        batch = None
         if self.request_id is not None:
-            lines = job.log_lines(
+            batch = job.log_batch(
                 chunk.inputs,
                 chunk.scored[job.PROBABILITY],
                 chunk.scored[job.PREDICTION],
@@ -71,7 +72,7 @@ class ChunkTask:
             scored=pa.Table.from_pandas(chunk.scored, schema=self.scored_schema, preserve_index=False),
             rejects=pa.Table.from_pandas(chunk.rejects, schema=self.rejects_schema, preserve_index=False),
             positives=chunk.positives,
-            log=lines,
+            log=batch,
         )
 
 
@@ -156,7 +157,7 @@ def run(
                 scored_writer.write_table(result.scored)
                 if result.rejects.num_rows:
                     rejects_writer.write_table(result.rejects)
-                if log is not None and result.log and log.write(result.log):
+                if log is not None and result.log is not None and log.append(result.log):
                     summary.logged += result.scored.num_rows
                 summary.rows_in += result.rows_in
                 summary.scored += result.scored.num_rows
