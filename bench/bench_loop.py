@@ -39,7 +39,7 @@ CHUNK = 10_000
 def bench_ingestion(requests: int, workdir: Path) -> dict:
     from bench.harness import Server
     from monitoring.outcomes import Outcome, OutcomeStore
-    from serving.ids import new_ids
+    from serving.core.ids import new_ids
 
     (workdir / "server").mkdir(exist_ok=True)
     server = Server(workdir / "server", {"OUTCOME_LOG_PATH": str(workdir / "server" / "outcomes.jsonl")})
@@ -81,8 +81,8 @@ def write_log(predictions: int, outcomes: int, workdir: Path) -> tuple[Path, Pat
     from monitoring.logbatch import LogBatch, LogContext
     from monitoring.predictlog import Maintenance, PredictionLog
     from monitoring.simulate import draw_traffic
-    from serving.ids import new_ids
-    from serving.predictor import bound_inference_threads
+    from serving.core.ids import new_ids
+    from serving.core.predictor import bound_inference_threads
     from settings import get_settings
     from training.schema import PURCHASE
     from training.store import load_model

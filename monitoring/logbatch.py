@@ -1,6 +1,6 @@
 """What the prediction log records for one scored batch, and its columnar encoding (an Arrow record batch).
 
-A `LogBatch` is the typed hand-off from whoever scored a batch (serving/predictor.py, the scoring job) to the log:
+A `LogBatch` is the typed hand-off from whoever scored a batch (serving/core/predictor.py, the scoring job) to the log:
 the inputs frame, the model's outputs, the prediction ids and the context the batch shares (`LogContext`). The log
 encodes it once, column by column, into one Arrow record batch: no value is formatted as text, and the columns
 reach Parquet later without being parsed again (monitoring/compaction.py).
@@ -62,7 +62,7 @@ class LogBatch:
     proba: np.ndarray
     classes: np.ndarray
     context: LogContext
-    ids: list[str] | None = None  # one prediction_id per row (serving/ids.py); None where rows have none
+    ids: list[str] | None = None  # one prediction_id per row (serving/core/ids.py); None where rows have none
     shared_inputs: bool = False  # other batches have this same inputs frame (/v1/predict): convert it once
 
     def __len__(self) -> int:

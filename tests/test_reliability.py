@@ -1,5 +1,5 @@
 """Reliability and security against real servers: fuzzing, hostile inputs, killed workers, broken models and
-disks, and a short soak. Each test here backs a line of the README's "Guarantees"."""
+disks, and a short soak. Each test here backs a line of docs/guarantees.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Live feature signals (serving/metrics.py FeatureSignals): the vectorized counts of a big batch equal the
+"""Live feature signals (serving/core/metrics.py FeatureSignals): the vectorized counts of a big batch equal the
 per-value counts of the same rows, for numeric deciles and categorical values alike."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client import REGISTRY
 
-from serving import metrics
+from serving.core import metrics
 
 SCHEMA = {"columns": {"country": {"type": "string"}, "minutes": {"type": "number"}, "days": {"type": "integer"}},
           "categorical": ["country"]}

@@ -94,7 +94,7 @@ def measure(joined: Joined, task: str, since: datetime | None = None) -> dict[st
 
 
 def state_entry(summary: dict[str, Any]) -> dict[str, Any]:
-    """What the service exports as gauges (serving/quality_gauges.py)."""
+    """What the service exports as gauges (serving/core/quality_gauges.py)."""
     models = []
     for group in summary["groups"]:
         values = {"outcome_share": group["outcome_share"], "rows_with_outcome": group["with_outcome"]}
