@@ -123,11 +123,14 @@ def _text(value: str | None | list, rows: int) -> pa.Array:
 def _column(series: pd.Series) -> pa.Array:
     """An input column with the log's types: 64-bit integers and floats, plain strings (as the scoring job and the
     readers type a model's inputs), so one model's rows keep one schema whatever door they came through."""
-    array = pa.array(series.to_numpy(), from_pandas=True)
+    values = series.to_numpy()
+    if values.dtype == np.int64 or values.dtype == np.float64:
+        return pa.array(values)  # the validated doors' columns: no null to find, nothing to cast
+    array = pa.array(values, from_pandas=True)
     kind = array.type
-    if pa.types.is_integer(kind) and kind != pa.int64():
+    if pa.types.is_integer(kind):
         return array.cast(pa.int64())
-    if pa.types.is_floating(kind) and kind != pa.float64():
+    if pa.types.is_floating(kind):
         return array.cast(pa.float64())
     if pa.types.is_dictionary(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
         return array.cast(pa.string())

@@ -52,7 +52,7 @@ class PredictionLog:
         self.max_bytes = max_bytes
         self.maintenance = maintenance
         self._failed = Failures(self.path, on_failure)
-        self._open: dict[pa.Schema, StreamSegment] = {}
+        self._open: list[StreamSegment] = []  # the most recently used last
         self._lock = threading.Lock()
         self._shared: tuple[pd.DataFrame, list[pa.Array]] | None = None
         self._shared_lock = threading.Lock()
@@ -109,19 +109,23 @@ class PredictionLog:
 
     def _segment(self, schema: pa.Schema) -> StreamSegment:
         if os.getpid() != self._pid:  # a forked child: its parent's segments stay its parent's
-            for segment in self._open.values():
+            for segment in self._open:
                 segment.abandon()
             self._open.clear()
             self._pid = os.getpid()
-        segment = self._open.pop(schema, None)
+        # A scan with Arrow's own comparison: hashing a schema costs more than comparing it to a few.
+        segment = next((s for s in reversed(self._open) if s.schema.equals(schema)), None)
         if segment is None:
             if len(self._open) >= MAX_OPEN_SEGMENTS:
-                self._seal(next(iter(self._open.values())))
+                self._seal(self._open[0])
             if self.path.exists() and not self.path.is_file():  # /dev/full, a folder: segments do not go beside it
                 raise OSError(errno.EINVAL, f"{self.path} names a device or a folder, not a log")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             segment = StreamSegment(segments.segment_path(self.path, self._stamp(), self._pid), schema)
-        self._open[schema] = segment  # re-inserted: the dict's order is the order of last use
+            self._open.append(segment)
+        elif segment is not self._open[-1]:
+            self._open.remove(segment)
+            self._open.append(segment)
         return segment
 
     def _stamp(self) -> str:
@@ -131,7 +135,8 @@ class PredictionLog:
         return stamp.strftime("%Y%m%dT%H%M%S%f")
 
     def _seal(self, segment: StreamSegment, clean: bool = True) -> None:
-        self._open.pop(segment.schema, None)
+        if segment in self._open:
+            self._open.remove(segment)
         segment.seal(clean)
 
     def _retain(self) -> None:
@@ -144,7 +149,7 @@ class PredictionLog:
     def close(self) -> None:
         """Seal this process's segments; then, per `maintenance`, stop its process or finish its work here."""
         with self._lock:
-            for segment in list(self._open.values()):
+            for segment in list(self._open):
                 self._seal(segment)
         if self._maintainer is not None:
             self._maintainer.stop()

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from monitoring.logbatch import LogBatch
+from monitoring.logbatch import LogBatch, now
 from monitoring.predictlog import PredictionLog
 from scoring import job
 from scoring.sources import Source
@@ -157,7 +157,10 @@ def run(
                 scored_writer.write_table(result.scored)
                 if result.rejects.num_rows:
                     rejects_writer.write_table(result.rejects)
-                if log is not None and result.log is not None and log.append(result.log):
+                # Stamped as written, in the output's order (chunks are scored concurrently, and compaction sorts by
+                # time): the log's rows of a run come in the order of the scored file.
+                if log is not None and result.log is not None and log.append(
+                        replace(result.log, context=replace(result.log.context, ts=now()))):
                     summary.logged += result.scored.num_rows
                 summary.rows_in += result.rows_in
                 summary.scored += result.scored.num_rows
