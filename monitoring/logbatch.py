@@ -12,7 +12,6 @@ Columns, in order (docs/prediction-log.md):
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 

@@ -6,10 +6,9 @@ Spark's executors and only the sample comes back to the driver (Arrow `toPandas`
 read, the filters, the counts and the sample are all Spark SQL, so they need only the Spark installation and read
 access to the log.
 
-- Sources: a local path, folder or glob (listed by `monitoring.segments.discover`, read as `file:` URIs, so on a
-  cluster the folder must be mounted at the same path on every node), or any URL Spark's Hadoop file systems read
-  (`hdfs://`, `s3a://` with the hadoop-aws connector, `file://`): a log, a folder of logs or a glob, listed with
-  the same naming rules through Hadoop's FileSystem on the driver.
+- Sources: a local path, folder or glob (read as `file:` URIs, so on a cluster the folder must be mounted at the
+  same path on every node), or any URL Spark's Hadoop file systems read (`hdfs://`, `s3a://` with the hadoop-aws
+  connector, `file://`): a log, a folder of logs or a glob (listed by monitoring/spark_listing.py).
 - Compacted segments (`*.parquet`) are read with their own physical schema (a segment where every value of a
   float column happened to be whole holds int64), the model/time filter pushed down to row-group statistics; the
   torn-line count stored in each footer is read on the driver (footers only). Arrow segments not compacted yet
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -36,13 +34,12 @@ import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
-    BooleanType, DataType, DoubleType, FloatType, IntegerType, LongType, StringType, StructField, StructType,
-    TimestampType,
+    BooleanType, DataType, DoubleType, LongType, StringType, StructField, StructType, TimestampType,
 )
 
 from monitoring.ipc import read_stream_bytes
-from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED, LogMissing, Where, WindowRead, read_stream_segment
-from monitoring.segments import ARROWS, PARQUET, ROTATED, SKIPPED_KEY, discover, is_url, whole
+from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED, Where, WindowRead, read_stream_segment
+from monitoring.spark_listing import LogFiles, Segment, list_log
 from scoring import spark_session
 
 CORRUPT = "_corrupt_record"
@@ -55,10 +52,6 @@ LOG_TYPES: dict[str, DataType] = {
     "probability": DoubleType(), "prediction": LongType(),
 }
 INPUT_TYPES: dict[str, DataType] = {"integer": LongType(), "number": DoubleType(), "string": StringType()}
-_PARQUET_TYPES: dict[str, DataType] = {
-    "INT64": LongType(), "INT32": IntegerType(), "DOUBLE": DoubleType(), "FLOAT": FloatType(),
-    "BOOLEAN": BooleanType(), "BINARY": StringType(),
-}
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us", tz="UTC"), "string": pa.string(), "bigint": pa.int64(), "int": pa.int32(),
     "double": pa.float64(), "float": pa.float32(), "boolean": pa.bool_(),
@@ -71,108 +64,6 @@ _VANISHED = ("FILE_NOT_EXIST", "FileNotFoundException")
 def open_session(master: str, conf: dict[str, str]) -> SparkSession:
     """The drift job's session (scoring's setup: master, --spark-conf, executors' environment, quiet log)."""
     return spark_session.start("drift", master, conf, {**SQL_CONF, "spark.ui.showConsoleProgress": "false"})
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A Parquet segment's footer: its columns' Spark types and the torn lines counted when it was compacted."""
-
-    uri: str
-    types: dict[str, DataType]
-    skipped: int
-
-
-@dataclass(frozen=True)
-class LogFiles:
-    parquet: list[Segment]
-    jsonl: list[str]
-    streams: list[str]  # Arrow segments, read on the driver
-    by_url: bool = False  # the source was a URL: the driver reads the Arrow segments through Hadoop's file systems
-
-    def __len__(self) -> int:
-        return len(self.parquet) + len(self.jsonl) + len(self.streams)
-
-
-# --------------------------------------------------------------------------------------------- listing
-
-
-def _is_segment_name(name: str) -> bool:
-    """A file of some log: a live JSONL file or a rotated segment (monitoring/segments.py's naming)."""
-    if name.startswith("."):
-        return False
-    return bool(ROTATED.search(name)) or name.endswith(".jsonl")
-
-
-def _in_family(file_name: str, live: str) -> bool:
-    """`file_name` is the live file `live` or one of its rotated segments (monitoring.segments.family)."""
-    return file_name == live or (file_name.startswith(live + ".") and bool(ROTATED.search(file_name[len(live):])))
-
-
-def _list_url(spark: SparkSession, url: str) -> list[str]:
-    """`discover` for URLs, through Hadoop's FileSystem: a folder's logs, a log's family, or a glob of either."""
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path
-    root = hadoop_path(url)
-    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    has_magic = any(c in url.split("://", 1)[1] for c in "*?[{")
-    matches = [root]
-    if has_magic:
-        matches = [s.getPath() for s in (fs.globStatus(root) or [])]
-        # and the logs whose segments the glob names (an Arrow log has no file of its own name)
-        for status in fs.globStatus(hadoop_path(url + ".*")) or []:
-            name = status.getPath().getName()
-            if ROTATED.search(name):
-                matches.append(hadoop_path(status.getPath().getParent(), ROTATED.sub("", name)))
-        matches = list({m.toString(): m for m in matches}.values())
-    files: list[str] = []
-    for path in matches:
-        if fs.exists(path) and fs.getFileStatus(path).isDirectory():
-            files += whole([s.getPath().toString() for s in fs.listStatus(path)
-                            if s.isFile() and _is_segment_name(s.getPath().getName())])
-            continue
-        parent, name = path.getParent(), path.getName()
-        if parent is None or not fs.exists(parent):
-            continue
-        family = [s.getPath().toString() for s in fs.listStatus(parent) if s.isFile()]
-        files += whole([uri for uri in family if _in_family(uri.rsplit("/", 1)[-1], name)])
-    return list(dict.fromkeys(files))
-
-
-def _footer(spark: SparkSession, uri: str) -> Segment:
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    configuration = spark.sparkContext._jsc.hadoopConfiguration()
-    source = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(path, configuration)
-    reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(source)
-    try:
-        metadata = reader.getFooter().getFileMetaData()
-    finally:
-        reader.close()
-    types: dict[str, DataType] = {}
-    for column in metadata.getSchema().getFields():
-        if not column.isPrimitive():
-            continue
-        physical = column.asPrimitiveType().getPrimitiveTypeName().name()
-        annotation = str(column.getLogicalTypeAnnotation() or "")
-        kind = TimestampType() if annotation.startswith("TIMESTAMP") else _PARQUET_TYPES.get(physical)
-        if kind is not None:
-            types[column.getName()] = kind
-    skipped = metadata.getKeyValueMetaData().get(SKIPPED_KEY.decode())
-    return Segment(uri, types, int(skipped) if skipped else 0)
-
-
-def list_log(spark: SparkSession, source: Path | str) -> LogFiles:
-    """The segments of a source, Parquet footers read. Raises LogMissing when there is none."""
-    if is_url(source):
-        uris = _list_url(spark, str(source))
-    else:
-        # Not Path.as_uri(): Hadoop's Path would take its %-escapes (a space is %20) literally.
-        uris = [f"file://{path.resolve()}" for path in discover(source)]
-    if not uris:
-        raise LogMissing(f"no prediction log at {source}")
-    parquet = [_footer(spark, uri) for uri in uris if uri.endswith(PARQUET)]
-    streams = [uri for uri in uris if uri.endswith(ARROWS)]
-    return LogFiles(parquet, [uri for uri in uris if not uri.endswith((PARQUET, ARROWS))], streams, is_url(source))
 
 
 # --------------------------------------------------------------------------------------------- reading
