@@ -13,18 +13,17 @@ def _bars(axis, labels: list[str], values: list[float], title: str, ylabel: str)
     axis.grid(alpha=0.3, axis="y")
 
 
-def plots(results: dict, out: Path) -> list[str]:
+def plots(results: dict, out: Path, labels: dict[str, str]) -> list[str]:
+    """The PNGs written under `out`; `labels` name the servers (bench/report.py's LABELS)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.report import LABELS
-
     written = []
     if "predict" in results:
         rows = results["predict"]["rows"]
-        names = [LABELS.get(r["server"], r["server"]).replace(" (constant answer)", "") for r in rows]
+        names = [labels.get(r["server"], r["server"]).replace(" (constant answer)", "") for r in rows]
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
         _bars(left, names, [r["throughput"] for r in rows], f"/predict, concurrency {results['predict']['concurrency']}",
               "requests / s")
@@ -43,7 +42,7 @@ def plots(results: dict, out: Path) -> list[str]:
     if "batch" in results:
         med = results["batch"]["median_ms"]
         fig, axis = plt.subplots(figsize=(8, 4.6))
-        _bars(axis, [LABELS.get(k, k) for k in med], list(med.values()),
+        _bars(axis, [labels.get(k, k) for k in med], list(med.values()),
               f"{results['batch']['records']:,} rows in one request (median)", "ms")
         fig.tight_layout()
         fig.savefig(out / "batch.png", dpi=110)

@@ -115,7 +115,7 @@ def write_report(results: dict, cfg, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results["targets"] = targets(results, cfg)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
-    results["images"] = plots(results, out)
+    results["images"] = plots(results, out, LABELS)
     (out / "results.md").write_text("\n".join(markdown(results, cfg)))
 
 

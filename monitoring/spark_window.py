@@ -37,10 +37,10 @@ from pyspark.sql.types import (
     BooleanType, DataType, DoubleType, LongType, StringType, StructField, StructType, TimestampType,
 )
 
+from monitoring import spark_session
 from monitoring.ipc import read_stream_bytes
 from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED, Where, WindowRead, read_stream_segment
 from monitoring.spark_listing import LogFiles, Segment, list_log
-from scoring import spark_session
 
 CORRUPT = "_corrupt_record"
 _U = "_sample_key"
