@@ -115,7 +115,7 @@ def _text(value: str | None | list, rows: int) -> pa.Array:
     if value is None:
         return pa.nulls(rows, pa.string())
     data = value.encode()
-    offsets = np.arange(0, len(data) * (rows + 1), len(data), dtype=np.int32)
+    offsets = np.arange(rows + 1, dtype=np.int32) * len(data)
     return pa.Array.from_buffers(pa.string(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data * rows)])
 
 

@@ -112,6 +112,17 @@ def test_values_types_and_unicode_round_trip(tmp_path):
     log.close()
 
 
+def test_empty_and_repeated_values_and_an_empty_batch(tmp_path):
+    path = tmp_path / "log.jsonl"
+    log = PredictionLog(path, 10**6)
+    assert log.append(rows_of(0, "none"))
+    assert log.append(batch(INPUTS.iloc[:3], [0.5] * 3, [1] * 3, request_id="", variant="", alias="é" * 3))
+    frame = read_log(path)
+    assert frame["request_id"].tolist() == [""] * 3 and frame["variant"].tolist() == [""] * 3
+    assert frame["alias"].tolist() == ["ééé"] * 3
+    log.close()
+
+
 def test_a_batch_whose_inputs_clash_with_the_log_fields_is_counted_not_raised(tmp_path):
     failures: list[BaseException] = []
     log = PredictionLog(tmp_path / "log.jsonl", 10**6, on_failure=failures.append)
