@@ -75,6 +75,8 @@ def compact(segment: Path) -> Path | None:
                 table, skipped = parse_jsonl(read_all(fd))
             if table.num_rows or skipped:
                 write_segment(table, target, skipped)
+                written = os.fstat(fd)
+                os.utime(target, ns=(written.st_atime_ns, written.st_mtime_ns))  # the time of its last row, for retention
             segment.unlink()
             return target if table.num_rows or skipped else None
     except BlockingIOError:

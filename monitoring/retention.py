@@ -66,7 +66,9 @@ def _try_delete(path: Path) -> bool | None:
 
 
 def enforce(live: Path, policy: RetentionPolicy, now: float | None = None) -> RetentionResult:
-    """Apply the policy to one log (`live` and its segments), oldest segments first."""
+    """Apply the policy to one log (`live` and its segments), oldest segments first: by their last write (a
+    segment's modification time, which compaction keeps), since each writer process has segments of its own and one
+    opened long ago may hold the newest rows."""
     live = Path(live)
     now = time.time() if now is None else now
     sizes: dict[Path, tuple[int, float]] = {}
@@ -79,7 +81,7 @@ def enforce(live: Path, policy: RetentionPolicy, now: float | None = None) -> Re
     total = sum(size for size, _ in sizes.values())
     result = RetentionResult(bytes_on_disk=total)
     cutoff = now - policy.max_age_days * 86_400
-    for path, (size, mtime) in sizes.items():
+    for path, (size, mtime) in sorted(sizes.items(), key=lambda item: (item[1][1], item[0].name)):
         if path == live:
             continue
         reason = "age" if mtime < cutoff else "size" if total > policy.max_total_bytes else None

@@ -300,7 +300,10 @@ def test_compaction_keeps_the_torn_count_and_sorts_by_model_and_time(tmp_path):
     log.append(rows_of(2, "early", model="a", ts=datetime(2026, 11, 20, 8, tzinfo=timezone.utc)))
     log.close()
     segment = tear(path)
+    os.utime(segment, (time.time() - 3_600,) * 2)
+    last_write = segment.stat().st_mtime_ns
     compacted = compact(segment)
+    assert compacted.stat().st_mtime_ns == last_write, "the Parquet file keeps the time of the segment's last row"
     assert compacted == segment.with_name(segment.name.removesuffix(".arrows") + ".parquet") and not segment.exists()
     table = pq.read_table(compacted)
     assert table["model_name"].to_pylist() == ["a", "a", "b", "b", "b"]
@@ -419,11 +422,14 @@ def test_retention_holds_the_byte_bound_under_a_write_load_that_crosses_it(tmp_p
     _run_processes(_fill, [(str(path), p, 150, mode) for p in range(2)], timeout=180)
     written = 2 * 150 * encode(rows_of(50, "p0-b000")).nbytes
     assert written > 3 * 400_000, "the load crosses the bound several times over"
+    last = MODES[mode](path, max_bytes=40_000, maintenance=Maintenance(compact=False, retention=None))
+    last.append(rows_of(50, "last"))  # after both writers: the newest rows of all
+    last.close()
     result = enforce(path, RetentionPolicy(30, 400_000))
     assert result.bytes_on_disk <= 400_000
-    newest = read_log(path)
-    assert newest["request_id"].str.startswith("p0-b149-").any(), "the newest rows are kept, the oldest went"
-    assert not newest["request_id"].str.startswith("p0-b0-").any()
+    kept = read_log(path)["request_id"]
+    assert kept.str.startswith("last-").sum() == 50, "the newest rows are kept"
+    assert not kept.str.startswith(("p0-b0-", "p1-b0-")).any(), "the oldest went"
     log = PredictionLog(path, max_bytes=1_000, maintenance=Maintenance(compact=False, retention=RetentionPolicy(30, 2_000)))
     log.append(rows_of(20, "in-process"))  # crosses both limits in this process: the metrics move
     log.append(rows_of(20, "in-process-2"))
@@ -452,6 +458,17 @@ def test_retention_deletes_old_segments_but_never_a_live_one_nor_one_a_reader_ho
     log.close()
     os.utime(open_segment, (time.time() - 40 * 86_400,) * 2)  # sealing wrote its end-of-stream marker
     assert enforce(path, RetentionPolicy(30, 10**9)).deleted == [(open_segment, "age")], "deleted once sealed"
+
+
+def test_retention_deletes_by_last_write_not_by_when_a_segment_was_opened(tmp_path):
+    """Each writer process has segments of its own: one opened first may have been written last."""
+    path = tmp_path / "log.jsonl"
+    opened = [tmp_path / f"log.jsonl.2026110{d}T000000000000.{d}.parquet" for d in (1, 2, 3)]
+    for file, hours_ago in zip(opened, (1, 3, 2)):
+        file.write_bytes(b"x" * 100)
+        os.utime(file, (time.time() - hours_ago * 3_600,) * 2)
+    result = enforce(path, RetentionPolicy(max_age_days=30, max_total_bytes=150))
+    assert [p for p, _ in result.deleted] == [opened[1], opened[2]] and opened[0].exists()
 
 
 # --------------------------------------------------------------------------------------- the maintenance process
