@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from monitoring.compaction import compact
 from monitoring.jsonlog import rotate_jsonl
 from monitoring.retention import RetentionPolicy, enforce
-from monitoring.segments import ROTATED, family, is_compacted
+from monitoring.segments import ROTATED, family, is_compacted, not_a_log
 
 if TYPE_CHECKING:
     from settings import Settings
@@ -77,8 +77,10 @@ def run_pass(log: Path, maintenance: Maintenance) -> Pass:
     one segment: a segment that cannot be compacted is logged and stays readable as it is."""
     log = Path(log)
     result = Pass()
+    if not_a_log(log):
+        return result
     if maintenance.compact:
-        if log.exists() and log.stat().st_size:
+        if log.is_file() and log.stat().st_size:
             rotate_jsonl(log)  # a JSONL version's live file, left behind: rotated like its writer would have
         for path in family(log):
             if path == log or is_compacted(path) or not ROTATED.search(path.name):
@@ -101,12 +103,21 @@ def election_lock(log: Path) -> Path:
 
 def serve(log: Path, maintenance: Maintenance, interval: float = INTERVAL_S, parent: int | None = None) -> int:
     """Passes every `interval` seconds until SIGTERM or the parent's exit, if this process wins the log's election."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(election_lock(log), "a") as lock:
+    problem = not_a_log(log)
+    try:
+        if problem:
+            raise OSError(problem)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(election_lock(log), "a")
+    except OSError as exc:  # the writer counts its own failures: a log it cannot write has nothing to maintain
+        logger.warning("no maintenance for the prediction log %s: %s", log, exc)
+        return 0
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 0  # another process maintains this log
+        os.nice(10)  # serving workers first
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         while True:
@@ -162,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
         done = run_pass(args.log, maintenance)
         print(f"compacted {len(done.compacted)} segment(s); {len(done.waiting)} live or held")
         return 0
-    os.nice(10)
     return serve(args.log, maintenance, args.interval, args.parent)
 
 

@@ -61,6 +61,7 @@ class PredictionLog:
         self._maintainer = (
             MaintenanceProcess(self.path, maintenance)
             if maintenance is not None and maintenance.process and (maintenance.compact or maintenance.retention)
+            and not segments.not_a_log(self.path)
             else None
         )
 
@@ -118,8 +119,9 @@ class PredictionLog:
         if segment is None:
             if len(self._open) >= MAX_OPEN_SEGMENTS:
                 self._seal(self._open[0])
-            if self.path.exists() and not self.path.is_file():  # /dev/full, a folder: segments do not go beside it
-                raise OSError(errno.EINVAL, f"{self.path} names a device or a folder, not a log")
+            problem = segments.not_a_log(self.path)
+            if problem:
+                raise OSError(errno.EINVAL, problem)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             segment = StreamSegment(segments.segment_path(self.path, self._stamp(), self._pid), schema)
             self._open.append(segment)

@@ -62,6 +62,14 @@ def whole(names: list[str]) -> list[str]:
     return sorted(n for n in names if n.endswith(PARQUET) or compacted_name(n.rsplit("/", 1)[-1]) not in listed)
 
 
+def not_a_log(path: Path) -> str | None:
+    """Why `path` cannot name a log (its segments and lock files go beside it), or None: it names a device or a
+    folder (PREDICTION_LOG_PATH=/dev/full must not fill /dev with segments)."""
+    if path.exists() and not path.is_file():
+        return f"{path} names a device or a folder, not a log"
+    return None
+
+
 def log_of(segment: Path) -> Path:
     """The log a segment belongs to: its name without the stamp, pid and suffix."""
     return segment.with_name(ROTATED.sub("", segment.name))

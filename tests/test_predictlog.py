@@ -202,8 +202,12 @@ def test_a_device_is_not_a_log_path(tmp_path):
     log = PredictionLog(Path("/dev/full"), max_bytes=10**6, on_failure=failures.append)
     assert log.append(rows_of(3, "x")) is False and log.append(rows_of(3, "y")) is False
     assert log.failures == 2 and "names a device or a folder" in str(failures[0])
-    assert set(Path("/dev").iterdir()) == before, "no segment created beside the device"
     log.close()
+    server = Maintenance(process=True, finish_on_close=True)
+    PredictionLog(Path("/dev/full"), max_bytes=10**6, maintenance=server).close()  # no process, no pass
+    assert maintenance_main(["--log", "/dev/full", "--parent", str(os.getppid())]) == 0  # refuses at once
+    assert run_pass(Path("/dev/full"), server).compacted == []
+    assert set(Path("/dev").iterdir()) == before, "no segment or lock file created beside the device"
 
 
 def _write_under_a_file_size_limit(path: str, limit: int, result) -> None:
