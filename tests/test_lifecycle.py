@@ -19,6 +19,7 @@ import yaml
 
 from bench.bench_lifecycle import Hammer, book_changed, private_store, switch_seconds
 from bench.harness import Server
+from monitoring.predictlog import iter_records, read_log
 from serving.web.policy import Scope
 from tests.conftest import run_cli
 from tests.routes import EXPECTED, UNDOCUMENTED, concrete, variants
@@ -139,7 +140,7 @@ def lserver(store, tmp_path_factory) -> Server:
 
 
 def log_lines(lserver: Server) -> list[dict]:
-    return [orjson.loads(line) for line in lserver.log_path.read_bytes().splitlines() if line.strip()]
+    return list(iter_records(lserver.log_path))
 
 
 def test_aliases_in_models_listing_and_v1_predict(store, lserver):
@@ -314,7 +315,7 @@ def test_every_route_against_every_token_on_a_real_server(lserver):
 def test_tokens_never_leak(lserver):
     lserver.post("/v1/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}x"})
     lserver.post("/predict", RECORD, headers={"Authorization": f"Bearer {API_TOKEN}x"})
-    seen = [lserver.output.read_text(), lserver.log_path.read_text(), lserver.get("/metrics").text,
+    seen = [lserver.output.read_text(), read_log(lserver.log_path).to_json(), lserver.get("/metrics").text,
             lserver.get("/v1/models").text, lserver.get("/docs.json").text,
             lserver.get("/v1/admin/history", headers=ADMIN).text, lserver.post("/v1/admin/reload", headers=ADMIN).text]
     for text in seen:
