@@ -2,14 +2,16 @@
 
 The label-free quality estimate (monitoring/quality/estimate.py) reads a calibrated probability as the chance that
 the outcome will be 1, so it needs one. The check runs at training on the held-out split (the drift reference
-sample is drawn from the training split, where a boosted model looks better calibrated than it is):
+sample is drawn from the training split, whose labels the model was fitted to). Criterion, as
+NannyML's `needs_calibration` with two candidates: the expected calibration error (ECE, 10 equal-count bins) of
+the raw probabilities against the out-of-fold ECE (FOLDS stratified folds) of isotonic regression and of Platt
+scaling (scikit-learn's); the lowest wins, and a winning candidate is fitted on the whole held-out split and stored.
 
-1. the expected calibration error (ECE: 10 equal-count bins) of the raw probabilities;
-2. the ECE the same probabilities would show if they were perfectly calibrated: labels drawn from the
-   probabilities themselves, NULL_DRAWS times; its 95th percentile is the noise floor at this sample size;
-3. raw ECE at or below the noise floor: no calibrator (one would only fit noise); above it: isotonic regression and
-   Platt scaling (scikit-learn's) are scored by their out-of-fold ECE (FOLDS stratified folds), and the better one
-   is fitted on the whole held-out split and stored, if it beats the raw ECE.
+The criterion leans towards calibrating: on perfectly calibrated synthetic probabilities (12,000 rows) it still
+chose a calibrator in 20 draws of 20, as binning noise weighs on the raw ECE more than on a fitted calibrator's.
+That costs little, and it pays on the purchase models (docs/quality.md): their ECE of about 0.01 is within
+sampling noise, yet isotonic calibration removed a bias of their estimates (purchase_gbm's ROC AUC +0.002 and
+precision +0.005 on 200 fresh chunks of 5,000 rows, down to 0.000 and -0.001).
 
 A calibrator is stored as its fitted numbers (`calibrator.json`: isotonic breakpoints, or Platt's slope and
 intercept), applied with NumPy: no pickle to load, nothing version-bound, vectorized over millions of rows.
@@ -24,8 +26,6 @@ import numpy as np
 
 ECE_BINS = 10
 FOLDS = 5
-NULL_DRAWS = 200
-NULL_QUANTILE = 0.95
 _EPS = 1e-6
 
 
@@ -83,18 +83,6 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BIN
     return float(np.abs(predicted - observed).sum() / p.size)
 
 
-def null_ece(p: np.ndarray, draws: int = NULL_DRAWS, seed: int = 0, bins: int = ECE_BINS) -> np.ndarray:
-    """ECE of `draws` label sets drawn from p itself: what a perfectly calibrated model shows by chance."""
-    rng = np.random.default_rng(seed)
-    index, _ = _bins(p, bins)
-    predicted = np.bincount(index, weights=p, minlength=bins)
-    values = np.empty(draws)
-    for d in range(draws):  # one vectorized draw of every row per step
-        observed = np.bincount(index, weights=(rng.random(p.size) < p).astype(np.float64), minlength=bins)
-        values[d] = np.abs(predicted - observed).sum() / p.size
-    return values
-
-
 def fit_isotonic(p: np.ndarray, y: np.ndarray) -> Calibrator:
     from sklearn.isotonic import IsotonicRegression
 
@@ -124,37 +112,27 @@ def out_of_fold(p: np.ndarray, y: np.ndarray, method: str, seed: int) -> np.ndar
 
 @dataclass(frozen=True)
 class CalibrationCheck:
-    """The decision and the figures behind it, stored in the model's metadata (`calibration`)."""
+    """The decision and the figures behind it, stored in the model's metadata (`calibrator`)."""
 
     method: str
     rows: int
     ece: float  # raw probabilities on the held-out split
-    ece_noise_p95: float  # 95th percentile of the ECE a perfectly calibrated model shows on as many rows
-    ece_out_of_fold: dict[str, float] = field(default_factory=dict)  # per candidate, when one was tried
-    reason: str = ""
+    ece_out_of_fold: dict[str, float] = field(default_factory=dict)  # per candidate
     calibrator: Calibrator = field(default_factory=Calibrator)
 
     def metadata(self) -> dict:
-        return {"method": self.method, "rows": self.rows, "ece": self.ece, "ece_noise_p95": self.ece_noise_p95,
-                "ece_out_of_fold": self.ece_out_of_fold, "reason": self.reason,
-                "criterion": f"calibrate when the held-out ECE ({ECE_BINS} equal-count bins) exceeds the "
-                             f"{NULL_QUANTILE:.0%} quantile of a perfectly calibrated model's ECE on as many rows "
-                             f"({NULL_DRAWS} draws); then the candidate (isotonic, Platt) with the lower "
-                             f"{FOLDS}-fold out-of-fold ECE, if it beats the raw ECE"}
+        return {"method": self.method, "rows": self.rows, "ece": self.ece, "ece_out_of_fold": self.ece_out_of_fold,
+                "criterion": f"the lowest of the raw held-out ECE ({ECE_BINS} equal-count bins) and the {FOLDS}-fold "
+                             "out-of-fold ECE of isotonic and Platt calibration"}
 
 
 def check_calibration(y: np.ndarray, p: np.ndarray, seed: int = 0) -> CalibrationCheck:
     """Decide whether held-out probabilities `p` (labels `y`) need a calibrator, and fit it."""
     y = np.asarray(y, dtype=np.int64)
     p = np.asarray(p, dtype=np.float64)
-    ece = expected_calibration_error(y, p)
-    floor = float(np.quantile(null_ece(p, seed=seed), NULL_QUANTILE))
-    common = {"rows": int(p.size), "ece": round(ece, 5), "ece_noise_p95": round(floor, 5)}
-    if ece <= floor:
-        return CalibrationCheck("none", **common, reason="calibrated within sampling noise")
+    ece = round(expected_calibration_error(y, p), 5)
     scores = {m: round(expected_calibration_error(y, out_of_fold(p, y, m, seed)), 5) for m in FITTERS}
     best = min(scores, key=scores.get)
     if scores[best] >= ece:
-        return CalibrationCheck("none", **common, ece_out_of_fold=scores, reason="no calibrator beat the raw ECE")
-    return CalibrationCheck(best, **common, ece_out_of_fold=scores, reason=f"miscalibrated; {best} lowers the ECE",
-                            calibrator=FITTERS[best](p, y))
+        return CalibrationCheck("none", int(p.size), ece, scores)
+    return CalibrationCheck(best, int(p.size), ece, scores, FITTERS[best](p, y))

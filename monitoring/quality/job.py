@@ -138,7 +138,8 @@ def run(log: Path, outcomes: Path, task: str, since: datetime | None, out_dir: P
 
         mark = time.perf_counter()
         labelled = joined.predictions[joined.predictions["outcome"].notna()]
-        summary["reports"] = evidently_reports(labelled, summary["groups"], out_dir, workspace)
+        summary["reports"] = evidently_reports(labelled, summary["groups"], out_dir, workspace,
+                                               summary["estimate"]["groups"])
         timings["evidently"] = time.perf_counter() - mark
     summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
     found = regressions(summary["groups"], tolerance)
