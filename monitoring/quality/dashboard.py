@@ -6,7 +6,8 @@ equal labels its y-axis with one rounded tick ("1" for a ROC AUC of 0.87, "0" fo
 one point, so after one run every chart showed a lone marker on such an axis. Here every chart also plots the
 held-out value and the estimate's interval (constants stored with each run, as QualityValue metrics, since panels
 have no reference lines): the values differ, so the axis reads 0.870, 0.875...; and a text panel states the last
-run's numbers, readable from the first run on. The dashboard is written again at every run, so it always matches
+run's numbers, readable from the first run on. Log loss shares its chart with the Brier score, held-out values
+beside each, for the same reason. The dashboard is written again at every run, so it always matches
 this code.
 
 Imports Evidently (seconds): imported only when the job writes its reports.
@@ -19,22 +20,21 @@ from typing import Any
 from evidently.core.metric_types import SingleValueCalculation, SingleValueMetric
 
 TAB = "Quality"
-# chart title, Evidently's metric for the realized value, our metric name for the estimate (None: not estimated)
-CHARTS = (
+# chart title, Evidently's metric for the realized value, our metric name for the estimate and the held-out value
+ESTIMATED_CHARTS = (
     ("ROC AUC", "RocAuc", "roc_auc"),
     ("Precision at the threshold", "Precision", "precision"),
     ("Recall at the threshold", "Recall", "recall"),
     ("Accuracy at the threshold", "Accuracy", "accuracy"),
-    ("Log loss", "LogLoss", None),
 )
-HELD_OUT = {"RocAuc": "roc_auc", "Precision": "precision", "Recall": "recall", "Accuracy": "accuracy",
-            "LogLoss": "log_loss"}
-LAST_RUN_TITLE = "Last run"
+LOSS_CHART = "Log loss and Brier score (lower is better)"
+LAST_RUN_TITLE = "Quality (last run)"
 
 
 class QualityValue(SingleValueMetric):
     """A number the job computed, stored with the run so a panel can draw it: `kind` is estimate, estimate_low,
-    estimate_high (the 95% interval) or held_out; `quality` the metric (roc_auc, precision, ...)."""
+    estimate_high (the 95% interval), held_out or realized (for what Evidently does not compute: the Brier score);
+    `quality` the metric (roc_auc, precision, ...)."""
 
     kind: str
     quality: str
@@ -55,9 +55,10 @@ class QualityValueCalculation(SingleValueCalculation[QualityValue]):
         return f"{self.metric.quality} ({self.metric.kind.replace('_', ' ')})"
 
 
-def run_metrics(estimate: dict[str, Any] | None, held_out: dict[str, Any] | None) -> list[QualityValue]:
-    """The QualityValue metrics of one group's run: its estimate over the window (value and 95% interval) and the
-    held-out metrics stored with the model."""
+def run_metrics(estimate: dict[str, Any] | None, held_out: dict[str, Any] | None,
+                realized: dict[str, Any] | None) -> list[QualityValue]:
+    """The QualityValue metrics of one group's run: its estimate over the window (value and 95% interval), the
+    held-out metrics stored with the model, and the realized Brier score."""
     metrics = []
     for name, entry in ((estimate or {}).get("estimate") or {}).items():
         if entry["value"] is None:
@@ -66,9 +67,11 @@ def run_metrics(estimate: dict[str, Any] | None, held_out: dict[str, Any] | None
         if entry["ci95"]:
             metrics.append(QualityValue(kind="estimate_low", quality=name, number=entry["ci95"][0]))
             metrics.append(QualityValue(kind="estimate_high", quality=name, number=entry["ci95"][1]))
-    for name in HELD_OUT.values():
+    for name in (*(chart[2] for chart in ESTIMATED_CHARTS), "log_loss", "brier"):
         if held_out and isinstance(held_out.get(name), (int, float)):
             metrics.append(QualityValue(kind="held_out", quality=name, number=float(held_out[name])))
+    if realized and isinstance(realized.get("brier"), (int, float)):
+        metrics.append(QualityValue(kind="realized", quality="brier", number=float(realized["brier"])))
     return metrics
 
 
@@ -100,13 +103,14 @@ def panels(lines: list[str]) -> list:
 
     title, description = last_run_text(lines)
     out = [text_panel(title=title, description=description, size="full")]
-    for title, metric, estimated in CHARTS:
-        values = [PanelMetric(legend="realized", metric=metric)]
-        if estimated:
-            values += [value("estimate", estimated, "estimate"), value("estimate_low", estimated, "estimate - 95%"),
-                       value("estimate_high", estimated, "estimate + 95%")]
-        values.append(value("held_out", HELD_OUT[metric], "held-out"))
-        out.append(line_plot_panel(title=title, size="half", values=values))
+    for title, metric, name in ESTIMATED_CHARTS:
+        out.append(line_plot_panel(title=title, size="half", values=[
+            PanelMetric(legend="realized", metric=metric), value("estimate", name, "estimate"),
+            value("estimate_low", name, "estimate - 95%"), value("estimate_high", name, "estimate + 95%"),
+            value("held_out", name, "held-out")]))
+    out.append(line_plot_panel(title=LOSS_CHART, size="full", values=[  # two metrics: never one lone value
+        PanelMetric(legend="log loss", metric="LogLoss"), value("realized", "brier", "Brier score"),
+        value("held_out", "log_loss", "held-out log loss"), value("held_out", "brier", "held-out Brier score")]))
     return out
 
 

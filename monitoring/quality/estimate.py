@@ -157,7 +157,7 @@ def score_rows(frame: pd.DataFrame, calibrations: Mapping[tuple[str, str], Model
     bad = ~((score >= 0.0) & (score <= 1.0))
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"probability of row {first} is {score[first]!r}: expected a number in [0, 1]")
+        raise ValueError(f"probability of row {first} is {float(score[first])}: expected a number in [0, 1]")
     thresholds = np.array([c.threshold for c in known])
     return Scored(score, score >= thresholds[version_of_row], version_of_row.astype(np.int64),
                   tuple(c.calibrator for c in known))

@@ -35,7 +35,7 @@ def evidently_reports(labelled: pd.DataFrame, groups: list[dict[str, Any]], out_
     lines: dict[str, tuple[Any, list[str]]] = {}
     for group in groups:
         estimate = by_key.get((group["model"], group["version"], group["alias"], group["variant"]))
-        extra = run_metrics(estimate, group["held_out"])
+        extra = run_metrics(estimate, group["held_out"], group["metrics"])
         project = _project(workspace, f"{group['model']} quality")
         lines.setdefault(group["model"], (project, []))[1].append(describe(group, estimate))
         if group["metrics"] is None:
