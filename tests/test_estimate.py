@@ -56,7 +56,7 @@ def test_estimates_land_on_the_outcomes_their_probabilities_draw_within_the_stat
     codes = np.repeat(np.arange(chunks), size)
     p = rng.beta(1.3, 2.4, codes.size)
     y = (rng.random(codes.size) < p).astype(np.int64)
-    estimated = estimate_segments(codes, chunks, p, p >= 0.5, lambda c, s: s)
+    estimated = estimate_segments(codes, chunks, p, p >= 0.5)
     realized = realized_segments(codes, chunks, p, p >= 0.5, y)
     for m in METRICS:
         error = estimated.values[m] - realized.values[m]
@@ -80,8 +80,8 @@ def test_calibration_check_fits_a_calibrator_that_removes_the_bias_of_overconfid
     seen = fresh**0.6
     codes = np.zeros(fresh.size, dtype=np.int64)
     realized = realized_segments(codes, 1, seen, seen >= 0.5, outcome)
-    raw = estimate_segments(codes, 1, seen, seen >= 0.5, lambda c, s: s)
-    calibrated = estimate_segments(codes, 1, seen, seen >= 0.5, lambda c, s: check.calibrator.apply(s))
+    raw = estimate_segments(codes, 1, seen, seen >= 0.5)
+    calibrated = estimate_segments(codes, 1, check.calibrator.apply(seen), seen >= 0.5)
     for m in ("roc_auc", "precision", "recall"):  # raw: 0.03 to 0.15 off; calibrated: within 0.01
         assert abs(raw.values[m][0] - realized.values[m][0]) > 0.03, m
         assert abs(calibrated.values[m][0] - realized.values[m][0]) < 0.015, m

@@ -8,8 +8,8 @@ registries, then cached in the gitignored bench/.nannyml-venv). Tolerances:
   calibration decision; the store's own decision is also compared;
 - standard errors: precision, recall and accuracy within 10% of NannyML's on the undrifted chunks (the same
   binomial formula; NannyML takes the class balance from the reference, this estimator from the chunk); ROC AUC's is
-  Hanley & McNeil's, larger than NannyML's by design (tests/test_estimate.py checks that it covers the realized
-  AUC's spread).
+  Hanley & McNeil's, 1.4 times NannyML's on undrifted chunks and 2 times on drifted ones, by design
+  (tests/test_estimate.py checks that it covers the realized AUC's spread; NannyML's is below that spread).
 """
 
 from __future__ import annotations
@@ -99,4 +99,7 @@ def test_standard_errors_beside_nannymls_sampling_errors(fixture):
         for m, r in ratios.items()))
     for m in ("precision", "recall", "accuracy"):
         assert all(0.9 <= r <= 1.1 for r in ratios[m][:HOURS_NORMAL]), (m, ratios[m])
-    assert all(1.0 <= r <= 1.6 for r in ratios["roc_auc"]), ratios["roc_auc"]
+    assert all(1.0 <= r <= 1.6 for r in ratios["roc_auc"][:HOURS_NORMAL]), ratios["roc_auc"]
+    # Drifted into a region where the AUC is 0.70: a lower AUC varies more, which the chunk's own Hanley & McNeil
+    # variance sees and the reference's components do not
+    assert all(r > 1.6 for r in ratios["roc_auc"][HOURS_NORMAL:]), ratios["roc_auc"]

@@ -3,10 +3,9 @@
 A calibrated probability p is the chance that the row's outcome is 1, so each row adds p to the expected true
 positives when the model predicted 1 (1 - p to the false positives), p to the false negatives when it predicted 0
 (1 - p to the true negatives). Precision, recall and accuracy follow from the expected confusion matrix. ROC AUC is
-the area under the expected ROC curve: rows in descending order of the model's own (uncalibrated) score, the
-cumulative expected positives and negatives as the curve's axes, tied scores one step (NannyML 0.13.1's
-`estimate_roc_auc`, which steps row by row, agrees whenever tied scores share a calibrated probability, as they do
-under an isotonic or Platt calibrator).
+the area under the expected ROC curve: rows in descending order of the model's score, the cumulative expected
+positives and negatives as the curve's axes, tied scores one step (NannyML 0.13.1's `estimate_roc_auc` steps row by
+row: the same area, since tied scores share a calibrated probability).
 
 Given outcomes (0/1) instead of probabilities, the same code computes the realized metrics: tied scores as one
 step make the area scikit-learn's ROC AUC.
@@ -24,7 +23,6 @@ Every sum is a `np.bincount` over segment codes and ROC AUC uses one sort of all
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,24 +56,31 @@ def _sorted_for_roc(codes: np.ndarray, k: int, score: np.ndarray, outcome: np.nd
     """Rows by segment, then by score from high to low: (segment, score rank key, score, outcome) sorted.
 
     One np.sort of packed uint64 keys (segment | score | outcome bit), several times faster than an argsort or a
-    lexsort of 10M rows, and no gather. Scores are kept to 2**-min(52, 62 - segment bits) (2e-13 for a million
-    segments), so scores closer than that count as tied."""
+    lexsort of 10M rows, and no gather. Scores (in [0, 1], as the callers check) are kept to
+    2**-min(52, 62 - segment bits) (2e-13 for a million segments), so scores closer than that count as tied."""
     bits = max(1, int(k - 1).bit_length())
     if bits > 40:
         raise ValueError(f"{k} segments: too many to rank at once")
     shift = 62 - bits
     scale = float(2 ** min(shift, 52) - 1)  # exact in float64, and below 2**shift
-    key = np.rint((1.0 - np.clip(score, 0.0, 1.0)) * scale).astype(np.uint64)
+    work = np.subtract(1.0, score)  # descending score, ascending key; in place from here: 10M rows are 80 MB a copy
+    np.multiply(work, scale, out=work)
+    np.rint(work, out=work)
+    key = work.astype(np.uint64)
+    del work
     key <<= np.uint64(1)
     if outcome is not None:
         key |= np.asarray(outcome, dtype=np.uint64)
     key |= codes.astype(np.uint64) << np.uint64(shift + 1)
     key.sort()
     c = (key >> np.uint64(shift + 1)).astype(np.int64)
-    rank = (key >> np.uint64(1)) & np.uint64(2**shift - 1)
-    s = 1.0 - rank.astype(np.float64) / scale
     t = (key & np.uint64(1)).astype(np.float64) if outcome is not None else None
-    return c, rank, s, t
+    key >>= np.uint64(1)
+    key &= np.uint64(2**shift - 1)
+    s = key.astype(np.float64)
+    np.divide(s, -scale, out=s)
+    s += 1.0
+    return c, key, s, t
 
 
 def _roc_auc(c: np.ndarray, rank: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
@@ -89,17 +94,22 @@ def _roc_auc(c: np.ndarray, rank: np.ndarray, t: np.ndarray, k: int) -> np.ndarr
     positives = np.bincount(c, weights=t, minlength=k)
     negatives = np.bincount(c, minlength=k) - positives
     tp = np.cumsum(t)
-    fp = np.arange(1, c.size + 1, dtype=np.float64) - tp
     step = np.ones(c.size, dtype=bool)  # the last row of each run of tied scores is a point of the curve
     step[:-1] = (c[1:] != c[:-1]) | (rank[1:] != rank[:-1])
-    if not step.all():
+    if step.all():
+        fp = np.arange(1, c.size + 1, dtype=np.float64)
+        fp -= tp
+    else:
         points = np.flatnonzero(step)
-        c, tp, fp = c[points], tp[points], fp[points]
-    prev_tp = np.empty_like(tp)
-    prev_fp = np.empty_like(fp)
-    prev_tp[0] = prev_fp[0] = 0.0
-    prev_tp[1:], prev_fp[1:] = tp[:-1], fp[:-1]
-    doubled = np.bincount(c, weights=(fp - prev_fp) * (tp + prev_tp), minlength=k)
+        c, tp = c[points], tp[points]
+        fp = (points + 1) - tp  # rows so far minus expected positives so far
+    # Twice each trapezoid: (fp_i - fp_i-1) * (tp_i + tp_i-1), from (0, 0); three arrays in all (10M rows: 80 MB each)
+    doubled = np.empty_like(tp)
+    doubled[0] = fp[0] * tp[0]
+    np.subtract(fp[1:], fp[:-1], out=doubled[1:])
+    np.add(tp[1:], tp[:-1], out=fp[1:])
+    np.multiply(doubled[1:], fp[1:], out=doubled[1:])
+    doubled = np.bincount(c, weights=doubled, minlength=k)
     before = np.cumsum(positives) - positives  # positives of the segments sorted before each one
     return _ratio(doubled / 2.0 - before * negatives, positives * negatives)
 
@@ -112,18 +122,18 @@ def _hanley_mcneil_se(auc: np.ndarray, positives: np.ndarray, negatives: np.ndar
     return np.sqrt(np.clip(variance, 0.0, None))
 
 
-Calibrate = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (segment codes, scores) -> calibrated probabilities
+def estimate_segments(codes: np.ndarray, k: int, calibrated: np.ndarray, predicted: np.ndarray) -> Segments:
+    """The estimated metrics per segment. `codes` (ints in [0, k)) name each row's segment, `calibrated` is the
+    row's calibrated probability, `predicted` the model's decision at its threshold.
 
-
-def estimate_segments(codes: np.ndarray, k: int, score: np.ndarray, predicted: np.ndarray,
-                      calibrate: Calibrate) -> Segments:
-    """The estimated metrics per segment. `codes` (ints in [0, k)) name each row's segment, `score` is the model's
-    own probability (it ranks the rows), `predicted` the model's decision at its threshold, `calibrate` maps a
-    segment's scores to calibrated probabilities (the calibrator of the segment's model version)."""
+    ROC AUC ranks the rows by the calibrated probability, which keeps the model's own ranking: every calibrator
+    (training/calibration.py) is non-decreasing. NannyML ranks by the raw score; where a calibrator ties different
+    scores, their rows share one calibrated probability and the expected curve runs straight across them in either
+    order, so the area is the same, and no gather of the calibrated values into score order is needed."""
     codes = np.asarray(codes, dtype=np.int64)
-    score = np.asarray(score, dtype=np.float64)
-    c, rank, s, _ = _sorted_for_roc(codes, k, score, None)
-    return _segments(codes, k, calibrate(codes, score), predicted, (c, rank, calibrate(c, s)))
+    calibrated = np.asarray(calibrated, dtype=np.float64)
+    c, rank, s, _ = _sorted_for_roc(codes, k, calibrated, None)
+    return _segments(codes, k, calibrated, predicted, (c, rank, s))
 
 
 def realized_segments(codes: np.ndarray, k: int, score: np.ndarray, predicted: np.ndarray,
@@ -136,13 +146,16 @@ def realized_segments(codes: np.ndarray, k: int, score: np.ndarray, predicted: n
 
 def _segments(codes: np.ndarray, k: int, target: np.ndarray, predicted: np.ndarray,
               ranked: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Segments:
-    decided = np.asarray(predicted, dtype=np.float64)
-    rows = np.bincount(codes, minlength=k).astype(np.float64)
-    positives = np.bincount(codes, weights=target, minlength=k)
-    negatives = rows - positives
-    predicted_positives = np.bincount(codes, weights=decided, minlength=k)
-    tp = np.bincount(codes, weights=target * decided, minlength=k)
-    tn = negatives - (predicted_positives - tp)
+    # Rows and target sums per (segment, decision) in two bincounts: no float copy of the decisions.
+    split = np.multiply(codes, 2)
+    split += np.asarray(predicted, dtype=bool)
+    counts = np.bincount(split, minlength=2 * k).reshape(k, 2).astype(np.float64)
+    sums = np.bincount(split, weights=target, minlength=2 * k).reshape(k, 2)
+    rows = counts.sum(axis=1)
+    predicted_positives = counts[:, 1]
+    positives = sums.sum(axis=1)
+    tp = sums[:, 1]
+    tn = counts[:, 0] - sums[:, 0]
     precision = _ratio(tp, predicted_positives)
     recall = _ratio(tp, positives)
     accuracy = _ratio(tp + tn, rows)
@@ -153,7 +166,7 @@ def _segments(codes: np.ndarray, k: int, target: np.ndarray, predicted: np.ndarr
         predicted_positives=predicted_positives.astype(np.int64),
         values={"roc_auc": auc, "precision": precision, "recall": recall, "accuracy": accuracy},
         standard_errors={
-            "roc_auc": _hanley_mcneil_se(auc, positives, negatives),
+            "roc_auc": _hanley_mcneil_se(auc, positives, rows - positives),
             "precision": _binomial_se(precision, predicted_positives),
             "recall": _binomial_se(recall, positives),
             "accuracy": _binomial_se(accuracy, rows),

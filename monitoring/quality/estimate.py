@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring.quality.cbpe import METRICS, Segments, estimate_segments
+from monitoring.quality.keys import Factorized, chunk_codes, segment_codes
 from training.calibration import Calibrator
 
 DEFAULT_BY = ("model_name", "model_version")
@@ -124,63 +125,40 @@ def _number(value: float) -> float | None:
 
 @dataclass(frozen=True)
 class Scored:
-    """The rows ready for cbpe: the model's score, its decision, and the calibrator of each row's model version."""
+    """The rows ready for cbpe: the model's score, its calibrated probability (through the calibrator of the row's
+    model version) and its decision at that version's threshold."""
 
     score: np.ndarray
+    calibrated: np.ndarray
     predicted: np.ndarray
-    version_of_row: np.ndarray  # index into `calibrators`
-    calibrators: tuple[Calibrator, ...]
-
-    def calibrated(self, scores: np.ndarray, versions: np.ndarray) -> np.ndarray:
-        """`scores` through the calibrators of their model `versions` (indexes into `calibrators`)."""
-        if len(self.calibrators) == 1:
-            return self.calibrators[0].apply(scores)
-        out = np.empty(scores.shape, dtype=np.float64)
-        for index, calibrator in enumerate(self.calibrators):  # a handful of versions, each vectorized
-            mask = versions == index
-            out[mask] = calibrator.apply(scores[mask])
-        return out
 
 
-def score_rows(frame: pd.DataFrame, calibrations: Mapping[tuple[str, str], ModelCalibration]) -> Scored:
-    """Scores, decisions at each version's threshold, and which calibrator each row takes; ValueError naming a model
-    version without a calibration, or a probability outside [0, 1]."""
-    pairs = frame["model_name"].astype(str) + ":" + frame["model_version"].astype(str)
-    version_of_row, tags = pd.factorize(pairs, sort=True)
-    known = []
-    for tag in tags:
-        name, version = tag.split(":", 1)
-        if (name, version) not in calibrations:
-            raise ValueError(f"no calibration given for model version {tag}")
-        known.append(calibrations[(name, version)])
+def score_rows(frame: pd.DataFrame, columns: Factorized,
+               calibrations: Mapping[tuple[str, str], ModelCalibration]) -> Scored:
+    """ValueError naming a model version without a calibration, or a probability outside [0, 1]."""
+    version_of_row, versions = segment_codes(columns, DEFAULT_BY)
     score = frame["probability"].to_numpy(dtype=np.float64)
     bad = ~((score >= 0.0) & (score <= 1.0))
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(f"probability of row {first} is {float(score[first])}: expected a number in [0, 1]")
-    thresholds = np.array([c.threshold for c in known])
-    return Scored(score, score >= thresholds[version_of_row], version_of_row.astype(np.int64),
-                  tuple(c.calibrator for c in known))
-
-
-def segment_codes(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
-    """One integer per row naming its segment (the `columns`' values), and the segments' values in code order."""
-    grouped = frame.groupby(list(columns), sort=True, dropna=False, observed=True)
-    codes = grouped.ngroup().to_numpy(dtype=np.int64)
-    keys = grouped.size().index.to_frame(index=False)
-    if CHUNK_COLUMN in keys.columns:
-        keys[CHUNK_COLUMN] = keys[CHUNK_COLUMN].dt.tz_localize("UTC")
-    return codes, keys
+    calibrated = np.empty_like(score)
+    thresholds = np.empty(len(versions))
+    for index, (name, version) in enumerate(versions.itertuples(index=False)):  # a handful of versions
+        known = calibrations.get((str(name), str(version)))
+        if known is None:
+            raise ValueError(f"no calibration given for model version {name}:{version}")
+        rows = version_of_row == index
+        calibrated[rows] = known.calibrator.apply(score[rows])
+        thresholds[index] = known.threshold
+    return Scored(score, calibrated, score >= thresholds[version_of_row])
 
 
 def estimate_codes(scored: Scored, codes: np.ndarray, k: int, rows: np.ndarray | None = None) -> Segments:
     """cbpe's estimates for segments `codes` (of the `rows` selected, all when None)."""
-    score, predicted, versions = scored.score, scored.predicted, scored.version_of_row
-    if rows is not None:
-        score, predicted, versions = score[rows], predicted[rows], versions[rows]
-    version_of_code = np.zeros(k, dtype=np.int64)
-    version_of_code[codes] = versions  # a segment lies within one model version (the grouping includes it)
-    return estimate_segments(codes, k, score, predicted, lambda c, s: scored.calibrated(s, version_of_code[c]))
+    if rows is None:
+        return estimate_segments(codes, k, scored.calibrated, scored.predicted)
+    return estimate_segments(codes, k, scored.calibrated[rows], scored.predicted[rows])
 
 
 def metric_estimates(segments: Segments, i: int) -> dict[str, MetricEstimate]:
@@ -202,18 +180,6 @@ def group_estimates(segments: Segments, keys: pd.DataFrame) -> list[GroupEstimat
     return out
 
 
-def chunk_starts(ts: pd.Series, chunk: str) -> np.ndarray:
-    """Each row's chunk: the start (UTC, as datetime64) of its `chunk`-long period (a pandas frequency: 15min, 1h,
-    1D); ValueError for a frequency pandas does not know."""
-    try:
-        length = pd.Timedelta(chunk)
-    except ValueError:
-        raise ValueError(f"chunk {chunk!r} is not a duration such as 15min, 1h or 1D") from None
-    if length <= pd.Timedelta(0):
-        raise ValueError(f"chunk {chunk!r} must be longer than zero")
-    return pd.to_datetime(ts, utc=True).dt.tz_localize(None).dt.floor(length).to_numpy()
-
-
 # -------------------------------------------------------------------------------------------------- the API
 
 
@@ -233,10 +199,10 @@ def estimate_quality(predictions: pd.DataFrame, calibrations: Mapping[tuple[str,
         raise ValueError(f"predictions lack the column(s) {', '.join(missing)}")
     if predictions.empty:
         return []
-    frame = predictions[[c for c in dict.fromkeys(needed)]]
+    factorized = Factorized(predictions)
     if chunk:
-        frame = frame.assign(**{CHUNK_COLUMN: chunk_starts(frame["ts"], chunk)})
+        factorized.put(CHUNK_COLUMN, *chunk_codes(predictions["ts"], chunk))
         columns.append(CHUNK_COLUMN)
-    scored = score_rows(frame, calibrations)
-    codes, keys = segment_codes(frame, columns)
+    scored = score_rows(predictions, factorized, calibrations)
+    codes, keys = segment_codes(factorized, columns)
     return group_estimates(estimate_codes(scored, codes, len(keys)), keys)

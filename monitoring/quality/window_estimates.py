@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from monitoring.quality.cbpe import METRICS, Segments, realized_segments
-from monitoring.quality.estimate import (CHUNK_COLUMN, DEFAULT_BY, Z95, ModelCalibration, chunk_starts,
-                                         estimate_codes, group_estimates, score_rows, segment_codes)
+from monitoring.quality.estimate import (CHUNK_COLUMN, DEFAULT_BY, Z95, ModelCalibration, estimate_codes,
+                                         group_estimates, score_rows)
 from monitoring.quality.errors import QualityError
 from monitoring.quality.groups import GROUP_KEYS, arm_names
+from monitoring.quality.keys import Factorized, chunk_codes, segment_codes
 
 METHOD = ("CBPE (confidence-based performance estimation, as NannyML 0.13): the expected confusion matrix and ROC "
           "curve of the calibrated probabilities; standard error of the metric on as many rows")
@@ -52,9 +53,9 @@ def _compared(estimated: Segments, realized: Segments, i: int) -> dict[str, Any]
     return out
 
 
-def _level(frame: pd.DataFrame, scored, labelled: np.ndarray, outcome: np.ndarray,
-           columns: list[str]) -> list[dict[str, Any]]:
-    codes, keys = segment_codes(frame, columns)
+def _level(columns: Factorized, scored, labelled: np.ndarray, outcome: np.ndarray,
+           names: list[str]) -> list[dict[str, Any]]:
+    codes, keys = segment_codes(columns, names)
     k = len(keys)
     entries = [g.as_dict() for g in group_estimates(estimate_codes(scored, codes, k), keys)]
     with_outcome = np.bincount(codes[labelled], minlength=k)
@@ -88,33 +89,32 @@ def window_estimates(frame: pd.DataFrame, chunk: str = AUTO) -> dict[str, Any]:
     """The summary's `estimate` block for the task's rows of the window (the job's frame: model_name,
     model_version, alias, variant, ts, probability, outcome NaN where none yet)."""
     started = time.perf_counter()
-    pairs = frame[list(DEFAULT_BY)].drop_duplicates().itertuples(index=False)
-    calibrations = {(str(n), str(v)): ModelCalibration.from_store(str(n), str(v)) for n, v in pairs}  # in the store:
-    # the job keeps only its task's models, read from the store
+    columns = Factorized(frame)
+    _, version_keys = segment_codes(columns, DEFAULT_BY)
+    calibrations = {(str(n), str(v)): ModelCalibration.from_store(str(n), str(v))
+                    for n, v in version_keys.itertuples(index=False)}
     chunk = pick_chunk(frame["ts"]) if chunk == AUTO else chunk
-    keyed = pd.DataFrame({
-        "model_name": frame["model_name"].to_numpy(), "model_version": frame["model_version"].to_numpy(),
-        "alias": frame["alias"].fillna("").to_numpy(), "variant": frame["variant"].fillna("").to_numpy(),
-        "probability": frame["probability"].to_numpy(dtype=np.float64),
-        CHUNK_COLUMN: chunk_starts(frame["ts"], chunk),
-    })
+    columns.put(CHUNK_COLUMN, *chunk_codes(frame["ts"], chunk))
     try:
-        scored = score_rows(keyed, calibrations)
+        scored = score_rows(frame, columns, calibrations)
     except ValueError as exc:
         raise QualityError(f"cannot estimate: {exc}") from None
     outcome = frame["outcome"].to_numpy(dtype=np.float64)
     labelled = ~np.isnan(outcome)
     outcome = np.where(labelled, outcome, 0.0).astype(np.int64)
-    groups = _level(keyed, scored, labelled, outcome, GROUP_KEYS)
-    chunks = _level(keyed, scored, labelled, outcome, [*GROUP_KEYS, CHUNK_COLUMN])
-    versions = _level(keyed, scored, labelled, outcome, list(DEFAULT_BY))
+    groups = _level(columns, scored, labelled, outcome, GROUP_KEYS)
+    chunks = _level(columns, scored, labelled, outcome, [*GROUP_KEYS, CHUNK_COLUMN])
+    if len(version_keys) == len(groups):  # one group per version (the usual case): the same rows, nothing to redo
+        versions = [{k: v for k, v in g.items() if k not in ("alias", "variant")} for g in groups]
+    else:
+        versions = _level(columns, scored, labelled, outcome, list(DEFAULT_BY))
     by_group: dict[tuple, list[dict[str, Any]]] = {}
     length = pd.Timedelta(chunk)
     for entry in chunks:
         entry["end"] = (pd.Timestamp(entry[CHUNK_COLUMN]) + length).isoformat()
         by_group.setdefault(tuple(entry[c] for c in GROUP_KEYS), []).append(
             {k: v for k, v in entry.items() if k not in GROUP_KEYS})
-    names = arm_names(pd.DataFrame(groups)[GROUP_KEYS].replace({"alias": {"": None}}))
+    names = arm_names(pd.DataFrame(groups)[GROUP_KEYS])
     for entry, arm in zip(groups, names):
         entry["arm"] = arm
         entry["chunks"] = by_group[tuple(entry[c] for c in GROUP_KEYS)]
