@@ -102,6 +102,11 @@ def test_calibrators_apply_as_scikit_learn_predicts_and_round_trip_through_json(
     assert platt[0] == pytest.approx(1 / (1 + np.exp(-0.5)))
     with pytest.raises(ValueError, match="unknown calibration method"):
         Calibrator.from_json('{"method": "magic"}')
+    # Never one that reverses the model's ranking: the estimate ranks rows by the calibrated probability
+    with pytest.raises(ValueError, match="reverse the model's ranking"):
+        Calibrator("platt", slope=-1.0)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        Calibrator("isotonic", x=(0.1, 0.5), y=(0.6, 0.2))
     assert expected_calibration_error(y, isotonic.apply(p)) < expected_calibration_error(y, p)
 
 

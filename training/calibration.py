@@ -46,6 +46,15 @@ class Calibrator:
     slope: float = 1.0
     intercept: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Non-decreasing, always: the estimate ranks rows by the calibrated probability (monitoring/quality/cbpe.py).
+        if self.method not in ("none", "isotonic", "platt"):
+            raise ValueError(f"unknown calibration method {self.method!r}")
+        if self.method == "platt" and not self.slope > 0:
+            raise ValueError(f"a Platt calibrator with slope {self.slope} would reverse the model's ranking")
+        if self.method == "isotonic" and (len(self.x) != len(self.y) or not self.x or np.any(np.diff(self.y) < 0)):
+            raise ValueError("an isotonic calibrator needs as many non-decreasing values as breakpoints")
+
     def apply(self, p: np.ndarray) -> np.ndarray:
         p = np.asarray(p, dtype=np.float64)
         if self.method == "isotonic":
@@ -60,9 +69,7 @@ class Calibrator:
     @classmethod
     def from_json(cls, text: str) -> Calibrator:
         data = json.loads(text)
-        if data.get("method") not in ("none", "isotonic", "platt"):
-            raise ValueError(f"unknown calibration method {data.get('method')!r}")
-        return cls(method=data["method"], x=tuple(data.get("x", ())), y=tuple(data.get("y", ())),
+        return cls(method=data.get("method"), x=tuple(data.get("x", ())), y=tuple(data.get("y", ())),
                    slope=float(data.get("slope", 1.0)), intercept=float(data.get("intercept", 0.0)))
 
 
@@ -131,8 +138,15 @@ def check_calibration(y: np.ndarray, p: np.ndarray, seed: int = 0) -> Calibratio
     y = np.asarray(y, dtype=np.int64)
     p = np.asarray(p, dtype=np.float64)
     ece = round(expected_calibration_error(y, p), 5)
-    scores = {m: round(expected_calibration_error(y, out_of_fold(p, y, m, seed)), 5) for m in FITTERS}
-    best = min(scores, key=scores.get)
+    scores = {}
+    for method in FITTERS:
+        try:
+            scores[method] = round(expected_calibration_error(y, out_of_fold(p, y, method, seed)), 5)
+        except ValueError:  # a Platt fit that would reverse the ranking: the scores rank backwards, no calibration
+            continue
+    best = min(scores, key=scores.get, default="none")
+    if best == "none":
+        return CalibrationCheck("none", int(p.size), ece, scores)
     if scores[best] >= ece:
         return CalibrationCheck("none", int(p.size), ece, scores)
     return CalibrationCheck(best, int(p.size), ece, scores, FITTERS[best](p, y))

@@ -167,4 +167,4 @@ def format_estimates(block: dict[str, Any]) -> str:
             parts = [f"{m} {c['realized']:.3f} (error {c['error']:+.3f})" for m, c in compared.items()
                      if c["error"] is not None]
             lines.append(f"{'':<{width}} realized on {g['with_outcome']} rows with an outcome: " + ", ".join(parts))
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
