@@ -19,12 +19,12 @@ import os
 import subprocess
 import sys
 import tempfile
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
 from bench.harness import ROOT
+from bench.side_venv import SideVenv
 
 VENV = ROOT / "bench" / ".nannyml-venv"
 SCRIPT = ROOT / "bench" / "nannyml_cbpe.py"
@@ -33,34 +33,13 @@ SHARED = ("scikit-learn", "numpy", "pandas", "scipy", "pyarrow")
 ENV = {"NML_DISABLE_USAGE_LOGGING": "1", "DO_NOT_TRACK": "1"}
 
 
-def requirements() -> list[str]:
-    return [*NANNYML, *(f"{name}=={metadata.version(name)}" for name in SHARED)]
-
-
-def venv_python() -> Path:
-    return VENV / "bin" / "python"
-
-
-def is_installed() -> bool:
-    stamp = VENV / ".installed"
-    return venv_python().exists() and stamp.exists() and stamp.read_text() == "\n".join(requirements())
+SIDE = SideVenv(VENV, NANNYML, SHARED, check="import nannyml, sklearn; print(nannyml.__version__, sklearn.__version__)",
+                env=ENV, compile_bytecode=True)
 
 
 def install() -> Path:
-    """Create (or refresh) bench/.nannyml-venv with uv, the project's installer (its Makefile puts uv in .venv)."""
-    if is_installed():
-        return venv_python()
-    uv = Path(sys.executable).parent / "uv"
-    if not uv.exists():
-        raise SystemExit(f"{uv} is missing: run `make install` first")
-    python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    subprocess.run([str(uv), "venv", "-q", "--allow-existing", "--python", python, str(VENV)], check=True)
-    subprocess.run([str(uv), "pip", "install", "-q", "--compile-bytecode", "--python", str(venv_python()),
-                    *requirements()], check=True)
-    check = "import nannyml, sklearn; print(nannyml.__version__, sklearn.__version__)"
-    subprocess.run([str(venv_python()), "-c", check], check=True, env={**os.environ, **ENV}, cwd=tempfile.gettempdir())
-    (VENV / ".installed").write_text("\n".join(requirements()))
-    return venv_python()
+    """Create (or refresh) bench/.nannyml-venv (bench/side_venv.py)."""
+    return SIDE.install()
 
 
 def cbpe(reference: pd.DataFrame, analysis: pd.DataFrame, *, chunk_period: str | None = None,

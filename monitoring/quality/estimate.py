@@ -1,6 +1,7 @@
 """Label-free quality estimates: ROC AUC, precision, recall and accuracy of a binary classifier from its logged
 probabilities alone, before any outcome arrives (CBPE, monitoring/quality/cbpe.py), per group of predictions, each
-with a standard error; the quality job (monitoring/quality/estimates.py) puts them beside the realized metrics.
+with a standard error; the quality job (monitoring/quality/window_estimates.py) puts them beside the realized
+metrics.
 
 The entry point for other code, e.g. a rollout gate on a canary:
 

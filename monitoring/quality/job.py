@@ -15,9 +15,9 @@ import pandas as pd
 
 from monitoring.abtest import VERDICT_CODES, compare
 from monitoring.quality.errors import QualityError
+from monitoring.quality.estimate_html import write_estimate_html
 from monitoring.quality.groups import GROUP_KEYS, arm_names, group_quality, regressions, store_info
 from monitoring.quality.join import Joined, join
-from monitoring.quality.estimate_html import write_estimate_html
 from monitoring.quality.window_estimates import AUTO, state_entries, window_estimates
 from training.schema import TASKS
 
