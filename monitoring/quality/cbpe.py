@@ -52,8 +52,9 @@ def _binomial_se(value: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 def _sorted_for_roc(codes: np.ndarray, k: int, score: np.ndarray, outcome: np.ndarray | None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Rows by segment, then by score from high to low: (segment, score rank key, score, outcome) sorted.
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows by segment, then by score from high to low: (segment, score rank key, target) sorted, the target being
+    the outcome when given, else the score itself.
 
     One np.sort of packed uint64 keys (segment | score | outcome bit), several times faster than an argsort or a
     lexsort of 10M rows, and no gather. Scores (in [0, 1], as the callers check) are kept to
@@ -74,13 +75,14 @@ def _sorted_for_roc(codes: np.ndarray, k: int, score: np.ndarray, outcome: np.nd
     key |= codes.astype(np.uint64) << np.uint64(shift + 1)
     key.sort()
     c = (key >> np.uint64(shift + 1)).astype(np.int64)
-    t = (key & np.uint64(1)).astype(np.float64) if outcome is not None else None
+    target = (key & np.uint64(1)).astype(np.float64) if outcome is not None else None
     key >>= np.uint64(1)
-    key &= np.uint64(2**shift - 1)
-    s = key.astype(np.float64)
-    np.divide(s, -scale, out=s)
-    s += 1.0
-    return c, key, s, t
+    key &= np.uint64(2**shift - 1)  # the score's rank
+    if target is None:  # an estimate: the score itself is the target
+        target = key.astype(np.float64)
+        np.divide(target, -scale, out=target)
+        target += 1.0
+    return c, key, target
 
 
 def _roc_auc(c: np.ndarray, rank: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
@@ -132,25 +134,25 @@ def estimate_segments(codes: np.ndarray, k: int, calibrated: np.ndarray, predict
     order, so the area is the same, and no gather of the calibrated values into score order is needed."""
     codes = np.asarray(codes, dtype=np.int64)
     calibrated = np.asarray(calibrated, dtype=np.float64)
-    c, rank, s, _ = _sorted_for_roc(codes, k, calibrated, None)
-    return _segments(codes, k, calibrated, predicted, (c, rank, s))
+    auc = _roc_auc(*_sorted_for_roc(codes, k, calibrated, None), k)  # the sorted copies go before the sums
+    return _segments(codes, k, calibrated, predicted, auc)
 
 
 def realized_segments(codes: np.ndarray, k: int, score: np.ndarray, predicted: np.ndarray,
                       outcome: np.ndarray) -> Segments:
     """The same metrics measured on outcomes (0/1): the expected confusion matrix of certain probabilities."""
     codes = np.asarray(codes, dtype=np.int64)
-    c, rank, _, t = _sorted_for_roc(codes, k, np.asarray(score, dtype=np.float64), outcome)
-    return _segments(codes, k, np.asarray(outcome, dtype=np.float64), predicted, (c, rank, t))
+    auc = _roc_auc(*_sorted_for_roc(codes, k, np.asarray(score, dtype=np.float64), outcome), k)
+    return _segments(codes, k, np.asarray(outcome, dtype=np.float64), predicted, auc)
 
 
-def _segments(codes: np.ndarray, k: int, target: np.ndarray, predicted: np.ndarray,
-              ranked: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Segments:
+def _segments(codes: np.ndarray, k: int, target: np.ndarray, predicted: np.ndarray, auc: np.ndarray) -> Segments:
     # Rows and target sums per (segment, decision) in two bincounts: no float copy of the decisions.
     split = np.multiply(codes, 2)
     split += np.asarray(predicted, dtype=bool)
     counts = np.bincount(split, minlength=2 * k).reshape(k, 2).astype(np.float64)
     sums = np.bincount(split, weights=target, minlength=2 * k).reshape(k, 2)
+    del split
     rows = counts.sum(axis=1)
     predicted_positives = counts[:, 1]
     positives = sums.sum(axis=1)
@@ -159,7 +161,6 @@ def _segments(codes: np.ndarray, k: int, target: np.ndarray, predicted: np.ndarr
     precision = _ratio(tp, predicted_positives)
     recall = _ratio(tp, positives)
     accuracy = _ratio(tp + tn, rows)
-    auc = _roc_auc(*ranked, k)
     return Segments(
         rows=rows.astype(np.int64),
         positives=positives,

@@ -101,7 +101,7 @@ def window_estimates(frame: pd.DataFrame, chunk: str = AUTO) -> dict[str, Any]:
         raise QualityError(f"cannot estimate: {exc}") from None
     outcome = frame["outcome"].to_numpy(dtype=np.float64)
     labelled = ~np.isnan(outcome)
-    outcome = np.where(labelled, outcome, 0.0).astype(np.int64)
+    outcome = np.where(labelled, outcome, 0.0).astype(np.int8)
     groups = _level(columns, scored, labelled, outcome, GROUP_KEYS)
     chunks = _level(columns, scored, labelled, outcome, [*GROUP_KEYS, CHUNK_COLUMN])
     if len(version_keys) == len(groups):  # one group per version (the usual case): the same rows, nothing to redo
