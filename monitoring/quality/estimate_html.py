@@ -80,7 +80,8 @@ def group_figure(group: dict[str, Any], held_out: dict[str, Any] | None):
             figure.add_hline(y=held_out[m], line={"dash": "dash", "color": "#555"}, row=1, col=col,
                              annotation_text=f"held-out {held_out[m]:.3f}", annotation_position="bottom left")
         figure.update_yaxes(tickformat=".3f", row=1, col=col)  # never round an AUC of 0.86 to "1"
-    figure.update_layout(height=340, margin={"l": 40, "r": 20, "t": 40, "b": 40}, legend={"orientation": "h"})
+    figure.update_layout(height=360, margin={"l": 40, "r": 20, "t": 40, "b": 40},
+                         legend={"orientation": "h", "yanchor": "bottom", "y": 1.12, "x": 0})  # above: dates below
     return figure
 
 

@@ -33,7 +33,7 @@ MAX_CHUNKS = 24
 def pick_chunk(ts: pd.Series) -> str:
     span = ts.max() - ts.min() if len(ts) else pd.Timedelta(0)
     for chunk in CHUNK_LADDER:
-        if span / pd.Timedelta(chunk) < MAX_CHUNKS:
+        if span / pd.Timedelta(chunk) <= MAX_CHUNKS - 1:  # periods start on multiples: one more may begin
             return chunk
     return CHUNK_LADDER[-1]
 
@@ -154,17 +154,27 @@ def _cell(estimate: dict[str, Any]) -> str:
     return f"{estimate['value']:.3f} ±{Z95 * estimate['standard_error']:.3f}"
 
 
+def _realized_cell(compared: dict[str, Any]) -> str:
+    if compared["realized"] is None:
+        return "-"
+    return f"{compared['realized']:.3f} ({compared['error']:+.3f})"
+
+
 def format_estimates(block: dict[str, Any]) -> str:
-    """The estimate table the CLI prints after the quality table."""
-    width = max([len("variant"), *(len(g["arm"]) for g in block["groups"])])
-    lines = [f"estimated without outcomes (CBPE, chunks of {block['chunk']}; ± is the 95% interval):",
+    """The estimate table the CLI prints after the quality table; under each variant with outcomes, the realized
+    metric on those rows and, in brackets, the estimate's error there."""
+    labels = [g["arm"] for g in block["groups"]]
+    labels += [f"  realized, {g['with_outcome']} with an outcome" for g in block["groups"] if g["with_outcome"]]
+    width = max(len("variant"), *map(len, labels))
+    lines = [f"estimated without outcomes (CBPE, chunks of {block['chunk']}; ± is the 95% interval; under it the "
+             "realized metric and the estimate's error):",
              f"{'variant':<{width}} {'rows':>9}  " + "  ".join(f"{m:<14}" for m in METRICS)]
     for g in block["groups"]:
-        lines.append(f"{g['arm']:<{width}} {g['rows']:>9}  " + "  ".join(f"{_cell(g['estimate'][m]):<14}"
-                                                                         for m in METRICS))
+        lines.append(f"{g['arm']:<{width}} {g['rows']:>9}  "
+                     + "  ".join(f"{_cell(g['estimate'][m]):<14}" for m in METRICS))
         compared = g["on_rows_with_outcome"]
         if compared:
-            parts = [f"{m} {c['realized']:.3f} (error {c['error']:+.3f})" for m, c in compared.items()
-                     if c["error"] is not None]
-            lines.append(f"{'':<{width}} realized on {g['with_outcome']} rows with an outcome: " + ", ".join(parts))
+            label = f"  realized, {g['with_outcome']} with an outcome"
+            lines.append(f"{label:<{width}} {'':>9}  " + "  ".join(f"{_realized_cell(compared[m]):<14}"
+                                                                     for m in METRICS))
     return "\n".join(line.rstrip() for line in lines)
