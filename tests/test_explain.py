@@ -246,3 +246,27 @@ def test_an_encoder_that_mixes_columns_is_not_assembled():
     for mixing in (PCA(1), PolynomialFeatures(2)):
         encoder = ColumnTransformer([("mixing", mixing, ["a", "b"])], remainder="drop").fit(frame)
         assert encoded_from(encoder, list(frame.columns)) is None
+
+
+def test_the_cpu_bench_runs_as_typed_and_matches_its_baseline(trained_store, tmp_path):
+    """`python -m bench.bench_explain_cpu` (the before/after in docs/explanations.md) runs as typed: this checkout
+    and its baseline revision (the design before the feature tables) give the same contributions to the bit."""
+    import json
+
+    from tests.conftest import ROOT, run_cli
+
+    run_cli("-m", "bench.bench_explain_cpu", "--models", "purchase_lr", "--records", "30", "--single", "2",
+            "--reps", "1", "--rounds", "1", "--out", str(tmp_path))
+    measured = json.loads((tmp_path / "explain_cpu.json").read_text())["models"]["purchase_lr"]
+    assert measured["max_difference"] == 0.0
+    assert all(measured[side]["big_call_cpu_s"] > 0 for side in ("e01be87", "this checkout"))
+    assert not (ROOT / ".npy").exists()
+
+
+def test_the_cpu_benchs_worker_refuses_an_empty_save_path(tmp_path):
+    """np.save("") writes a file named ".npy" in the working folder: the worker refuses the path instead."""
+    from tests.conftest import ROOT, run_cli
+
+    refused = run_cli("-m", "bench.bench_explain_cpu", "--worker", "purchase_lr", "--save", "", check=False)
+    assert refused.returncode == 2 and "--save" in refused.stderr
+    assert not (ROOT / ".npy").exists()
