@@ -19,6 +19,7 @@ import argparse
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,8 +30,8 @@ import numpy as np
 import orjson
 
 from bench.harness import Server, train_if_missing
-from bench.load import LoadProcess, LoadResult
-from bench.peers import load_row, order, post
+from bench.load import LoadProcess, Round, pooled
+from bench.measure import order, post
 from training.data import generate_purchase
 from training.schema import PURCHASE
 
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     one = orjson.dumps({"records": records[:1]})
     big = orjson.dumps({"records": records[: args.big]})
     log = print
-    result: dict = {"command": "python -m bench.bench_explain " + " ".join(argv or []), "loadavg_before": loadavg()}
+    command = "python -m bench.bench_explain " + " ".join(sys.argv[1:] if argv is None else argv)
+    result: dict = {"command": command, "loadavg_before": loadavg()}
     workdir = Path(tempfile.mkdtemp(prefix="bench-explain-"))
     for nice in args.nice:
         (workdir / f"nice{nice}").mkdir()
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
         loader.set_bodies("one", [orjson.dumps(r) for r in records[:512]])
         variants = ["alone", "beside one-record explanations", f"beside {args.big}-record explanations"]
-        pooled: dict[tuple[int, str], LoadResult] = {}
+        rounds: dict[tuple[int, str], list[Round]] = {}
         explained: dict[tuple[int, str], dict[int, int]] = {}
         for server in servers.values():
             loader.run(server.url + "/predict", "one", args.concurrency, args.concurrency * 8, 1.0)  # warm
@@ -162,15 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                         for status, count in stream.statuses.items():
                             explained.setdefault((nice, variant), {})
                             explained[(nice, variant)][status] = explained[(nice, variant)].get(status, 0) + count
-                    key = (nice, variant)
-                    pooled[key] = pooled[key].merge(run) if key in pooled else run
+                    rounds.setdefault((nice, variant), []).append(run.round())
         rows = []
         for nice in servers:
-            alone = pooled[(nice, "alone")].throughput
+            alone = pooled(rounds[(nice, "alone")])["throughput"]
             for variant in variants:
-                row = load_row(f"EXPLAIN_NICE={nice}", pooled[(nice, variant)], traffic=variant,
-                               throughput_vs_alone=pooled[(nice, variant)].throughput / alone,
-                               explanations_answered=explained.get((nice, variant), {}))
+                summed = pooled(rounds[(nice, variant)])
+                row = {"server": f"EXPLAIN_NICE={nice}", **summed, "traffic": variant,
+                       "throughput_vs_alone": summed["throughput"] / alone,
+                       "explanations_answered": explained.get((nice, variant), {})}
                 rows.append(row)
                 log(f"  /predict c={args.concurrency} EXPLAIN_NICE={nice:<2} {variant:38} {row['throughput']:6.0f} req/s "
                     f"({row['throughput_vs_alone']:.3f}x)  p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}  "

@@ -3,11 +3,11 @@ grows, to show that a lookup reads footers and one row group, not the log.
 
     .venv/bin/python -m bench.bench_lookup [--rows 250000 2000000] [--segment-mb 16] [--out bench/results]
 
-For each size, a real prediction log is written by the service's own writer (monitoring/predictlog.py: rotation
-at --segment-mb, every rotated segment compacted to Parquet), then ids are looked up through monitoring/lookup.py,
-each in a fresh process so that its peak memory is the lookup's own (Python's, by tracemalloc, and Arrow's memory
-pool, where the tables live): the oldest prediction, one in the middle, the newest (in the live JSONL segment) and an
-unknown id.
+For each size, a real prediction log is written by the service's own writer (monitoring/predictlog.py: Arrow
+segments sealed at --segment-mb, every sealed one compacted to Parquet, the last left an Arrow stream as a live one
+is), then ids are looked up through monitoring/lookup.py, each in a fresh process so that its peak memory is the
+lookup's own (Python's, by tracemalloc, and Arrow's memory pool, where the tables live): the oldest prediction, one in
+the middle, the newest (in the Arrow stream segment) and an unknown id.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from monitoring.predictlog import Maintenance, PredictionLog, to_lines
+from monitoring.logbatch import LogBatch, LogContext
+from monitoring.maintenance import Maintenance, run_pass
+from monitoring.predictlog import PredictionLog
 from serving.core.ids import new_ids
 from training.data import generate_purchase
 from training.schema import PURCHASE
@@ -42,22 +44,23 @@ print(json.dumps({"found": found is not None, "seconds": seconds,
 """
 
 def write_log(path: Path, rows: int, segment_bytes: int) -> dict[str, str]:
-    log = PredictionLog(path, segment_bytes, maintenance=Maintenance(compact=True, retention=None))
+    maintenance = Maintenance(compact=True, retention=None, finish_on_close=False)
+    log = PredictionLog(path, segment_bytes, maintenance=maintenance)
     inputs = generate_purchase(BATCH, seed=1)[PURCHASE.columns]
     proba = np.random.default_rng(0).random(BATCH)
     marks: dict[str, str] = {}
     batches = rows // BATCH
     for number in range(batches):
         ids = new_ids(BATCH)
-        log.write(to_lines(inputs, proba, (proba > 0.5).astype(np.int64), request_id=f"r{number}",
-                           endpoint="/batch_predict", model_name="purchase_gbm", model_version="v1",
-                           per_row={"prediction_id": ids}))
+        context = LogContext(endpoint="/batch_predict", model_name="purchase_gbm", model_version="v1",
+                             request_id=f"r{number}")
+        assert log.append(LogBatch(inputs, proba, (proba > 0.5).astype(np.int64), context, ids=ids))
         if number == 0:
             marks["oldest"] = ids[0]
         if number == batches // 2:
             marks["middle"] = ids[BATCH // 2]
         marks["newest"] = ids[-1]
-    log.flush_maintenance()
+    run_pass(path, maintenance)  # compacts the sealed segments; the one still open stays an Arrow stream
     log.close()
     return marks
 

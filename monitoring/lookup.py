@@ -2,10 +2,10 @@
 
 Each segment is read with the id pushed down: a compacted (Parquet) segment skips every row group whose
 prediction_id statistics cannot hold it (ids are UUIDv7, time-ordered, so a segment's row groups cover narrow id
-ranges and almost all are skipped unread); a JSONL segment (the live one, at most PREDICTION_LOG_MAX_BYTES) is
-parsed by Arrow and filtered. Segments are searched newest first and the search stops at the first that holds the
-id, so memory is one segment's matching rows, and time grows with the number of segments (a footer each), not with
-the number of rows.
+ranges and almost all are skipped unread); an Arrow stream segment (a live one, at most PREDICTION_LOG_MAX_BYTES) is
+memory-mapped and filtered, and a JSONL segment of an older version parsed by Arrow and filtered. Segments are
+searched newest first and the search stops at the first that holds the id, so memory is one segment's matching rows,
+and time grows with the number of segments (a footer each), not with the number of rows.
 """
 
 from __future__ import annotations

@@ -270,3 +270,30 @@ def test_the_cpu_benchs_worker_refuses_an_empty_save_path(tmp_path):
     refused = run_cli("-m", "bench.bench_explain_cpu", "--worker", "purchase_lr", "--save", "", check=False)
     assert refused.returncode == 2 and "--save" in refused.stderr
     assert not (ROOT / ".npy").exists()
+
+
+def test_the_lookup_bench_runs_as_typed(tmp_path):
+    """`python -m bench.bench_lookup` (the by-id figures in docs/explanations.md) writes a log with the service's
+    writer, compacted segments and a stream segment both, and finds every id it wrote there (it checks itself)."""
+    import json
+
+    from tests.conftest import run_cli
+
+    run_cli("-m", "bench.bench_lookup", "--rows", "40000", "--segment-mb", "0.5", "--out", str(tmp_path))
+    [measured] = json.loads((tmp_path / "lookup.json").read_text())
+    assert measured["files"] >= 2 and measured["rows"] == 40_000
+    assert [measured[name]["found"] for name in ("oldest", "middle", "newest", "unknown")] == [True, True, True, False]
+
+
+def test_the_explanation_bench_runs_as_typed(trained_store, tmp_path):
+    """`python -m bench.bench_explain` (the latency and /predict-cost figures) on a real server, shortened."""
+    import json
+
+    from tests.conftest import run_cli
+
+    run_cli("-m", "bench.bench_explain", "--nice", "19", "--single", "3", "--big", "20", "--big-reps", "1",
+            "--seconds", "1", "--rounds", "1", "--concurrency", "4", "--out", str(tmp_path))
+    measured = json.loads((tmp_path / "explain.json").read_text())
+    assert measured["one_record"]["p50_ms"] > 0 and measured["big_call"]["median_s"] > 0
+    rows = measured["predict_cost"]["rows"]
+    assert len(rows) == 3 and all(row["throughput"] > 0 and row["errors"] == 0 for row in rows)
