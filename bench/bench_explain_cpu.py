@@ -28,7 +28,7 @@ from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BASELINE = "e01be87"  # the merge of main into issue-25-explain, before this bench's optimizations
+BASELINE = "461aaa6"  # the merge of main into issue-25-explain, before this bench's optimizations
 
 
 def worker(model_name: str, records: int, single: int, reps: int, out: str, profile: str | None) -> None:
