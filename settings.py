@@ -114,6 +114,27 @@ class Settings(BaseSettings):
         default=[], description="FEEDBACK_TOKENS: comma-separated bearer tokens of POST /v1/feedback; unset, API_TOKENS "
         "are taken. Feedback is open only while no token at all is configured.",
     )
+    # Explanations (issue 25): POST /v1/explain, /v1/predict items with `explain`, GET /v1/predictions/{id}/explanation.
+    max_explain_records: int = Field(
+        default=1_000, ge=1, description="MAX_EXPLAIN_RECORDS: most records explained in one call with a model of up to 7 "
+        "inputs; halved for each input more (a record costs 2^k coalitions times the background rows of model calls)."
+    )
+    explain_background_rows: int = Field(
+        default=100, ge=1, description="EXPLAIN_BACKGROUND_ROWS: rows of the model's reference sample that stand in "
+        "for an absent input (seeded: the same record always gets the same explanation)."
+    )
+    explain_nice: int = Field(
+        default=19, ge=0, le=19, description="EXPLAIN_NICE: the explanation thread's nice value (Linux), so "
+        "explanations take the CPU that /predict leaves idle (0: the same priority as /predict)."
+    )
+    explain_queue: int = Field(
+        default=4, ge=0, description="EXPLAIN_QUEUE: most explanation calls waiting behind the running one; the next "
+        "is answered 503 at once."
+    )
+    explain_queue_seconds: float = Field(
+        default=60.0, gt=0, le=110, description="EXPLAIN_QUEUE_SECONDS: an explanation call that has waited this long "
+        "without starting is answered 503 and never run (below the 120 s request timeout, so it can still run)."
+    )
     # Request path (HOTPATH, issue 10).
     access_log: bool = Field(
         default=False,

@@ -76,6 +76,13 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         raise DriftError(f"Evidently could not compare the data: {exc}") from None
     verdict = judge(result, important_inputs(model.metadata))
     timings["report"] = time.perf_counter() - mark
+    attribution = None
+    if getattr(args, "attribution_rows", 0):
+        from monitoring.drift.attribution import global_view  # the model store and the pipeline: only when asked
+
+        mark = time.perf_counter()
+        attribution = global_view(model.tag, inputs.reference, inputs.current, rows=args.attribution_rows)
+        timings["attribution"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     files = run_files(inputs.out_dir, model.name, run_at)
@@ -102,6 +109,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         },
         **result,
         "verdict": verdict.as_dict(),
+        "attribution": attribution,
         "report_html": str(files.html),
     }
     save_html(snapshot, files.html, summary)
