@@ -68,7 +68,7 @@ class FeedbackResponse(BaseModel):
 
 @lru_cache(maxsize=1)
 def outcome_store() -> OutcomeStore:
-    return OutcomeStore(_settings.outcome_log_path, _settings.prediction_log_max_bytes)
+    return OutcomeStore.from_settings(_settings)
 
 
 def _request_schema() -> dict:
@@ -106,7 +106,7 @@ async def feedback(request: Request) -> Response:
     outcomes = [Outcome(item.prediction_id, int(item.outcome), item.observed_at) for item in body.outcomes]
 
     try:
-        result = await to_thread.run_sync(outcome_store().ingest, outcomes)  # file lock and write off the loop
+        result = await to_thread.run_sync(outcome_store().ingest, outcomes)  # the index's lock and the write off the loop
     except OSError:
         logger.exception("cannot store feedback")
         return json_response(503, {"detail": "The outcome store cannot be written; nothing was stored. Retry."},

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from monitoring.drift.recent import combine, judge_recent, main_window
 from monitoring.drift.errors import DriftError
 from monitoring.drift.html import save_html
 from monitoring.drift.inputs import ReadRequest, read_inputs
@@ -44,6 +45,17 @@ def format_table(summary: dict[str, Any]) -> str:
                      f"rows (--max-rows {sample['max_rows']}, --seed {sample['seed']})")
     if summary["lines_skipped"]:
         lines.append(f"{summary['lines_skipped']} unparseable log line(s) skipped")
+    windows = summary.get("windows", [])
+    if len(windows) > 1:
+        lines.append("windows (the verdict is the worst of them):")
+        width = max(len(w["description"]) for w in windows)
+        for w in windows:
+            if w["verdict"] is None:
+                said = f"skipped: {w['skipped']}"
+            else:
+                said = (f"share {w['drift_share']:.3f}  {w['verdict']['level'].upper()}"
+                        + (f" ({', '.join(w['drifted_columns'])})" if w["drifted_columns"] else ""))
+            lines.append(f"  {w['description'].ljust(width)}  {w['rows']:>8} rows  {said}")
     verdict = summary.get("verdict")
     if verdict:
         lines.append(f"verdict: {verdict['level'].upper()}: {verdict['message']}")
@@ -76,6 +88,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         raise DriftError(f"Evidently could not compare the data: {exc}") from None
     verdict = judge(result, important_inputs(model.metadata))
     timings["report"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    windows = [main_window(inputs, result, verdict, choice.description), *judge_recent(args, request, inputs)]
+    verdict = combine(windows)
+    timings["recent_windows"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     files = run_files(inputs.out_dir, model.name, run_at)
@@ -101,6 +117,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             "last_ts": last_ts,
         },
         **result,
+        "windows": [w.as_dict() for w in windows],
         "verdict": verdict.as_dict(),
         "report_html": str(files.html),
     }
