@@ -2,33 +2,34 @@
 
     bentoml serve .          # bentofile.yaml points here; settings come from the environment (settings.py)
 
-A request meets `serving.http.Gate` first: it reads the body, admits it into the route's typed input or answers
-the client error (serving/errors.py), and only then BentoML's route runs the method below.
+A request meets `serving.web.gate.Gate` first: it reads the body, admits it into the route's typed input or answers
+the client error (serving/web/errors.py), and only then BentoML's route runs the method below.
 """
 
 from __future__ import annotations
 
-import serving.startup  # noqa: F401, I001 - first: port, settings and a metrics folder of its own (bentoml serve)
+import serving.web.startup  # noqa: F401, I001 - first: port, settings and a metrics folder of its own (bentoml serve)
 
 import anyio
 import bentoml
 from fastapi import FastAPI
 from starlette.responses import Response
 
-from serving import admin, arrow, purchase, v2
-from serving.auth import PredictionTokens
-from serving.bentoml_io import NOT_JSON, TOO_LARGE, AdmittedInput, BatchedInput, BatchedOutput, document, error_doc as _error, signature_once
-from serving.feedback import router as feedback_router
-from serving.errors import json_response
-from serving.http import Gate, Route, bulk_lane
-from serving.metrics import DriftGauges
-from serving.multimodel import V1Input, admit_v1, predict_many
-from serving.predictor import Predictor
-from serving.quality_gauges import QualityGauges
-from serving.schemas import BatchPredictRequest as BatchPredictBody
-from serving.schemas import BatchPredictResponse, ModelsResponse, PredictResponse as PredictPayload
-from serving.schemas import V1PredictRequest as V1PredictBody
-from serving.schemas import V1PredictResponse
+from serving.web import admin, purchase, v2
+from serving.codecs import arrow
+from serving.web.auth import PredictionTokens
+from serving.web.bentoml_io import NOT_JSON, TOO_LARGE, AdmittedInput, BatchedInput, BatchedOutput, document, error_doc as _error, signature_once
+from serving.web.feedback import router as feedback_router
+from serving.web.errors import json_response
+from serving.web.gate import Gate, Route, bulk_lane
+from serving.core.metrics import DriftGauges
+from serving.web.multimodel import V1Input, admit_v1, predict_many
+from serving.core.predictor import Predictor
+from serving.core.quality_gauges import QualityGauges
+from serving.web.schemas import BatchPredictRequest as BatchPredictBody
+from serving.web.schemas import BatchPredictResponse, ModelsResponse, PredictResponse as PredictPayload
+from serving.web.schemas import V1PredictRequest as V1PredictBody
+from serving.web.schemas import V1PredictResponse
 from settings import get_settings
 from training.schema import PredictRequest as PredictRecord
 
@@ -74,14 +75,14 @@ def list_models() -> dict:
 
 models_app.include_router(admin.router)
 models_app.include_router(feedback_router)  # POST /v1/feedback
-models_app.include_router(v2.router)  # the Open Inference Protocol (KServe V2): serving/v2.py
+models_app.include_router(v2.router)  # the Open Inference Protocol (KServe V2): serving/web/v2.py
 
 
 @bentoml.asgi_app(models_app, path="/")
 @bentoml.service(
     name="purchase_serving",
     workers=settings.workers,
-    # BentoML's thread limiter runs only /predict's batch function: big requests run in serving.http's bulk lane,
+    # BentoML's thread limiter runs only /predict's batch function: big requests run in serving.web.gate's bulk lane,
     # so a 10,000-record batch never queues a single record behind it.
     threads=1,
     traffic={"timeout": 120},
@@ -185,7 +186,7 @@ document(
             "request": BatchPredictBody,
             "response": BatchPredictResponse,
             "examples": {"seed 001 example": {"value": {"records": SEED_RECORDS}}},
-            "request_content": arrow.REQUEST_DOC,  # an Arrow IPC stream, one column per input (serving/arrow.py)
+            "request_content": arrow.REQUEST_DOC,  # an Arrow IPC stream, one column per input (serving/codecs/arrow.py)
             "response_content": arrow.BATCH_RESPONSE_DOC,
             "errors": {
                 413: TOO_LARGE,

@@ -1,4 +1,4 @@
-"""The one place for configuration: every knob is an environment variable, documented in the README.
+"""The one place for configuration: every knob is an environment variable, documented in docs/configuration.md.
 
 Serving, training, scoring and monitoring read their settings from here, so a deployment is described by its
 environment alone.

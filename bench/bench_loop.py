@@ -53,7 +53,7 @@ TARGETS = {"wall_s": 30.0, "peak_rss_mb": 2048.0, "evidently_s": 5.0}
 def bench_ingestion(requests: int, workdir: Path) -> dict:
     from bench.harness import Server
     from monitoring.outcomes import Outcome, OutcomeStore
-    from serving.ids import new_ids
+    from serving.core.ids import new_ids
 
     (workdir / "server").mkdir(exist_ok=True)
     server = Server(workdir / "server", {"OUTCOME_LOG_PATH": str(workdir / "server" / "outcomes.jsonl")})
@@ -114,7 +114,7 @@ def _rows(models, number: int, rows: int, first_row: int) -> tuple[dict, np.ndar
     import pyarrow as pa
 
     from monitoring.simulate import draw_traffic
-    from serving.ids import new_ids
+    from serving.core.ids import new_ids
     from training.schema import PURCHASE
 
     frame = draw_traffic(rows, seed=1_000 + number, with_outcome=True)

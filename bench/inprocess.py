@@ -1,9 +1,9 @@
 """In-process baselines: the raw /batch_predict pipeline without HTTP, the model's own work on a DataFrame, the raw
 predict time of each model, and the cost of metrics and logging per scored batch.
 
-The service's own pieces are used (serving.validation, training.store, serving.metrics, monitoring.predictlog),
+The service's own pieces are used (serving.codecs.records, training.store, serving.core.metrics, monitoring.predictlog),
 so "service / raw" is what HTTP, BentoML and the service's bookkeeping add. Model calls run with the same OpenMP
-bound as the service (serving.predictor.bound_inference_threads).
+bound as the service (serving.core.predictor.bound_inference_threads).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from serving import metrics
-from serving.predictor import bound_inference_threads
-from serving.validation import RecordsValidator
+from serving.core import metrics
+from serving.core.predictor import bound_inference_threads
+from serving.codecs.records import RecordsValidator
 from training.store import StoredModel
 
 
 def raw_pipeline(model: StoredModel, validator: RecordsValidator, body: bytes) -> dict[str, float]:
     """parse + validate (one pydantic-core pass) -> frame + rules -> features + predict -> serialize, as
-    serving.purchase.batch_predict does it minus HTTP, metrics and the log; seconds per stage."""
+    serving.web.purchase.batch_predict does it minus HTTP, metrics and the log; seconds per stage."""
     t0 = time.perf_counter()
     frame = validator.batch_body(body)
     t1 = time.perf_counter()

@@ -184,7 +184,7 @@ def start(model, workdir: Path, env: dict[str, str] | None = None) -> MLServerPr
         "PATH": f"{VENV / 'bin'}:{os.environ.get('PATH', '')}",
         "HOME": os.environ.get("HOME", "/tmp"),
         "PYTHONPATH": str(folder / "pythonpath"),
-        # The service's model calls use one OpenMP thread (serving/predictor.py); so do MLServer's, so that the two
+        # The service's model calls use one OpenMP thread (serving/core/predictor.py); so do MLServer's, so that the two
         # differ in their serving path only.
         "OMP_NUM_THREADS": "1",
         **(env or {}),

@@ -98,7 +98,7 @@ def scenario_threads(cfg, records: list[dict], models, validator, log: Callable)
 
     from contextlib import nullcontext
 
-    from serving.predictor import bound_inference_threads
+    from serving.core.predictor import bound_inference_threads
 
     frame = validator.batch_body(orjson.dumps({"records": records[: cfg.focus_size]}))
     model = models["purchase_gbm"]
@@ -168,7 +168,7 @@ def start_servers(names: set[str], cfg, workdir: Path, running: list[Running], l
 def run_all(cfg, chosen: list[str], workdir: Path, loader: LoadProcess, running: list[Running],
             log: Callable = print, root: Path | None = None, doors_root: Path | None = None) -> dict[str, Any]:
     from bench import contention, doors, peers
-    from serving.validation import purchase_validator
+    from serving.codecs.records import purchase_validator
     from training.data import generate_purchase
     from training.store import load_model
 

@@ -326,7 +326,9 @@ class BackgroundLog(PredictionLog):
         super().__init__(path, max_bytes, on_failure, maintenance=maintenance)
         self.max_pending_rows = max_pending_rows
         self._jobs: deque[tuple[Callable[[], bytes], int]] = deque()
-        self._pending = 0
+        # Not `_pending`: that name is the base class's list of maintenance futures, which `_rotate` iterates
+        # (reusing it for a row count killed the writer thread at the first rotation: issue 20).
+        self._queued_rows = 0
         self._stopping = False
         self._ready = threading.Condition()
         self._thread = threading.Thread(target=self._drain, name="prediction-log", daemon=True)
@@ -334,10 +336,10 @@ class BackgroundLog(PredictionLog):
 
     def submit(self, encode: Callable[[], bytes], rows: int) -> None:
         with self._ready:
-            queued = not self._stopping and self._pending + rows <= self.max_pending_rows
+            queued = not self._stopping and self._queued_rows + rows <= self.max_pending_rows
             if queued:
                 self._jobs.append((encode, rows))
-                self._pending += rows
+                self._queued_rows += rows
                 self._ready.notify()
         if not queued:
             super().submit(encode, rows)
@@ -350,9 +352,14 @@ class BackgroundLog(PredictionLog):
                 if not self._jobs:
                     return
                 encode, rows = self._jobs.popleft()
-            super().submit(encode, rows)
-            with self._ready:
-                self._pending -= rows
+            try:
+                super().submit(encode, rows)
+            except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any one batch's fault
+                logger.exception("prediction-log writer thread: a batch of %d rows failed", rows)
+                self._failed(OSError(str(exc)))
+            finally:
+                with self._ready:
+                    self._queued_rows -= rows
 
     def close(self) -> None:
         with self._ready:

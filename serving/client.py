@@ -15,7 +15,7 @@ import httpx
 import pandas as pd
 import pyarrow as pa
 
-ARROW_STREAM = "application/vnd.apache.arrow.stream"  # as serving.arrow; not imported so clients need no server code
+ARROW_STREAM = "application/vnd.apache.arrow.stream"  # as serving.codecs.arrow; not imported so clients need no server code
 
 
 class PredictionRejected(RuntimeError):

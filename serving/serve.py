@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from serving.startup import check_port, check_settings
+from serving.web.startup import check_port, check_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

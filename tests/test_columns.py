@@ -1,4 +1,4 @@
-"""serving/columns.py: the vectorized validator for typed columns (fast tier, no server)."""
+"""serving/codecs/columns.py: the vectorized validator for typed columns (fast tier, no server)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from serving.columns import MAX_NAMED_ROWS, ColumnsInvalid, validate_columns
-from serving.validation import purchase_validator
+from serving.codecs.columns import MAX_NAMED_ROWS, ColumnsInvalid, validate_columns
+from serving.codecs.records import purchase_validator
 from training.schema import DRIVE_STATS, PURCHASE, input_schema
 
 SCHEMA = input_schema(PURCHASE)

@@ -1,10 +1,10 @@
-"""Prediction ids (serving/ids.py): UUIDv7 strings, unique and ordered by time."""
+"""Prediction ids (serving/core/ids.py): UUIDv7 strings, unique and ordered by time."""
 
 from __future__ import annotations
 
 import uuid
 
-from serving.ids import new_ids, normalize
+from serving.core.ids import new_ids, normalize
 
 
 def test_ids_are_uuid7_unique_and_time_ordered():

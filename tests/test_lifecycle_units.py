@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from serving.auth import bearer_token, token_matches
+from serving.web.auth import bearer_token, token_matches
 from settings import Settings
 from training.store import parse_ref
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import raw_post, run_cli
 from monitoring.predictlog import read_log
-from serving.ids import new_ids
+from serving.core.ids import new_ids
 
 RECORD = {"student_country": "Canada", "days_on_platform": 12, "minutes_watched": 45.0, "courses_started": 1,
           "practice_exams_started": 2, "practice_exams_passed": 1, "minutes_spent_on_exams": 20.0}

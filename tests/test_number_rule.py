@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.errors import ClientError
-from serving.validation import RecordsValidator
+from serving.web.errors import ClientError
+from serving.codecs.records import RecordsValidator
 from training.schema import DRIVE_STATS, PURCHASE, PredictRequest, input_schema, record_model, rules_of
 from training.validation import validate_frame
 

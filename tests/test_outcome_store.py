@@ -18,7 +18,7 @@ import pytest
 
 from monitoring.logreader import LogReader
 from monitoring.segments import family
-from serving.ids import new_ids
+from serving.core.ids import new_ids
 
 # A million outcomes: the first warm the workers up until each has rotated the log (every 8 MiB, about 55,000
 # outcomes) and compacted a segment to Parquet at least once (Arrow's pool and threads, SQLite's page cache: a

@@ -5,7 +5,7 @@ from __future__ import annotations
 from monitoring.logreader import LogReader
 from monitoring.outcomes import Outcome, OutcomeStore
 from monitoring.segments import family
-from serving.ids import new_ids
+from serving.core.ids import new_ids
 
 
 def test_duplicates_and_corrections_are_counted_and_only_news_are_stored(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 from prometheus_client import REGISTRY
 
 from monitoring.logreader import LogReader, read_window
@@ -23,10 +24,13 @@ from monitoring.segments import compact, locked
 from training.data import generate_purchase
 
 INPUTS = generate_purchase(40, seed=3).drop(columns="purchased")
+# PREDICTION_LOG_MODE: both modes promise no loss across rotations, concurrent writers and a flush on close.
+MODES = {"sync": PredictionLog, "background": BackgroundLog}
 
 
-def _writer(path: str, process: int, batches: int) -> None:
-    log = PredictionLog(Path(path), max_bytes=200_000)
+def _writer(path: str, process: int, batches: int, mode: str) -> None:
+    # Compaction on, as a server runs: in background mode the first rotation used to kill the writer thread.
+    log = MODES[mode](Path(path), max_bytes=200_000, maintenance=Maintenance(retention=None))
 
     def run(thread: int) -> None:
         for batch in range(batches):
@@ -34,20 +38,23 @@ def _writer(path: str, process: int, batches: int) -> None:
             ids = [f"p{process}-t{thread}-b{batch}-r{i}" for i in range(len(rows))]
             lines = to_lines(rows, np.full(len(rows), 0.25), np.zeros(len(rows), dtype=int),
                              request_id=ids, endpoint="/predict", model_name="m", model_version="v1")
-            assert log.write(lines)
+            log.submit(lambda lines=lines: lines, len(rows))
 
     threads = [threading.Thread(target=run, args=(t,)) for t in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    log.close()
+    assert log.failures == 0
 
 
-def test_concurrent_processes_and_threads_lose_nothing_across_rotation(tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_concurrent_processes_and_threads_lose_nothing_across_rotation(tmp_path, mode):
     path = tmp_path / "log.jsonl"
     batches = 60
     ctx = multiprocessing.get_context("fork")
-    processes = [ctx.Process(target=_writer, args=(str(path), p, batches)) for p in range(4)]
+    processes = [ctx.Process(target=_writer, args=(str(path), p, batches, mode)) for p in range(4)]
     for p in processes:
         p.start()
     for p in processes:

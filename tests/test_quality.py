@@ -11,7 +11,7 @@ import pytest
 from monitoring.outcomes import Outcome, OutcomeStore
 from monitoring.quality.cli import main
 from monitoring.simulate import draw_traffic
-from serving.ids import new_ids
+from serving.core.ids import new_ids
 from training.schema import PURCHASE
 from training.store import load_model
 

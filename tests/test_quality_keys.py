@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from monitoring.quality.keys import KeyIndex, keys_of, last_distinct
-from serving.ids import new_ids
+from serving.core.ids import new_ids
 
 
 def test_keys_are_the_uuids_128_bits():

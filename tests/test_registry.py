@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.registry import ModelUnavailable, Registry
+from serving.core.registry import ModelUnavailable, Registry
 
 
 def test_a_missing_model_or_version_says_what_the_store_has(trained_store):

@@ -12,10 +12,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from serving import v2
-from serving.arrow import ARROW_STREAM
+from serving.web import v2
+from serving.codecs.arrow import ARROW_STREAM
 from serving.client import from_arrow, to_arrow
-from serving.predictor import Predictor
+from serving.core.predictor import Predictor
 from settings import Settings
 from training.data import generate_purchase
 from training.schema import PURCHASE

@@ -34,7 +34,7 @@ def _whole_float_as_int(value: Any) -> Any:
 
 
 # An integer field as clients send it: an int, or a float with no fractional part; the JSON schema says "integer".
-# The one rule for integer columns: training/validation.py (files) and serving/columns.py (columnar) follow it.
+# The one rule for integer columns: training/validation.py (files) and serving/codecs/columns.py (columnar) follow it.
 WholeNumber = Annotated[int, BeforeValidator(_whole_float_as_int)]
 
 

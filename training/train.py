@@ -52,7 +52,7 @@ def input_importance(pipeline: Pipeline, task: Task, raw_test: pd.DataFrame, y_t
     def auc(estimator: Pipeline, frame: pd.DataFrame, y: np.ndarray) -> float:
         return float(roc_auc_score(y, estimator.predict_proba(build_features(task.name, frame))[:, 1]))
 
-    # One OpenMP thread, as serving does (serving/predictor.py): on busy cores libgomp's spinning made the 36
+    # One OpenMP thread, as serving does (serving/core/predictor.py): on busy cores libgomp's spinning made the 36
     # predictions of a boosted model take 37 s instead of a few.
     with threadpool_limits(1, user_api="openmp"):
         result = permutation_importance(

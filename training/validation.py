@@ -2,7 +2,7 @@
 
 Files (training CSVs, the daily scoring job) are validated here column by column with NumPy, never row by row:
 a million rows take well under a second. JSON requests are validated by pydantic-core instead (see
-`serving/validation.py`), which gives FastAPI's error shape; both read bounds from the same schema and share the
+`serving/codecs/records.py`), which gives FastAPI's error shape; both read bounds from the same schema and share the
 cross-field rule check below.
 """
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from monitoring.drift.frames import PREDICTION_COLUMN
 
-LEVELS = ("ok", "warning", "drift")  # serving_drift_level is the index (serving/metrics.py keeps the same lists)
+LEVELS = ("ok", "warning", "drift")  # serving_drift_level is the index (serving/core/metrics.py keeps the same lists)
 # Bounded reason codes (also the `reason` label of serving_drift_reason).
 REASONS = ("prediction", "important_input", "share", "input")
 

@@ -165,7 +165,7 @@ def report_samples(joined: Joined, variants: list[Variant], groups: list[dict[st
 
 
 def state_entry(summary: dict[str, Any]) -> dict[str, Any]:
-    """What the service exports as gauges (serving/quality_gauges.py): variants under --min-rows are left out."""
+    """What the service exports as gauges (serving/core/quality_gauges.py): variants under --min-rows are left out."""
     models = []
     for group in summary["groups"]:
         if group["below_min_rows"]:

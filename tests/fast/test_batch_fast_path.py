@@ -1,4 +1,4 @@
-"""/batch_predict's fast path (orjson + serving.columns) against pydantic's: the same frame for every valid batch,
+"""/batch_predict's fast path (orjson + serving.codecs.columns) against pydantic's: the same frame for every valid batch,
 and for anything invalid the very errors pydantic gives (which record, which field, which rule)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import orjson
 import pandas as pd
 import pytest
 
-from serving.errors import ClientError
-from serving.validation import purchase_validator, to_frame
+from serving.web.errors import ClientError
+from serving.codecs.records import purchase_validator, to_frame
 from tests.test_service import SEED_RECORDS, students
 
 VALIDATOR = purchase_validator(10_000)

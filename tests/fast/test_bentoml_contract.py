@@ -1,4 +1,4 @@
-"""Contracts with BentoML internals the service relies on (serving/bentoml_io.py and serving/http.py): each test
+"""Contracts with BentoML internals the service relies on (serving/web/bentoml_io.py and serving/web/gate.py): each test
 names the assumption and fails loudly when a BentoML upgrade breaks it."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.predictor import Predictor
+from serving.core.predictor import Predictor
 from tests.test_service import SEED_RECORDS
 
 
@@ -40,7 +40,7 @@ def test_v1_failing_model_is_an_item_not_a_500(server, failing_model):
 
 
 def test_v1_whole_request_failure_is_text_plain(server, monkeypatch):
-    import serving.multimodel as multimodel
+    import serving.web.multimodel as multimodel
 
     def broken(*args, **kwargs):
         raise RuntimeError("secret internal detail")

@@ -1,6 +1,6 @@
 """Apache Arrow bodies: an IPC stream in (one column per model input), an IPC stream out.
 
-Decoding stops at columns: `serving.columns.validate_columns` turns them into the model's input frame with the
+Decoding stops at columns: `serving.codecs.columns.validate_columns` turns them into the model's input frame with the
 same rules as every other door. Encoding writes the prediction columns, with the model's name and version in
 the stream's schema metadata. The endpoints (`/batch_predict`, the V2 infer routes) only call these functions
 and answer the errors in their own shape (422 `{"detail": ...}` on /batch_predict, 400 `{"error": ...}` on V2).
@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from serving.columns import ColumnsInvalid, validate_columns
-from serving.errors import ClientError
-from serving.http import media_type_of
-from serving.validation import RecordsValidator
+from serving.codecs.columns import ColumnsInvalid, validate_columns
+from serving.web.errors import ClientError
+from serving.web.gate import media_type_of
+from serving.codecs.records import RecordsValidator
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 BATCH_COLUMNS = ("predicted_purchase_probability", "predicted_purchase")  # /batch_predict's answer, as in JSON

@@ -18,7 +18,7 @@ import pandas as pd
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from serving.registry import ModelEntry
+from serving.core.registry import ModelEntry
 
 logger = logging.getLogger(__name__)
 

@@ -102,6 +102,6 @@ def prepare_serve() -> None:
     own_metrics_folder()
 
 
-# Runs when service.py imports this module, which it does first: before serving/http.py reads the settings and
+# Runs when service.py imports this module, which it does first: before serving/web/gate.py reads the settings and
 # before `bentoml serve` starts anything.
 prepare_serve()

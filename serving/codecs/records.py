@@ -14,8 +14,8 @@ import orjson
 import pandas as pd
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 
-from serving.columns import ColumnsInvalid, validate_columns
-from serving.errors import ClientError
+from serving.codecs.columns import ColumnsInvalid, validate_columns
+from serving.web.errors import ClientError
 from training.schema import PURCHASE, Rule, StrictRecord
 from training.validation import rule_violations
 
@@ -72,7 +72,7 @@ _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLen
 
 
 def columns_schema(record: type[StrictRecord], rules: list[Rule]) -> dict[str, Any]:
-    """The record model as serving.columns reads a schema (the layout of training.schema.input_schema)."""
+    """The record model as serving.codecs.columns reads a schema (the layout of training.schema.input_schema)."""
     properties = record.model_json_schema()["properties"]
     return {
         "columns": {name: {"type": spec["type"], **{k: spec[k] for k in _BOUNDS if k in spec}}
@@ -105,7 +105,7 @@ class RecordsValidator:
     def batch_body(self, body: bytes) -> pd.DataFrame:
         """`{"records": [...]}` -> a validated frame, in input order.
 
-        Fast path first: orjson parses, serving.columns validates whole columns (types, bounds, rules) at C speed.
+        Fast path first: orjson parses, serving.codecs.columns validates whole columns (types, bounds, rules) at C speed.
         When anything is wrong, pydantic validates the body again, to name each record, field and rule in
         FastAPI's shape: the error contract is pydantic's, only valid batches skip it.
         """

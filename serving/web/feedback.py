@@ -24,10 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StringConstraint
 from starlette.responses import Response
 
 from monitoring.outcomes import Outcome, OutcomeStore
-from serving import ids
-from serving.errors import ClientError, error_response, json_response, request_id_of
-from serving.http import JSON, read_body
-from serving.validation import error_reason, fastapi_errors
+from serving.core import ids
+from serving.web.errors import ClientError, error_response, json_response, request_id_of
+from serving.web.gate import JSON, read_body
+from serving.codecs.records import error_reason, fastapi_errors
 from settings import get_settings
 
 logger = logging.getLogger(__name__)

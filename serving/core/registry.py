@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import bentoml
 
-from serving.validation import RecordsValidator, purchase_validator
+from serving.codecs.records import RecordsValidator, purchase_validator
 from training.schema import PURCHASE, input_schema, record_model, rules_of
 from training.stages import aliases_of
 from training.store import StoredModel, load_model, parse_ref, resolve_ref
@@ -160,7 +160,7 @@ def empty_entry(alias: str, why: str) -> ModelEntry:
 
 class Registry:
     """The served models, one slot per configured reference. A slot's entry is replaced whole (hot swap, see
-    serving/lifecycle.py): a request holds the entry it got from `get`, so it finishes on that version."""
+    serving/core/lifecycle.py): a request holds the entry it got from `get`, so it finishes on that version."""
 
     def __init__(self, tags: list[str], max_records: int):
         self.max_records = max_records

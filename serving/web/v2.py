@@ -25,14 +25,14 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from serving import arrow
-from serving.columns import ColumnsInvalid, validate_columns
-from serving.errors import _SAFE_ID as SAFE_ID  # ids reach the log verbatim: the same check as other endpoints
-from serving.errors import ClientError, error_response, request_id_of, unexpected_response
-from serving.http import read_body
-from serving.predictor import Predictor
-from serving.registry import ModelEntry, ModelUnavailable
-from serving.v2_protocol import (
+from serving.codecs import arrow
+from serving.codecs.columns import ColumnsInvalid, validate_columns
+from serving.web.errors import _SAFE_ID as SAFE_ID  # ids reach the log verbatim: the same check as other endpoints
+from serving.web.errors import ClientError, error_response, request_id_of, unexpected_response
+from serving.web.gate import read_body
+from serving.core.predictor import Predictor
+from serving.core.registry import ModelEntry, ModelUnavailable
+from serving.codecs.v2_tensors import (
     HEADER_LENGTH,
     SCHEMA_DATATYPES,
     V2Invalid,
@@ -41,7 +41,7 @@ from serving.v2_protocol import (
     encode_response,
     parse_request,
 )
-from serving.v2_schemas import ERRORS_DOC, INFER_DOC, InferenceRequest, ModelMetadata, ServerMetadata
+from serving.codecs.v2_schemas import ERRORS_DOC, INFER_DOC, InferenceRequest, ModelMetadata, ServerMetadata
 
 logger = logging.getLogger(__name__)
 ENDPOINT = "/v2/infer"
@@ -52,12 +52,12 @@ OUTPUT_TYPES = {"predict_proba": "FP64", "predicted_class": "INT64"}
 
 
 def v2_error(status: int, message: str, reason: str) -> ClientError:
-    """A client error in the protocol's shape, `{"error": message}`, answered by serving.errors like any other."""
+    """A client error in the protocol's shape, `{"error": message}`, answered by serving.web.errors like any other."""
     return ClientError(status, message, reason, shape="error")
 
 
 class V2Route(APIRoute):
-    """Every V2 route answers its client errors through serving.errors (counted under /v2/infer for inferences)
+    """Every V2 route answers its client errors through serving.web.errors (counted under /v2/infer for inferences)
     and an unexpected failure with the documented `{"error": ...}` 500."""
 
     def get_route_handler(self) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import Gauge
 
-from serving.metrics import DriftGauges
+from serving.core.metrics import DriftGauges
 
 MODEL_QUALITY = Gauge(
     "serving_model_quality", "Quality on true outcomes in the last quality job", ["model", "version", "metric"],

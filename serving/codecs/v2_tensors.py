@@ -1,8 +1,8 @@
-"""The Open Inference Protocol's (KServe V2) tensors in and out (the JSON models are in `serving/v2_schemas.py`).
+"""The Open Inference Protocol's (KServe V2) tensors in and out (the JSON models are in `serving/codecs/v2_schemas.py`).
 
 Inputs arrive as JSON tensors or, with Triton's binary tensor data extension (what `tritonclient` sends by
 default), as a JSON header followed by raw little-endian tensor bytes. Either way each input becomes one column
-for `serving.columns.validate_columns`; the declared datatype must match the values sent (an INT64 tensor holds
+for `serving.codecs.columns.validate_columns`; the declared datatype must match the values sent (an INT64 tensor holds
 integers, a BYTES tensor strings), and the column schema then decides what the model accepts.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from serving.v2_schemas import InferenceRequest, RequestInput
+from serving.codecs.v2_schemas import InferenceRequest, RequestInput
 
 BINARY_SIZE = "binary_data_size"
 HEADER_LENGTH = "inference-header-content-length"

@@ -1,7 +1,7 @@
 """Client errors carry their HTTP status; one function turns them into the HTTP answer.
 
 The pattern is MLServer's (`mlserver/errors.py` + `mlserver/rest/errors.py`): code anywhere on the request path
-raises `ClientError(status, detail, reason)` while a request is admitted; `serving.http.Gate` catches it, and
+raises `ClientError(status, detail, reason)` while a request is admitted; `serving.web.gate.Gate` catches it, and
 `error_response` is the only place that builds the answer for it.
 The body's shape belongs to the error: the seeds' endpoints answer `{"detail": ...}` (FastAPI's shape, the
 default); a protocol with its own convention (KServe V2: `{"error": "..."}`) raises with `shape="error"`.
@@ -22,7 +22,7 @@ from typing import Any, Literal
 import orjson
 from starlette.responses import Response
 
-from serving import metrics
+from serving.core import metrics
 
 logger = logging.getLogger("bentoml.service")
 

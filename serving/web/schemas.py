@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.registry import MODEL_PATTERN, NAME_PATTERN
+from serving.core.registry import MODEL_PATTERN, NAME_PATTERN
 from settings import get_settings
 from training.schema import PredictRequest
 

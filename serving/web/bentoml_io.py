@@ -2,7 +2,7 @@
 tests/test_bentoml_contract.py checks each assumption below, so an upgrade that breaks one fails loudly there.
 
 1. `AdmittedInput.from_http_request` (`_bentoml_sdk.io_models.IODescriptor`): BentoML would parse the body again
-   into its own model and answer errors as 400 `{"error": ...}`; the gate (serving/http.py) has already read,
+   into its own model and answer errors as 400 `{"error": ...}`; the gate (serving/web/gate.py) has already read,
    validated and typed the request, so the input spec hands that object to the API unchanged.
 2. `AdmittedInput.model_json_schema` drops `root_input` from /schema.json: BentoML's own client
    (`bentoml.SyncHTTPClient`) then sends keyword arguments as the body's fields, so
@@ -31,9 +31,9 @@ from _bentoml_sdk.service import openapi as bentoml_openapi
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serving.errors import UNEXPECTED
-from serving.http import ADMITTED
-from serving.schemas import Detail
+from serving.web.errors import UNEXPECTED
+from serving.web.gate import ADMITTED
+from serving.web.schemas import Detail
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,7 +55,7 @@ class AdmittedInput(IODescriptor):
         try:
             return request.scope[ADMITTED]
         except KeyError:
-            raise RuntimeError(f"{request.url.path} was not admitted: is serving.http.Gate installed?") from None
+            raise RuntimeError(f"{request.url.path} was not admitted: is serving.web.gate.Gate installed?") from None
 
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:

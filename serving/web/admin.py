@@ -1,6 +1,6 @@
 """The admin API (/v1/admin/...): reload, load, unload and the promotion history, in the spirit of Triton's and
 MLServer's repository APIs. Off (404) unless ADMIN_TOKEN is set; then every call needs `Authorization: Bearer`
-with that token (serving/auth.py) and is logged with the caller's address, never with the token.
+with that token (serving/web/auth.py) and is logged with the caller's address, never with the token.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import anyio
 import bentoml
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from serving.auth import UNAUTHORIZED, bearer_token, token_matches
+from serving.web.auth import UNAUTHORIZED, bearer_token, token_matches
 from settings import get_settings
 from training import stages
 

@@ -16,12 +16,12 @@ import pandas as pd
 from threadpoolctl import ThreadpoolController
 
 from monitoring.predictlog import PredictionLog, encode_inputs, now_iso, to_lines
-from serving import metrics
-from serving.ids import new_ids
-from serving.lifecycle import Follower
-from serving.registry import ModelEntry, Registry
-from serving.routing import ABRouter
-from serving.shadow import ShadowScorer
+from serving.core import metrics
+from serving.core.ids import new_ids
+from serving.core.lifecycle import Follower
+from serving.core.registry import ModelEntry, Registry
+from serving.core.routing import ABRouter
+from serving.core.shadow import ShadowScorer
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def bound_inference_threads() -> None:
 class Scored:
     proba: np.ndarray
     classes: np.ndarray
-    ids: list[str]  # one prediction_id per row (serving/ids.py), also in the row's log line
+    ids: list[str]  # one prediction_id per row (serving/core/ids.py), also in the row's log line
 
 
 class Predictor:

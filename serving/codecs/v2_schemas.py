@@ -1,5 +1,5 @@
 """The Open Inference Protocol's (KServe V2) JSON bodies as pydantic models: they document /docs.json and check
-the envelope of inference requests (the tensors' values are checked by `serving/v2_protocol.py`)."""
+the envelope of inference requests (the tensors' values are checked by `serving/codecs/v2_tensors.py`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.arrow import ARROW_STREAM, REQUEST_DOC, V2_COLUMNS
+from serving.codecs.arrow import ARROW_STREAM, REQUEST_DOC, V2_COLUMNS
 
 
 class _Wire(BaseModel):
@@ -93,7 +93,7 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return resolve(schema)
 
 
-# What the V2 routes document beyond their models (serving/v2.py).
+# What the V2 routes document beyond their models (serving/web/v2.py).
 ERRORS_DOC: dict[int | str, dict[str, Any]] = {
     400: {"model": V2Error, "description": "Bad request: names the input and the row."},
     404: {"model": V2Error, "description": "Unknown model or version."},

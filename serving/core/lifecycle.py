@@ -2,7 +2,7 @@
 
 Every MODEL_REFRESH_SECONDS (and at once on POST /v1/admin/reload) each served alias is resolved in the store's
 stage book; when it names another version, that version is loaded and warmed on a background thread
-(serving.registry.load_entry) while the old one keeps answering, then swapped in with one assignment. A request
+(serving.core.registry.load_entry) while the old one keeps answering, then swapped in with one assignment. A request
 holds the entry it resolved, so it finishes on the version it started with; the old version is released when the
 last such request ends. One lock serializes loads, so at most two versions of a name are resident at once.
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
-from serving.registry import ModelEntry, Registry, empty_entry, load_entry
+from serving.core.registry import ModelEntry, Registry, empty_entry, load_entry
 from training.store import parse_ref, resolve_ref
 
 logger = logging.getLogger(__name__)

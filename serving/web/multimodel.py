@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from serving.errors import ClientError
-from serving.http import Call, bulk_lane
-from serving.predictor import Predictor
-from serving.registry import ModelEntry, ModelUnavailable
-from serving.schemas import Ensemble, EnsemblePrediction, ModelPrediction, ModelPredictRequest, V1PredictRequest, V1PredictResponse
-from serving.validation import RecordsValidator, error_reason, fastapi_errors
+from serving.web.errors import ClientError
+from serving.web.gate import Call, bulk_lane
+from serving.core.predictor import Predictor
+from serving.core.registry import ModelEntry, ModelUnavailable
+from serving.web.schemas import Ensemble, EnsemblePrediction, ModelPrediction, ModelPredictRequest, V1PredictRequest, V1PredictResponse
+from serving.codecs.records import RecordsValidator, error_reason, fastapi_errors
 
 logger = logging.getLogger(__name__)
 ENDPOINT = "/v1/predict"

@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 from starlette.responses import Response
 
-from serving import arrow
-from serving.errors import ClientError, json_response
-from serving.http import JSON, Call
-from serving.predictor import Predictor
-from serving.registry import ModelEntry, ModelUnavailable
-from serving.validation import RecordsValidator
+from serving.codecs import arrow
+from serving.web.errors import ClientError, json_response
+from serving.web.gate import JSON, Call
+from serving.core.predictor import Predictor
+from serving.core.registry import ModelEntry, ModelUnavailable
+from serving.codecs.records import RecordsValidator
 
 logger = logging.getLogger(__name__)
 NOT_LOADED = "Model is not loaded."  # seed 001, verbatim; the registry's reason follows it

@@ -5,13 +5,13 @@ body (415 for a media type the route does not take, 413 past MAX_BODY_BYTES, wit
 route's `admit` function, which turns the body into the route's typed input or raises `ClientError`. Only admitted
 requests reach BentoML's route: a rejected `/predict` never takes a batch slot or a queue position, so it is a
 413/415/422/503 at once, never an overload 503. The admitted input rides in the ASGI scope to the route's input
-spec (serving/bentoml_io.py), so the body is parsed exactly once.
+spec (serving/web/bentoml_io.py), so the body is parsed exactly once.
 
 Heavy admissions (thousands of records) run in a thread of their own limiter, not on the event loop, so they
 never stall the single-record traffic; `/predict`'s admission (one record, ~20 us) runs inline.
 
 Unexpected failures inside the route come back from BentoML as a 500 with its own body; the gate answers them in
-the endpoint's documented 500 shape instead (serving.errors.UNEXPECTED), and says what an overload 503 from the
+the endpoint's documented 500 shape instead (serving.web.errors.UNEXPECTED), and says what an overload 503 from the
 adaptive batcher means.
 """
 
@@ -27,7 +27,7 @@ import anyio
 import orjson
 from starlette.datastructures import Headers
 
-from serving.errors import ClientError, UNEXPECTED, error_response, request_id_of, unexpected_response
+from serving.web.errors import ClientError, UNEXPECTED, error_response, request_id_of, unexpected_response
 from settings import get_settings
 
 logger = logging.getLogger("bentoml.service")
@@ -141,7 +141,7 @@ def bulk_lane() -> anyio.CapacityLimiter:
 
     BentoML's own limiter (`threads`) then serves only /predict's batch function, so single records never queue
     behind a 10,000-record request: two lanes, one per core. One bulk thread, not more: parsing holds the GIL,
-    and each model call already uses its OpenMP thread (serving/predictor.py)."""
+    and each model call already uses its OpenMP thread (serving/core/predictor.py)."""
     global _BULK
     if _BULK is None:
         _BULK = anyio.CapacityLimiter(1)
