@@ -20,7 +20,7 @@ from typing import Any
 
 from monitoring.drift.frames import prepare
 from monitoring.drift.inputs import DriftInputs, ReadRequest
-from monitoring.drift.report import extract, run_report
+from monitoring.drift.report import DEFAULT_DRIFT_SHARE, extract, run_report
 from monitoring.drift.verdict import LEVELS, Verdict, important_inputs, judge
 from monitoring.drift.window import load_window, parse_since
 
@@ -81,6 +81,10 @@ def judge_recent(args: argparse.Namespace, request: ReadRequest, inputs: DriftIn
                 {"since": choice.since, "last": min(recent_rows, choice.last or recent_rows)})]
     judged = []
     for name, description, where in windows:
+        known = _known_without_reading(name, inputs, where, request.min_rows)
+        if known is not None:
+            judged.append(WindowVerdict(name, description, known[0], skipped=known[1]))
+            continue
         window = load_window(inputs.log_path, model.name, model.version, **where,
                              columns=["ts", "model_version", *model.input_schema["columns"], "probability"],
                              max_rows=request.max_rows, seed=request.seed, engine=request.engine,
@@ -95,11 +99,26 @@ def judge_recent(args: argparse.Namespace, request: ReadRequest, inputs: DriftIn
             reference, current, numerical, categorical = prepare(
                 model.input_schema, model.reference(), window.frame, source=str(inputs.log_path))
             result = extract(run_report(reference, current, numerical, categorical,
-                                        drift_share=args.drift_share).dict())
+                                        drift_share=getattr(args, "drift_share", DEFAULT_DRIFT_SHARE)).dict())
             verdict.drift_share, verdict.drifted = result["drift_share"], _drifted(result)
             verdict.verdict = judge(result, important_inputs(model.metadata))
         judged.append(verdict)
     return judged
+
+
+def _known_without_reading(name: str, inputs: DriftInputs, where: dict[str, Any], min_rows: int
+                           ) -> tuple[int, str] | None:
+    """(rows, why skipped) when the main window already tells exactly, so the log is not read again (on Spark, a
+    read is a session): it has no more rows than the recent rows window takes, or its newest row is older than the
+    recent time window, or all of it is newer. Its time bounds are exact only when it was not sampled."""
+    same = inputs.rows, "the same rows as the main window"
+    if name == "recent_rows":
+        return same if inputs.rows <= where["last"] else None
+    if inputs.sample is not None or inputs.first_ts is None:
+        return None
+    if datetime.fromisoformat(inputs.last_ts) < where["since"]:
+        return 0, f"too few rows (0 < --min-rows {min_rows})"
+    return same if datetime.fromisoformat(inputs.first_ts) >= where["since"] else None
 
 
 def combine(windows: list[WindowVerdict]) -> Verdict:
@@ -109,8 +128,11 @@ def combine(windows: list[WindowVerdict]) -> Verdict:
     level = worst.verdict.level
     firing = [w for w in judged if w.verdict.level == level]
     main = windows[0].verdict
+    if len(judged) == 1:  # the recent windows were skipped: the main window's verdict, as it was
+        return Verdict(main.level, main.reasons, main.message, main.important_inputs,
+                       [] if main.level == "ok" else ["main"])
     if level == "ok":
-        return Verdict("ok", [], f"nothing drifted in {len(judged)} window(s)", main.important_inputs)
+        return Verdict("ok", [], f"nothing drifted in {len(judged)} windows", main.important_inputs)
     reasons = list(dict.fromkeys(r for w in firing for r in w.verdict.reasons))
     message = "; ".join(f"in {w.description}: {w.verdict.message}" for w in firing)
     return Verdict(level, reasons, message, main.important_inputs, [w.name for w in firing])
