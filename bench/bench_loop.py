@@ -2,6 +2,8 @@
 
     python bench/bench_loop.py                                   # 10M predictions, 2M outcomes, 10 requests
     python bench/bench_loop.py --predictions 1000000 --outcomes 200000 --requests 3   # a tenth of it
+    python bench/bench_loop.py --predictions 1000000 --outcomes 200000 --baseline /tmp/main   # before and after:
+    #   mkdir /tmp/main && git archive main | tar -x -C /tmp/main   (main's code, run with this virtualenv)
 
 1. Feedback ingestion: `--requests` POST /v1/feedback calls of 10,000 new outcomes each against a real
    `bentoml serve` (bench/harness.py), one at a time, then the same outcomes again (all duplicates); beside it,
@@ -10,7 +12,8 @@
 2. The quality job over `--predictions` logged predictions (purchase_gbm and purchase_lr in alternate blocks of
    10,000, with prediction ids) and `--outcomes` outcomes: the real `python -m monitoring.quality` command, wall
    time, CPU time and the job's own peak RSS (`os.wait4`), with the Evidently reports (on their seeded sample) and
-   without them, and the job's phase timings.
+   without them, and the job's phase timings (wall and CPU); with `--baseline CHECKOUT`, that checkout's job and
+   this one's alternating on the same log.
 
 The log is in the writer's on-disk format: compacted Parquet segments of 150,000 rows (what a 64 MiB JSONL
 segment holds) written by `monitoring.segments.write_segment`, the function the writer's compaction uses, plus a
@@ -244,11 +247,11 @@ def log_of(predictions: int, outcomes: int) -> tuple[Path, Path]:
 # ----------------------------------------------------------------------------------------- the quality job
 
 
-def run_job(command: list[str]) -> dict:
+def run_job(command: list[str], cwd: Path = ROOT) -> dict:
     """A command as a user runs it: wall time, its CPU time and its own peak RSS (os.wait4 of the child)."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
-        child = subprocess.Popen(command, cwd=ROOT, stdout=out_file, stderr=err_file)
+        child = subprocess.Popen(command, cwd=cwd, stdout=out_file, stderr=err_file)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
         err_file.seek(0)
@@ -260,15 +263,32 @@ def run_job(command: list[str]) -> dict:
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout": stdout}
 
 
+def _quality_command(log_path: Path, outcome_path: Path, out: Path, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "monitoring.quality", "--task", "purchase", "--log", str(log_path.parent),
+            "--outcomes", str(outcome_path), "--out", str(out), "--state", str(out / "state.json"),
+            "--workspace", str(out / "workspace"), *extra]
+
+
+def compare_baseline(predictions: int, outcomes: int, baseline: Path, rounds: int, workdir: Path) -> list[dict]:
+    """The quality job with the reports, this checkout's and `baseline`'s (another checkout of the project, run
+    with this virtualenv), alternating, on the same log: before and after, side by side."""
+    log_path, outcome_path = log_of(predictions, outcomes)
+    runs = []
+    for number in range(rounds):
+        for label, root in (("baseline", baseline), ("this checkout", ROOT)):
+            out = workdir / f"compare-{number}-{label.replace(' ', '_')}"
+            run = run_job(_quality_command(log_path, outcome_path, out, []), cwd=root)
+            runs.append({"code": label, "root": str(root), **{k: v for k, v in run.items() if k != "stdout"},
+                         "load_average": os.getloadavg()})
+    return runs
+
+
 def bench_quality(predictions: int, outcomes: int, workdir: Path) -> dict:
     log_path, outcome_path = log_of(predictions, outcomes)
     results: dict = {"predictions": predictions, "outcomes_target": outcomes}
     for label, extra in (("with_evidently", []), ("without_evidently", ["--no-evidently"])):
         out = workdir / label
-        command = [sys.executable, "-m", "monitoring.quality", "--task", "purchase", "--log", str(log_path.parent),
-                   "--outcomes", str(outcome_path), "--out", str(out), "--state", str(out / "state.json"),
-                   "--workspace", str(out / "workspace"), *extra]
-        run = run_job(command)
+        run = run_job(_quality_command(log_path, outcome_path, out, extra))
         summary = json.loads((out / "quality_purchase.json").read_text())
         results[label] = {**{k: v for k, v in run.items() if k != "stdout"}, "phases_s": summary["seconds"],
                           "phases_cpu_s": summary["cpu_seconds"],
@@ -308,6 +328,12 @@ def markdown(results: dict) -> str:
               f"- the store alone, in process: {ingestion['in_process_store_outcomes_per_s']:,}/s "
               f"(HTTP takes {ingestion['http_over_store_time']}x the store's time)",
               f"- the store on disk: {ingestion['store_bytes_per_outcome']} bytes per outcome (log and index)", ""]
+    if results.get("baseline"):
+        lines += ["## Before and after: the quality job with the reports, alternating on the same log", "",
+                  "| code | wall (s) | CPU (s) | peak RSS (MB) | load average (1 min) |", "|---|---|---|---|---|"]
+        lines += [f"| {r['code']} ({r['root']}) | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mb']} | "
+                  f"{r['load_average'][0]:.1f} |" for r in results["baseline"]]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -317,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outcomes", type=int, default=2_000_000)
     parser.add_argument("--requests", type=int, default=10, help="10,000-outcome feedback requests to time")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also run another checkout's quality job (main's: mkdir /tmp/main; git archive main | "
+                        "tar -x -C /tmp/main) alternating with this one's on the same log, --rounds times each")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
     if not 0 < args.outcomes <= args.predictions or args.predictions < LIVE_ROWS:
         parser.error(f"need 0 < --outcomes <= --predictions and --predictions >= {LIVE_ROWS}")
@@ -327,8 +357,11 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         results = {"command": "python bench/bench_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                    "ingestion": bench_ingestion(args.requests, workdir),
-                   "quality": bench_quality(args.predictions, args.outcomes, workdir),
-                   "load_average": os.getloadavg()}
+                   "quality": bench_quality(args.predictions, args.outcomes, workdir)}
+        if args.baseline:
+            results["baseline"] = compare_baseline(args.predictions, args.outcomes, args.baseline.resolve(),
+                                                   args.rounds, workdir)
+        results["load_average"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "loop.json").write_text(json.dumps(results, indent=2))
     (args.out / "loop.md").write_text(markdown(results))

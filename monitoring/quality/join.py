@@ -104,6 +104,19 @@ class _Cells:
         return pd.DataFrame(rows, columns=CELL_KEYS, index=pd.RangeIndex(len(rows), name="cell"))
 
 
+def _served_with_id(table: pa.Table) -> tuple[pa.Table, int]:
+    """The rows a client was answered with that carry an id, and how many carried none (one filter, or none)."""
+    keep = None
+    if "shadow" in table.column_names:
+        keep = pc.invert(pc.fill_null(table["shadow"].cast(pa.bool_()), False))
+    has_id = pc.is_valid(table["prediction_id"])
+    served_without = pc.invert(has_id) if keep is None else pc.and_(keep, pc.invert(has_id))
+    keep = has_id if keep is None else pc.and_(keep, has_id)
+    if not pc.all(keep).as_py():  # copying every column costs more than asking
+        table = table.filter(keep)
+    return table, pc.sum(served_without.cast(pa.int64())).as_py() or 0
+
+
 def join(log: Path | str, outcome_store: Path | str, since: datetime | None) -> Joined:
     outcomes = read_outcomes(outcome_store)
     try:
@@ -111,52 +124,49 @@ def join(log: Path | str, outcome_store: Path | str, since: datetime | None) -> 
     except LogMissing:
         raise QualityError(f"no prediction log at {log}") from None
     cells = _Cells()
-    parts: dict[str, list[np.ndarray]] = {"cell": [], "ts": [], "probability": [], "match": []}
-    without_id = 0
+    parts: dict[str, list[np.ndarray]] = {"cell": [], "ts": [], "probability": [], "outcome": []}
+    hit_rows: list[np.ndarray] = []  # the rows that named an outcome, and which (few: at most one per outcome)
+    hit_outcomes: list[np.ndarray] = []
+    without_id = rows = 0
     last_row = np.full(len(outcomes.values), -1, dtype=np.int64)  # the last prediction row naming each outcome
-    rows = 0
     for path in reader.files:
         table = reader.read(path, PREDICTION_COLUMNS, Where(since=since))
         if not table.num_rows or "probability" not in table.column_names:
             continue
-        if "shadow" in table.column_names:
-            table = table.filter(pc.invert(pc.fill_null(table["shadow"].cast(pa.bool_()), False)))
-        if "prediction_id" not in table.column_names:
-            without_id += table.num_rows
-            continue
-        has_id = pc.is_valid(table["prediction_id"])
-        table = table.filter(has_id)
-        without_id += len(has_id) - table.num_rows
+        if "prediction_id" not in table.column_names:  # logged before ids existed
+            table = table.append_column("prediction_id", pa.nulls(table.num_rows, pa.string()))
+        table, missing = _served_with_id(table)
+        without_id += missing
         if not table.num_rows:
             continue
         match = outcomes.index.positions(keys_of(table["prediction_id"]))
         hit = np.flatnonzero(match >= 0)
         np.maximum.at(last_row, match[hit], rows + hit)  # rows grow in read order: the maximum is the last line
-        parts["match"].append(match.astype(np.int32))
+        hit_rows.append(rows + hit)
+        hit_outcomes.append(match[hit])
+        outcome = np.full(table.num_rows, NO_OUTCOME, dtype=np.int8)
+        outcome[hit] = outcomes.values[match[hit]]
+        parts["outcome"].append(outcome)
         parts["cell"].append(cells.of(table))
         parts["ts"].append(pc.fill_null(table["ts"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()), 0)
                            .to_numpy(zero_copy_only=False))
         parts["probability"].append(table["probability"].cast(pa.float64()).to_numpy(zero_copy_only=False))
         rows += table.num_rows
         del table
-    match = np.concatenate(parts.pop("match")) if rows else np.empty(0, np.int32)
-    columns = {k: np.concatenate(v) for k, v in parts.items()} if rows else \
-        {"cell": np.empty(0, np.int32), "ts": np.empty(0, np.int64), "probability": np.empty(0)}
+    empty = {"cell": np.int32, "ts": np.int64, "probability": np.float64, "outcome": np.int8}
+    columns = {k: np.concatenate(v) if v else np.empty(0, empty[k]) for k, v in parts.items()}
     parts.clear()
-    matched = match >= 0
-    repeated = np.zeros(rows, dtype=bool)
-    repeated[matched] = last_row[match[matched]] != np.flatnonzero(matched)
-    outcome = np.full(rows, NO_OUTCOME, dtype=np.int8)
-    outcome[matched] = outcomes.values[match[matched]]
-    if repeated.any():
-        keep = ~repeated
+    hits = np.concatenate(hit_rows) if hit_rows else np.empty(0, np.int64)
+    repeated = hits[last_row[np.concatenate(hit_outcomes)] != hits] if hit_rows else hits
+    if len(repeated):
+        keep = np.ones(rows, dtype=bool)
+        keep[repeated] = False
         columns = {k: v[keep] for k, v in columns.items()}
-        outcome = outcome[keep]
     unmatched = np.flatnonzero(last_row < 0)
     return Joined(
         cells=cells.frame(), cell=columns["cell"], ts=columns["ts"], probability=columns["probability"],
-        outcome=outcome, outcomes=len(outcomes.values), unmatched=len(unmatched),
+        outcome=columns["outcome"], outcomes=len(outcomes.values), unmatched=len(unmatched),
         unmatched_examples=outcomes.ids.take(pa.array(unmatched[:UNMATCHED_SHOWN])).to_pylist(),
         skipped_lines=reader.skipped + outcomes.skipped_lines, without_id=int(without_id),
-        repeated_ids=int(repeated.sum()),
+        repeated_ids=len(repeated),
     )
