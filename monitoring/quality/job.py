@@ -19,62 +19,10 @@ import pandas as pd
 from monitoring.abtest import VERDICT_CODES, compare
 from monitoring.quality.cli import DEFAULT_MIN_ROWS, DEFAULT_REPORT_ROWS, DEFAULT_SEED
 from monitoring.quality.errors import QualityError
-from monitoring.quality.groups import GROUP_KEYS, GroupKey, group_quality, regressions, store_info
+from monitoring.quality.groups import group_quality, regressions, store_info
 from monitoring.quality.join import Joined, join
+from monitoring.quality.variants import Variant, report_samples, rows_of, split, task_cells
 from training.schema import TASKS
-
-
-
-
-@dataclass
-class Variant:
-    """One group of the report (model, version, alias, variant) and where its predictions are in the join."""
-
-    key: GroupKey
-    cells: np.ndarray  # the join's cell codes (one per endpoint it served)
-    positions: np.ndarray  # its predictions' positions in the Joined arrays
-
-
-def _task_cells(joined: Joined, task: str) -> tuple[np.ndarray, list[str]]:
-    """Which cells are predictions of models of `task` (from the store's metadata), and the models the store does
-    not hold."""
-    in_task = np.zeros(len(joined.cells), dtype=bool)
-    missing = []
-    for (name, version), codes in joined.cells.groupby(["model_name", "model_version"], sort=True).groups.items():
-        info = store_info(str(name), str(version))
-        if info is None:
-            missing.append(f"{name}:{version}")
-        elif info.task == task:
-            in_task[np.asarray(codes)] = True
-    return in_task, missing
-
-
-def _variants(joined: Joined, in_task: np.ndarray) -> list[Variant]:
-    cells = joined.cells[in_task]
-    if cells.empty:
-        return []
-    group_of_cell = np.full(len(joined.cells), -1, dtype=np.int32)
-    keyed = cells[GROUP_KEYS].fillna("")  # groupby drops None keys otherwise
-    variants = []
-    for number, (key, codes) in enumerate(keyed.groupby(GROUP_KEYS, sort=True).groups.items()):
-        group_of_cell[np.asarray(codes)] = number
-        name, version, alias, variant = (str(part) for part in key)
-        variants.append(Variant(GroupKey(name, version, alias or None, variant or None), np.asarray(codes),
-                                np.empty(0, np.int64)))
-    of_row = group_of_cell[joined.cell]
-    order = np.argsort(of_row, kind="stable")
-    bounds = np.searchsorted(of_row[order], np.arange(len(variants) + 1))
-    for number, variant in enumerate(variants):
-        variant.positions = order[bounds[number]:bounds[number + 1]]
-    return variants
-
-
-def _rows(joined: Joined, positions: np.ndarray) -> pd.DataFrame:
-    """A variant's predictions: ts, probability and outcome (NaN while none came), in log order."""
-    outcome = joined.outcome[positions].astype(np.float32)
-    outcome[outcome < 0] = np.nan
-    stamps = pd.Series(joined.ts[positions].view("datetime64[us]")).dt.tz_localize("UTC")
-    return pd.DataFrame({"ts": stamps, "probability": joined.probability[positions], "outcome": outcome})
 
 
 def ab_pairs(joined: Joined, variants: list[Variant]) -> list[dict[str, Any]]:
@@ -93,9 +41,9 @@ def ab_pairs(joined: Joined, variants: list[Variant]) -> list[dict[str, Any]]:
     for endpoint in sorted(arms):
         by_arm = arms[endpoint]
         for a, b in itertools.combinations(sorted(by_arm), 2):
-            pa_, pb = by_arm[a], by_arm[b]
-            comparisons = compare(a, b, joined.outcome[pa_].astype(np.int64), joined.probability[pa_],
-                                  joined.outcome[pb].astype(np.int64), joined.probability[pb])
+            rows_a, rows_b = by_arm[a], by_arm[b]
+            comparisons = compare(a, b, joined.outcome[rows_a].astype(np.int64), joined.probability[rows_a],
+                                  joined.outcome[rows_b].astype(np.int64), joined.probability[rows_b])
             results.append({"endpoint": endpoint, "a": a, "b": b, "comparisons": [c.as_dict() for c in comparisons]})
     return results
 
@@ -105,8 +53,8 @@ def measure(joined: Joined, task: str, since: datetime | None = None,
     """The summary (every variant's quality and the A/B verdicts), and the variants with their predictions."""
     if task not in TASKS:
         raise QualityError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
-    in_task, missing = _task_cells(joined, task)
-    variants = _variants(joined, in_task)
+    in_task, missing = task_cells(joined, task)
+    variants = split(joined, in_task)
     predictions = sum(len(v.positions) for v in variants)
     with_outcome = sum(int((joined.outcome[v.positions] >= 0).sum()) for v in variants)
     if not with_outcome:
@@ -116,7 +64,7 @@ def measure(joined: Joined, task: str, since: datetime | None = None,
         )
     groups = []
     for variant in variants:
-        rows = _rows(joined, variant.positions)
+        rows = rows_of(joined, variant.positions)
         endpoints = sorted(str(e) for e in joined.cells.loc[variant.cells, "endpoint"].dropna().unique())
         info = store_info(variant.key.model, variant.key.version)
         groups.append(group_quality(variant.key, rows, endpoints, info, min_rows))
@@ -144,24 +92,6 @@ def measure(joined: Joined, task: str, since: datetime | None = None,
         "ab": ab_pairs(joined, eligible),
     }
     return summary, variants
-
-
-def report_samples(joined: Joined, variants: list[Variant], groups: list[dict[str, Any]], rows: int,
-                   seed: int) -> list[tuple[dict[str, Any], pd.DataFrame, dict[str, int]]]:
-    """Per variant with metrics, a uniform sample (seeded) of at most `rows` of its predictions with an outcome,
-    for Evidently's report: its time grows with the rows it is given, not with the log."""
-    samples = []
-    for variant, group in zip(variants, groups):
-        if group["metrics"] is None:
-            continue
-        labelled = variant.positions[joined.outcome[variant.positions] >= 0]
-        chosen = labelled
-        if len(labelled) > rows:
-            chosen = np.sort(np.random.default_rng(seed).choice(labelled, size=rows, replace=False))
-        frame = pd.DataFrame({"target": joined.outcome[chosen].astype("int64"),
-                              "prediction": joined.probability[chosen]})
-        samples.append((group, frame, {"rows": len(chosen), "of": len(labelled), "seed": seed}))
-    return samples
 
 
 def state_entry(summary: dict[str, Any]) -> dict[str, Any]:
