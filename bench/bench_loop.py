@@ -19,7 +19,8 @@ The log is in the writer's on-disk format: compacted Parquet segments of 150,000
 segment holds) written by `monitoring.segments.write_segment`, the function the writer's compaction uses, plus a
 live JSONL segment written by `PredictionLog`; the outcomes go through `OutcomeStore.ingest` in requests of
 10,000, like POST /v1/feedback's. Rows are real traffic draws (`monitoring.simulate`) with the models' real
-predictions. Segments are generated once per pair of model versions and cached in bench/.cache/loop (gitignored).
+predictions. Segments are generated once per pair of model versions and cached in bench/.cache/loop (gitignored;
+BENCH_LOOP_CACHE=DIR for another folder).
 Needs the default models in the store (trained if missing). Results: bench/results/loop.json and loop.md.
 """
 
@@ -108,7 +109,7 @@ def _models() -> list:
 
 def _cache(models) -> Path:
     """This pair of model versions' cached segments: a retrained model gets its own, never another's."""
-    return CACHE / "-".join(f"{m.name}-{m.version}" for m in models)
+    return Path(os.environ.get("BENCH_LOOP_CACHE", CACHE)) / "-".join(f"{m.name}-{m.version}" for m in models)
 
 
 def _rows(models, number: int, rows: int, first_row: int) -> tuple[dict, np.ndarray]:

@@ -110,3 +110,21 @@ def test_quick_bench_writes_tables_and_plots(trained_store, tmp_path):
     assert {"service", "ceiling", "reference"} <= {s["name"] for s in results["servers"]}
     assert all(s["ready_s"] > 0 and 50 < s["rss_ready_mb"] < 8_000 for s in results["servers"])
     assert all(t["ok"] in (True, False, None) and t["measured"] for t in results["targets"])
+
+
+@pytest.mark.slow
+def test_loop_bench_runs_small_and_states_its_figures(trained_store, tmp_path):
+    out = tmp_path / "results"
+    result = run_cli("bench/bench_loop.py", "--predictions", "30000", "--outcomes", "6000", "--requests", "1",
+                     "--out", str(out), env={"BENCH_LOOP_CACHE": str(tmp_path / "cache")}, timeout=900)
+    results = json.loads((out / "loop.json").read_text())
+    quality = results["quality"]
+    for label in ("with_evidently", "without_evidently"):
+        assert quality[label]["predictions"] == 30_000 and 5_000 < quality[label]["with_outcome"] < 7_000
+        assert quality[label]["wall_s"] > 0 and quality[label]["peak_rss_mb"] > 100
+    assert {r["sample"]["seed"] for r in quality["with_evidently"]["reports"]} == {0}
+    assert "evidently" in quality["with_evidently"]["phases_cpu_s"]
+    assert results["ingestion"]["http_new_outcomes_per_s"] > 0 and results["ingestion"]["store_bytes_per_outcome"] > 0
+    markdown = (out / "loop.md").read_text()
+    assert "## Quality job: 30,000 predictions" in markdown and "load average" in markdown
+    assert "Evidently's reports, its import included" in markdown and result.stdout.startswith("# The experiment loop")

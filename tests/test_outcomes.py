@@ -8,10 +8,9 @@ import time
 
 import orjson
 import pytest
-from prometheus_client import REGISTRY
 
 from monitoring.logreader import LogReader
-from monitoring.outcomes import Outcome, OutcomeStore
+from monitoring.outcomes import OUTCOME_LOG_BYTES, Outcome, OutcomeStore
 from monitoring.retention import RetentionPolicy
 from monitoring.segments import family
 from serving.core.ids import new_ids
@@ -97,7 +96,8 @@ def test_retention_forgets_old_outcomes_in_the_index_and_deletes_old_segments(tm
     store.ingest([Outcome(i, 1) for i in recent])
     assert store.prune() == 30
     assert not any(p.exists() for p in rotated)
-    assert REGISTRY.get_sample_value("serving_outcome_log_bytes") == sum(p.stat().st_size for p in family(path))
+    (sample,) = OUTCOME_LOG_BYTES.collect()[0].samples  # this gauge, not the multiprocess files of other tests
+    assert sample.value == sum(p.stat().st_size for p in family(path))
     assert store.ingest([Outcome(i, 1) for i in old]).accepted == 30  # forgotten: stored again, as new
     assert store.ingest([Outcome(i, 1) for i in recent]).duplicates == 30  # within the window: still duplicates
 
