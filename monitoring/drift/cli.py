@@ -61,9 +61,9 @@ from pathlib import Path
 from monitoring.drift.errors import DriftError
 from monitoring.drift.job import run
 from monitoring.drift.recent import add_arguments as add_recent_arguments
-from monitoring.drift.state import write_json_atomic
 from monitoring.drift.report import DEFAULT_DRIFT_SHARE
-from monitoring.drift.window import DEFAULT_SINCE
+from monitoring.drift.state import write_json_atomic
+from monitoring.drift.window import DEFAULT_SINCE, parse_since
 from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED
 from scoring.spark_session import default_master
 
@@ -148,6 +148,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--spark-conf takes KEY=VALUE")
     if args.recent_rows < 1:
         parser.error("--recent-rows must be at least 1")
+    try:
+        parse_since(args.recent_since)
+    except DriftError:
+        parser.error(f"--recent-since {args.recent_since!r}: expected a duration such as 30m, 1h, 6h (or an ISO time)")
     return args
 
 

@@ -9,13 +9,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from monitoring.drift.recent import combine, judge_recent, main_window
 from monitoring.drift.errors import DriftError
 from monitoring.drift.html import save_html
 from monitoring.drift.inputs import ReadRequest, read_inputs
 from monitoring.drift.report import column_threshold, extract, run_report
 from monitoring.drift.state import state_entry, update_state, write_json_atomic
 from monitoring.drift.outputs import link_latest, run_files
+from monitoring.drift.recent import combine, judge_recent, main_window
 from monitoring.drift.verdict import exit_code, important_inputs, judge
 from monitoring.drift.window import Engine, choose_window
 from monitoring.drift.workspace import add_to_workspace

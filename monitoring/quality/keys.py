@@ -1,14 +1,15 @@
 """Prediction ids as numbers, so that millions of predictions join their outcomes in numpy instead of in Python.
 
-A prediction id is a UUID in its canonical 36-character form (serving/ids.py writes them; POST /v1/feedback accepts
-only that form and lower-cases it). Its 32 hex digits are its 128 bits: `hi` and `lo`, two uint64 words, read
-straight from an Arrow string column's buffer with a few vectorized operations (about 1 s for 10M ids here,
-against about 3 s just to turn them into Python strings). `mixed` folds both words into one uint64 for pandas'
-hash index; a match on it is then confirmed on both words, so a fold collision never joins the wrong rows.
+A prediction id is a UUID in its canonical 36-character form (serving/core/ids.py writes them; POST /v1/feedback
+accepts only that form and lower-cases it). Its 32 hex digits are its 128 bits: `hi` and `lo`, two uint64 words,
+read straight from an Arrow string column's buffer, a pair of digits at a time through a 65,536-entry table (15 ms
+of CPU for a segment of 150,000 ids here). `mixed` folds both words into one uint64 for pandas' hash index; a match
+on it is then confirmed on both words, so a fold collision never joins the wrong rows.
 
-Why not Arrow's own tools: `pc.is_in` / `pc.index_in` rebuild the hash of the 2M outcome ids at every call, once
-per segment (85 s for 10M predictions here), and one hash join over the whole log (Acero) needs every id of the
-day in memory as strings (10 s and 1.7 GB at 10M). The hash index here is built once and probed segment by segment.
+Why by hand, measured on 10M prediction ids against 2M outcome ids (a prototype, load average 10): Arrow's
+`pc.is_in` rebuilds the hash of the 2M outcome ids at every call, once per segment: 85 s; one Acero hash join over
+the whole log needs every id of the day in memory as strings: 10.3 s; these keys and one pandas index, built once
+and probed segment by segment: 6.4 s, and memory of one segment's ids at a time.
 """
 
 from __future__ import annotations
