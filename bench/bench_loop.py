@@ -75,6 +75,7 @@ def bench_ingestion(requests: int, workdir: Path) -> dict:
                     response = client.post(server.url + "/v1/feedback", content=payload)
                     assert response.status_code == 200, response.text
                 timings[kind] = time.perf_counter() - started
+        curl = _curl_seconds(server.url + "/v1/feedback", requests, workdir)
     finally:
         server.stop()
     store = OutcomeStore(workdir / "inprocess.jsonl", 64 << 20)
@@ -94,8 +95,31 @@ def bench_ingestion(requests: int, workdir: Path) -> dict:
         "http_duplicate_outcomes_per_s": round(total / timings["duplicate"]),
         "in_process_store_outcomes_per_s": round(total / in_process),
         "http_over_store_time": round(timings["new"] / in_process, 2),
+        # The same requests sent by curl (new outcomes again): the bench's own client, checked by an external one.
+        "curl_new_outcomes_per_s": round(total / curl) if curl else None,
         "store_bytes_per_outcome": round(on_disk / total, 1),
     }
+
+
+def _curl_seconds(url: str, requests: int, workdir: Path) -> float | None:
+    """Time `requests` POSTs of 10,000 new outcomes each with curl (one process per request, its own timer)."""
+    import shutil
+
+    from serving.core.ids import new_ids
+
+    if shutil.which("curl") is None:
+        return None
+    body = workdir / "curl-body.json"
+    total = 0.0
+    for _ in range(requests):
+        body.write_text(json.dumps({"outcomes": [{"prediction_id": i, "outcome": 1} for i in new_ids(CHUNK)]}))
+        done = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}", "-H",
+                               "Content-Type: application/json", "--data-binary", f"@{body}", url],
+                              capture_output=True, text=True, check=True)
+        status, seconds = done.stdout.split()
+        assert status == "200", done.stdout
+        total += float(seconds)
+    return total
 
 
 # ------------------------------------------------------------------------------------------------- the log
@@ -324,7 +348,9 @@ def markdown(results: dict) -> str:
               "On a busy machine the wall time mostly measures the neighbours: the CPU time is the job's own.", "",
               "## Feedback ingestion (POST /v1/feedback, 10,000 outcomes per request, one client)", "",
               f"- new outcomes over HTTP: {ingestion['http_new_outcomes_per_s']:,}/s "
-              f"({ingestion['http_new_us_per_outcome']} µs per outcome)",
+              f"({ingestion['http_new_us_per_outcome']} µs per outcome); the same requests sent by curl: "
+              + (f"{ingestion['curl_new_outcomes_per_s']:,}/s" if ingestion.get("curl_new_outcomes_per_s")
+                 else "curl not installed"),
               f"- duplicates over HTTP: {ingestion['http_duplicate_outcomes_per_s']:,}/s",
               f"- the store alone, in process: {ingestion['in_process_store_outcomes_per_s']:,}/s "
               f"(HTTP takes {ingestion['http_over_store_time']}x the store's time)",
