@@ -1,31 +1,32 @@
-"""The HTTP surface: routes, payload schemas and status codes. Everything else lives in serving/.
+"""The HTTP surface: the list of routes, their payload schemas and their documented answers. Everything else
+lives in serving/ (core: models and decisions; codecs: bodies; web: the doors and their policies).
 
     bentoml serve .          # bentofile.yaml points here; settings come from the environment (settings.py)
 
-A request meets `serving.web.gate.Gate` first: it reads the body, admits it into the route's typed input or answers
-the client error (serving/web/errors.py), and only then BentoML's route runs the method below.
+Every route declares its policy (token scope, media types and body limit, lane, error shape, name in metrics):
+the BentoML APIs below with `@declare`, the mounted app's routes beside their handlers. A request meets
+`serving.web.gate.Gate` first, which applies that policy: it checks the token, reads the body, admits it into the
+route's typed input or answers the error (serving/web/errors.py), and only then the route runs.
 """
 
 from __future__ import annotations
 
 import serving.web.startup  # noqa: F401, I001 - first: port, settings and a metrics folder of its own (bentoml serve)
 
-import anyio
 import bentoml
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.responses import Response
 
-from serving.web import admin, purchase, v2
 from serving.codecs import arrow
-from serving.web.auth import PredictionTokens
-from serving.web.bentoml_io import NOT_JSON, TOO_LARGE, AdmittedInput, BatchedInput, BatchedOutput, document, error_doc as _error, signature_once
-from serving.web.feedback import router as feedback_router
-from serving.web.errors import json_response
-from serving.web.gate import Gate, Route, bulk_lane
 from serving.core.metrics import DriftGauges
-from serving.web.multimodel import V1Input, admit_v1, predict_many
 from serving.core.predictor import Predictor
 from serving.core.quality_gauges import QualityGauges
+from serving.seam import AdmittedInput, BatchedInput, BatchedOutput, document, schema_of, signature_once
+from serving.web import admin, feedback, purchase, v2
+from serving.web.errors import DETAIL, documented, json_response
+from serving.web.gate import DoorRoute, Gate
+from serving.web.multimodel import V1_PREDICT, V1Input, predict_many
+from serving.web.policy import Policy, Scope, declare, run_in
 from serving.web.schemas import BatchPredictRequest as BatchPredictBody
 from serving.web.schemas import BatchPredictResponse, ModelsResponse, PredictResponse as PredictPayload
 from serving.web.schemas import V1PredictRequest as V1PredictBody
@@ -64,17 +65,23 @@ class V1PredictRequest(AdmittedInput, V1PredictBody):
     """Several models' predictions in one request (seed 000)."""
 
 
-models_app = FastAPI(title="served models")
+# What is served and why not: no data, no secrets.
+MODELS = Policy("/v1/models", Scope.PUBLIC, errors=DETAIL.failing("Listing the models failed; the error is in the server log."))
+models = APIRouter(route_class=DoorRoute)
 
 
-@models_app.get("/v1/models", response_model=ModelsResponse, tags=["Service APIs"])
-def list_models() -> dict:
+@models.get("/v1/models", response_model=ModelsResponse, tags=["Service APIs"])
+@declare(MODELS)
+async def list_models() -> dict:
     """Every configured model: version, labels, metrics, input schema, bound dataset, load status and error."""
     return {"models": bentoml.get_current_service().predictor.registry.describe()}
 
 
+# /docs.json (BentoML's) describes these routes too; the app's own documents would only repeat it.
+models_app = FastAPI(title="served models", openapi_url=None, docs_url=None, redoc_url=None)
+models_app.include_router(models)
 models_app.include_router(admin.router)
-models_app.include_router(feedback_router)  # POST /v1/feedback
+models_app.include_router(feedback.router)  # POST /v1/feedback
 models_app.include_router(v2.router)  # the Open Inference Protocol (KServe V2): serving/web/v2.py
 
 
@@ -82,8 +89,8 @@ models_app.include_router(v2.router)  # the Open Inference Protocol (KServe V2):
 @bentoml.service(
     name="purchase_serving",
     workers=settings.workers,
-    # BentoML's thread limiter runs only /predict's batch function: big requests run in serving.web.gate's bulk lane,
-    # so a 10,000-record batch never queues a single record behind it.
+    # BentoML's thread limiter runs only /predict's batch function: big requests run on the bulk lane
+    # (Lane.BULK, serving/web/policy.py), so a 10,000-record batch never queues a single record behind it.
     threads=1,
     traffic={"timeout": 120},
     logging={"access": {"enabled": settings.access_log}},
@@ -102,9 +109,8 @@ class PurchaseService:
         self.quality_gauges.start()
 
     def __is_ready__(self) -> bool:
-        """/readyz: 503 until every configured model is loaded (GET /v1/models says which one is not); an alias
-        whose stage is empty is a state of the store, not a fault of this server."""
-        return all(entry.status in ("loaded", "empty") for entry in self.predictor.registry.entries)
+        """/readyz: the one readiness answer, also /v2/health/ready's (serving/core/readiness.py)."""
+        return self.predictor.readiness().ready
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
@@ -120,18 +126,21 @@ class PurchaseService:
         input_spec=PredictRequest,
         output_spec=PredictResponse,
     )
+    @declare(purchase.PREDICT)
     @signature_once
     def predict(self, records: list[purchase.PendingRecord]) -> list[purchase.Outcome]:
         """Predict one record. Concurrent calls are coalesced into one model call (adaptive batching)."""
         return purchase.predict_pending(self.predictor, records)
 
     @bentoml.api(route="/batch_predict", input_spec=BatchPredictRequest, output_spec=BatchPredictResponse)
+    @declare(purchase.BATCH_PREDICT)
     @signature_once
     async def batch_predict(self, batch: purchase.BatchInput) -> Response:
         """Predict many records in one vectorized pass; predictions come back in input order."""
-        return await anyio.to_thread.run_sync(purchase.batch_predict, self.predictor, batch, limiter=bulk_lane())
+        return await run_in(purchase.BATCH_PREDICT.lane, purchase.batch_predict, self.predictor, batch)
 
     @bentoml.api(route="/v1/predict", input_spec=V1PredictRequest, output_spec=V1PredictResponse)
+    @declare(V1_PREDICT)
     @signature_once
     async def v1_predict(self, v1: V1Input) -> Response:
         """Predict with several models at once (ensembles, A/B tests); one failing item never fails the others."""
@@ -139,19 +148,7 @@ class PurchaseService:
         return json_response(200, result.model_dump(mode="json"), v1.request_id)
 
 
-PurchaseService.add_asgi_middleware(
-    PredictionTokens, tokens=settings.api_tokens, paths=("/predict", "/batch_predict", "/v1/predict")
-)
-PurchaseService.add_asgi_middleware(
-    Gate,
-    routes={
-        "/predict": Route(lambda svc, call: purchase.admit_one(svc.predictor, call), in_thread=False, batched=True),
-        "/batch_predict": Route(
-            lambda svc, call: purchase.admit_batch(svc.predictor, call), media_types=tuple(purchase.BATCH_DECODERS)
-        ),
-        "/v1/predict": Route(admit_v1),
-    },
-)
+PurchaseService.add_asgi_middleware(Gate, service=PurchaseService, settings=settings)
 
 DESCRIPTION = """\
 Predictions from scikit-learn models kept in the BentoML model store.
@@ -167,38 +164,45 @@ not JSON; 503 when the model is not loaded. Every prediction is written to the p
 are on /metrics.
 """
 _FIELD_ERRORS = "Field errors (loc = ['body', field]) or the business rule, which JSON Schema cannot express: "
+_TOKENS = {401: "No valid bearer token (when API_TOKENS is set).", 403: "The token does not grant the predict scope."}
+_TOO_LARGE = "Body over MAX_BODY_BYTES."
+
+
+def _responses(policy: Policy, answer: type, errors: dict[int, str], answer_content: dict | None = None) -> dict:
+    ok = {"description": "Successful Response",
+          "content": {"application/json": {"schema": schema_of(answer)},
+                      **(answer_content or {})}}
+    return {200: ok, **documented(policy.errors, {**_TOKENS, **errors})}
+
+
 document(
     PurchaseService,
     description=DESCRIPTION,
     routes={
         "/predict": {
             "request": PredictRecord,
-            "response": PredictPayload,
             "examples": {f"seed record {i}": {"value": r} for i, r in enumerate(SEED_RECORDS)},
-            "errors": {
-                413: TOO_LARGE,
-                415: NOT_JSON,
-                422: _error(_FIELD_ERRORS + "practice_exams_passed <= practice_exams_started."),
-                503: _error("Model is not loaded (and why), or the adaptive batcher is overloaded."),
-            },
+            "responses": _responses(purchase.PREDICT, PredictPayload, {
+                413: _TOO_LARGE,
+                415: "Content-Type is not application/json.",
+                422: _FIELD_ERRORS + "practice_exams_passed <= practice_exams_started.",
+                503: "Model is not loaded (and why), or the adaptive batcher is overloaded.",
+            }),
         },
         "/batch_predict": {
             "request": BatchPredictBody,
-            "response": BatchPredictResponse,
             "examples": {"seed 001 example": {"value": {"records": SEED_RECORDS}}},
             "request_content": arrow.REQUEST_DOC,  # an Arrow IPC stream, one column per input (serving/codecs/arrow.py)
-            "response_content": arrow.BATCH_RESPONSE_DOC,
-            "errors": {
-                413: TOO_LARGE,
-                415: _error("Content-Type is neither application/json nor an Arrow stream."),
-                422: _error("Field errors (loc = ['body', 'records', i, field]), an empty or oversized list, or the "
-                            "business rule practice_exams_passed <= practice_exams_started, naming the records."),
-                503: _error("Model is not loaded (and why)."),
-            },
+            "responses": _responses(purchase.BATCH_PREDICT, BatchPredictResponse, {
+                413: _TOO_LARGE,
+                415: "Content-Type is neither application/json nor an Arrow stream.",
+                422: "Field errors (loc = ['body', 'records', i, field]), an empty or oversized list, or the business "
+                     "rule practice_exams_passed <= practice_exams_started, naming the records.",
+                503: "Model is not loaded (and why).",
+            }, arrow.BATCH_RESPONSE_DOC),
         },
         "/v1/predict": {
             "request": V1PredictBody,
-            "response": V1PredictResponse,
             "examples": {
                 "seed 000 example (bound datasets)": {"value": SEED_V1},
                 "ensemble on shared inputs": {"value": {
@@ -207,11 +211,11 @@ document(
                     "ensemble": "mean",
                 }},
             },
-            "errors": {
-                413: TOO_LARGE,
-                415: NOT_JSON,
-                422: _error("The request itself is malformed (per-item problems are BadRequest items in a 200)."),
-            },
+            "responses": _responses(V1_PREDICT, V1PredictResponse, {
+                413: _TOO_LARGE,
+                415: "Content-Type is not application/json.",
+                422: "The request itself is malformed (per-item problems are BadRequest items in a 200).",
+            }),
         },
     },
 )

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default=[], description="API_TOKENS: comma-separated bearer tokens required by the prediction routes; unset, open."
     )
+    feedback_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[], description="FEEDBACK_TOKENS: comma-separated bearer tokens of POST /v1/feedback; unset, API_TOKENS "
+        "are taken. Feedback is open only while no token at all is configured.",
+    )
     # Request path (HOTPATH, issue 10).
     access_log: bool = Field(
         default=False,
@@ -154,7 +158,7 @@ class Settings(BaseSettings):
                 setattr(self, name, self.state_dir / getattr(self, name))
         return self
 
-    @field_validator("served_models", "shadow_models", "api_tokens", mode="before")
+    @field_validator("served_models", "shadow_models", "api_tokens", "feedback_tokens", mode="before")
     @classmethod
     def _split_tags(cls, value: object) -> object:
         if isinstance(value, str):
@@ -177,29 +181,6 @@ class Settings(BaseSettings):
         if any(weight < 0 for weight in value.values()) or (value and sum(value.values()) <= 0):
             raise ValueError("AB_WEIGHTS must be non-negative and not all zero")
         return value
-
-    @model_validator(mode="after")
-    def _check_models_are_served(self) -> "Settings":
-        # A default or an A/B arm that is not loaded would only show up as 503s on every request: refuse the start.
-        from training.store import may_serve, parse_ref  # the one parser of model references; imported late
-
-        for tag in [*self.served_models, *self.shadow_models]:
-            parse_ref(tag)  # ValueError naming a malformed reference
-        served = list(self.served_models)
-        listed = ", ".join(self.served_models) or "nothing"
-
-        def not_served(name: str) -> bool:
-            return not may_serve(name, served)
-
-        if not_served(self.default_purchase_model):
-            raise ValueError(
-                f"DEFAULT_PURCHASE_MODEL={self.default_purchase_model} is not loaded by SERVED_MODELS ({listed}); "
-                "add it there or choose one of the served models"
-            )
-        missing = [name for name in self.ab_weights if not_served(name)]
-        if missing:
-            raise ValueError(f"AB_WEIGHTS names {', '.join(missing)}, which SERVED_MODELS ({listed}) does not load")
-        return self
 
 
 def settings_error(exc: ValidationError) -> str:

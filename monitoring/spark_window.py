@@ -37,7 +37,7 @@ from pyspark.sql.types import (
 
 from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED, LogMissing, WindowRead
 from monitoring.segments import PARQUET, ROTATED, SKIPPED_KEY, discover, is_url
-from scoring import spark_session
+from monitoring import spark_session
 
 CORRUPT = "_corrupt_record"
 _U = "_sample_key"

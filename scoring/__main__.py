@@ -22,7 +22,8 @@ from pathlib import Path
 import bentoml
 
 from monitoring.predictlog import Maintenance, PredictionLog
-from scoring import job, local, spark_session
+from monitoring import spark_session
+from scoring import job, local
 from scoring.sources import Source, open_source
 from scoring.summary import Summary
 from settings import get_settings

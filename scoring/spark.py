@@ -36,7 +36,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import DataType, DoubleType, LongType, StringType, StructField, StructType
 
 from monitoring.predictlog import PredictionLog
-from scoring import job, spark_session
+from monitoring import spark_session
+from scoring import job
 from scoring.sources import Source
 from scoring.summary import Summary
 from training.store import StoredModel

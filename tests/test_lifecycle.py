@@ -12,13 +12,16 @@ import shutil
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 import yaml
 
 from bench.bench_lifecycle import Hammer, book_changed, private_store, switch_seconds
 from bench.harness import Server
+from serving.web.policy import Scope
 from tests.conftest import run_cli
+from tests.routes import EXPECTED, concrete, variants
 from training.schema import PURCHASE
 
 ADMIN_TOKEN = "adm-7f3c9a1e5b2d4c68"
@@ -245,11 +248,13 @@ ADMIN_ROUTES = [("post", "/v1/admin/reload"), ("post", "/v1/admin/models/purchas
 
 def test_every_admin_route_needs_the_admin_token(lserver):
     for method, path in ADMIN_ROUTES:
-        for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": ADMIN_TOKEN}, AUTH):
+        for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": ADMIN_TOKEN}):
             response = getattr(lserver, method)(path, headers=headers)
             assert response.status_code == 401, (path, headers, response.text)
             assert response.json() == {"detail": "A valid bearer token is required."}
             assert response.headers["www-authenticate"].startswith("Bearer")
+        response = getattr(lserver, method)(path, headers=AUTH)  # a valid token of another scope
+        assert response.status_code == 403 and response.json() == {"detail": "This token does not grant the admin scope."}
         response = getattr(lserver, method)(path, headers=ADMIN)
         assert response.status_code == 200, (path, response.text)
     history = lserver.get("/v1/admin/history", params={"task": "purchase"}, headers=ADMIN).json()["history"]
@@ -276,10 +281,33 @@ def test_prediction_routes_need_an_api_token(lserver):
                        ("/v1/predict", {"predictions": [{"model_name": "purchase_gbm", "inputs": [RECORD]}]})):
         assert lserver.post(path, body).status_code == 401
         assert lserver.post(path, body, headers={"Authorization": "Bearer nope"}).status_code == 401
-        assert lserver.post(path, body, headers=ADMIN).status_code == 401, "the admin token is not an API token"
+        assert lserver.post(path, body, headers=ADMIN).status_code == 403, "the admin token is not an API token"
         assert lserver.post(path, body, headers=AUTH).status_code == 200
         assert lserver.post(path, body, headers={"Authorization": "Bearer other-token-1"}).status_code == 200
     assert lserver.get("/v1/models").status_code == 200 and lserver.get("/readyz").status_code == 200
+
+
+def test_every_route_against_every_token_on_a_real_server(lserver):
+    """API_TOKENS and ADMIN_TOKEN set, FEEDBACK_TOKENS not (feedback takes the API tokens): every route of /docs.json
+    and BentoML's own, with a trailing slash too, against no token, a wrong one, and each scope's."""
+    spec = lserver.get("/docs.json").json()
+    routes = [(path, method.upper()) for path, item in spec["paths"].items() for method in item]
+    routes += [(path, "GET") for path in ("/livez", "/healthz", "/readyz", "/metrics", "/", "/docs.json", "/schema.json")]
+    assert {path for path, _ in routes} == set(EXPECTED) - {"/static_content/{path:path}"}
+    version = lserver.get("/v2/models/purchase_gbm").json()["versions"][0]
+    takes = {Scope.PREDICT: API_TOKEN, Scope.FEEDBACK: API_TOKEN, Scope.ADMIN: ADMIN_TOKEN}
+    for template, method in routes:
+        scope = EXPECTED[template]
+        for path in variants(concrete(template, version)):
+            for token in (None, "wrong-token", API_TOKEN, ADMIN_TOKEN):
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                response = httpx.request(method, lserver.url + path, headers=headers, timeout=60,
+                                         **({"json": {}} if method == "POST" else {}))
+                where = (method, path, token, response.status_code, response.text[:100])
+                if scope is Scope.PUBLIC or token == takes[scope]:
+                    assert response.status_code not in (401, 403), where
+                else:
+                    assert response.status_code == (403 if token in (API_TOKEN, ADMIN_TOKEN) else 401), where
 
 
 def test_tokens_never_leak(lserver):

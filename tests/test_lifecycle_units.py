@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from serving.web.auth import bearer_token, token_matches
+from serving.web.startup import check_served
 from settings import Settings
 from training.store import parse_ref
 
@@ -30,17 +31,19 @@ def test_parse_ref_refuses_what_is_not_a_reference(text):
         parse_ref(text)
 
 
-def test_settings_take_aliases_and_refuse_what_nothing_served_could_match():
+def test_start_up_takes_aliases_and_refuses_what_nothing_served_could_match():
+    """settings.py only reads the environment; the start checks what it names (serving/web/startup.py)."""
     assert Settings().default_purchase_model == "purchase@production"
-    assert Settings(served_models="purchase_gbm,drive_stats_a").default_purchase_model == "purchase@production"
-    Settings(ab_weights="purchase@production=0.9,purchase@candidate=0.1")
-    with pytest.raises(ValidationError, match="DEFAULT_PURCHASE_MODEL=purchase@production is not loaded"):
-        Settings(served_models="purchase@candidate")
-    with pytest.raises(ValidationError, match="not a model reference"):
-        Settings(shadow_models="bad name")
-    with pytest.raises(ValidationError, match="AB_WEIGHTS names purchase_lx"):
-        Settings(served_models="purchase_gbm,purchase_lr", default_purchase_model="purchase_gbm",
-                 ab_weights="purchase_gbm=0.9,purchase_lx=0.1")
+    check_served(Settings())
+    check_served(Settings(served_models="purchase_gbm,drive_stats_a", default_purchase_model="purchase_gbm"))
+    check_served(Settings(ab_weights="purchase@production=0.9,purchase@candidate=0.1"))
+    with pytest.raises(ValueError, match="DEFAULT_PURCHASE_MODEL=purchase@production is not loaded"):
+        check_served(Settings(served_models="purchase@candidate"))
+    with pytest.raises(ValueError, match="SHADOW_MODELS: 'bad name' is not a model reference"):
+        check_served(Settings(shadow_models="bad name"))
+    with pytest.raises(ValueError, match="AB_WEIGHTS names purchase_lx"):
+        check_served(Settings(served_models="purchase_gbm,purchase_lr", default_purchase_model="purchase_gbm",
+                              ab_weights="purchase_gbm=0.9,purchase_lx=0.1"))
 
 
 def test_tokens_are_secret_and_compared_whole():

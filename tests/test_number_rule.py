@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.web.errors import ClientError
+from serving.codecs.errors import CodecError
 from serving.codecs.records import RecordsValidator
 from training.schema import DRIVE_STATS, PURCHASE, PredictRequest, input_schema, record_model, rules_of
 from training.validation import validate_frame
@@ -74,7 +74,7 @@ def _json_verdict(task: str, record: dict) -> dict | None:
     body = json.dumps(record).encode()  # NaN and Infinity go out as the bare tokens some clients send
     try:
         return VALIDATORS[task].single_record(body)
-    except ClientError:
+    except CodecError:
         return None
 
 
@@ -125,7 +125,7 @@ def test_an_integer_field_takes_whole_floats_only(value, accepted):
 
 
 def test_fractional_floats_get_a_message_that_says_so():
-    with pytest.raises(ClientError) as rejected:
+    with pytest.raises(CodecError) as rejected:
         VALIDATORS["purchase"].single_record(json.dumps({**BASE["purchase"], "courses_started": 1.5}).encode())
     [error] = rejected.value.detail
     assert error["loc"] == ["body", "courses_started"] and "fractional part" in error["msg"]

@@ -38,9 +38,10 @@ ARCHIVED = "archived"
 
 
 def store_dir() -> Path:
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    path = Path(BentoMLContainer.model_store_dir.get())
+    """The model store's folder: `$BENTOML_HOME/models`, BentoML's documented layout (BENTOML_HOME defaults to
+    ~/bentoml; tests/fast/test_bentoml_contract.py checks that BentoML saves models there)."""
+    home = os.path.expandvars(os.environ.get("BENTOML_HOME") or os.path.join("~", "bentoml"))
+    path = Path(home).expanduser() / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -65,7 +65,7 @@ from monitoring.drift.report import DEFAULT_DRIFT_SHARE
 from monitoring.drift.state import write_json_atomic
 from monitoring.drift.window import DEFAULT_SINCE, parse_since
 from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED
-from scoring.spark_session import default_master
+from monitoring.spark_session import default_master
 
 # Measured on the purchase models (5 windows each of training-like traffic): at 200 rows 3 of 5 windows crossed the
 # 0.3 dataset-drift share (one flagged 6 of 8 columns), at 500 one window flagged 2 columns, from 1,000 rows none.

@@ -19,7 +19,7 @@ import pandas as pd
 from monitoring.drift.errors import DriftError
 from monitoring.logreader import DEFAULT_SEED, LogMissing, WindowRead, read_window
 from monitoring.segments import discover, is_url
-from scoring import spark_session
+from monitoring import spark_session
 
 DEFAULT_SINCE = "24h"  # a day of traffic: what `make drift` looks at unless told otherwise
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)

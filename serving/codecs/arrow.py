@@ -15,11 +15,10 @@ import pandas as pd
 import pyarrow as pa
 
 from serving.codecs.columns import ColumnsInvalid, validate_columns
-from serving.web.errors import ClientError
-from serving.web.gate import media_type_of
+from serving.codecs.errors import CodecError
+from serving.codecs.media import ARROW_STREAM, media_type_of
 from serving.codecs.records import RecordsValidator
 
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 BATCH_COLUMNS = ("predicted_purchase_probability", "predicted_purchase")  # /batch_predict's answer, as in JSON
 V2_COLUMNS = ("predict_proba", "predicted_class")  # the V2 outputs
 REQUEST_DOC = {ARROW_STREAM: {"schema": {"type": "string", "format": "binary", "description": "An Arrow IPC stream, "
@@ -98,6 +97,6 @@ def batch_request(body: bytes, validator: RecordsValidator) -> pd.DataFrame:
     try:
         return read_frame(body, validator.schema, validator.max_records)
     except ArrowBodyInvalid as exc:
-        raise ClientError(422, str(exc), exc.reason) from None
+        raise CodecError(str(exc), exc.reason) from None
     except ColumnsInvalid as exc:
-        raise ClientError(422, exc.message(), exc.kind) from None
+        raise CodecError(exc.message(), exc.kind) from None

@@ -7,17 +7,21 @@ afterwards, as one NumPy comparison over the DataFrame.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pandas as pd
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 
 from serving.codecs.columns import ColumnsInvalid, validate_columns
-from serving.web.errors import ClientError
-from training.schema import PURCHASE, Rule, StrictRecord
+from serving.codecs.errors import CodecError
+from training.schema import PURCHASE, Rule, StrictRecord, input_schema, record_model, rules_of
 from training.validation import rule_violations
+
+if TYPE_CHECKING:
+    from training.store import StoredModel
 
 MAX_ERRORS = 200  # errors listed in one 422; a 10,000-record batch of garbage should not echo back megabytes
 MAX_NAMED_RECORDS = 20
@@ -115,11 +119,11 @@ class RecordsValidator:
         try:
             parsed = self.batch.model_validate_json(body)
         except ValidationError as exc:
-            raise ClientError(422, fastapi_errors(exc), reason=error_reason(exc)) from None
+            raise CodecError(fastapi_errors(exc), error_reason(exc)) from None
         frame = to_frame(parsed.records, self.columns)
         message = rules_message(frame, self.rules)
         if message:
-            raise ClientError(422, message, reason="rule")
+            raise CodecError(message, "rule")
         return frame
 
     def _fast_batch(self, body: bytes) -> pd.DataFrame | None:
@@ -154,12 +158,12 @@ class RecordsValidator:
             record = self.record.model_validate_json(body)
         except ValidationError as exc:
             if _is_batch_body(exc):
-                raise ClientError(422, [BATCH_ON_SINGLE], reason="batch_body") from None
-            raise ClientError(422, fastapi_errors(exc), reason=error_reason(exc)) from None
+                raise CodecError([BATCH_ON_SINGLE], "batch_body") from None
+            raise CodecError(fastapi_errors(exc), error_reason(exc)) from None
         values = record.__dict__
         for rule in self.rules:
             if values[rule.left] > values[rule.right]:
-                raise ClientError(422, rule.message, reason="rule")
+                raise CodecError(rule.message, "rule")
         return values
 
     def records(self, records: list[Any], where: str) -> pd.DataFrame:
@@ -187,3 +191,25 @@ class RecordsValidator:
 def purchase_validator(max_records: int) -> RecordsValidator:
     """The seed's explicit purchase schema; one instance shared by the purchase endpoints and /v1/predict."""
     return RecordsValidator(PURCHASE.record, list(PURCHASE.rules), max_records)
+
+
+_BY_SCHEMA: dict[tuple[str, int], RecordsValidator] = {}
+_BY_TAG: dict[tuple[str, int], RecordsValidator] = {}
+
+
+def validator_for(model: StoredModel, max_records: int) -> RecordsValidator:
+    """The validator of a stored model's input schema: one per schema, shared by every version that has it (building
+    one creates pydantic models: milliseconds, once). The purchase task keeps the seed's explicit request model, whose
+    name shows in the OpenAPI document."""
+    key = (model.tag, max_records)
+    validator = _BY_TAG.get(key)
+    if validator is None:
+        schema = model.input_schema
+        by_schema = (json.dumps(schema, sort_keys=True), max_records)
+        if by_schema not in _BY_SCHEMA:
+            _BY_SCHEMA[by_schema] = (
+                purchase_validator(max_records) if schema == input_schema(PURCHASE)
+                else RecordsValidator(record_model(schema, f"{model.name}_record"), rules_of(schema), max_records)
+            )
+        validator = _BY_TAG[key] = _BY_SCHEMA[by_schema]
+    return validator

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
-from serving.core.registry import ModelEntry, Registry, empty_entry, load_entry
+from serving.core.registry import ModelEntry, ModelNotServed, Registry, empty_entry, load_entry
 from training.store import parse_ref, resolve_ref
 
 logger = logging.getLogger(__name__)
@@ -47,10 +47,12 @@ class Change:
 
 class Follower:
     def __init__(self, registry: Registry, refresh_seconds: float,
-                 on_change: Callable[[ModelEntry, ModelEntry | None], None] | None = None):
+                 on_change: Callable[[ModelEntry, ModelEntry | None], None] | None = None,
+                 on_refreshed: Callable[[], None] | None = None):
         self.registry = registry
         self.refresh_seconds = refresh_seconds
         self.on_change = on_change  # (new entry, replaced entry or None): metrics and signals follow the swap
+        self.on_refreshed = on_refreshed  # after every refresh, load and unload: the A/B split follows what is served
         self._lock = threading.Lock()
         self._failed: dict[str, str] = {}  # requested -> tag that failed; not retried until the alias moves on
         self._stop = threading.Event()
@@ -81,7 +83,12 @@ class Follower:
                 change = self._follow(entry)
                 if change is not None:
                     changes.append(change)
-            return changes
+        self._refreshed()
+        return changes
+
+    def _refreshed(self) -> None:
+        if self.on_refreshed is not None:
+            self.on_refreshed()
 
     def _follow(self, entry: ModelEntry) -> Change | None:
         ref = parse_ref(entry.requested)
@@ -99,7 +106,7 @@ class Follower:
         if tag == entry.tag or self._failed.get(entry.requested) == tag:
             return None
         started = time.perf_counter()
-        new = load_entry(entry.requested, self.registry.max_records, self.registry.validators)
+        new = load_entry(entry.requested)
         if new.status != "loaded":
             self._failed[entry.requested] = tag
             entry.swap_error = f"{tag}: {new.error}"
@@ -118,12 +125,18 @@ class Follower:
     def load(self, requested: str) -> Change:
         """Serve `requested` (name, name:version or task@stage): load it now, or reload a slot that failed."""
         parse_ref(requested)  # ValueError for a malformed reference
+        try:
+            return self._load(requested)
+        finally:
+            self._refreshed()
+
+    def _load(self, requested: str) -> Change:
         with self._lock:
             existing = next((e for e in self.registry.entries if e.requested == requested), None)
             if existing is not None and existing.status == "loaded":
                 change = self._follow(existing)
                 return change or Change(requested, "loaded", existing.version, existing.version)
-            new = load_entry(requested, self.registry.max_records, self.registry.validators)
+            new = load_entry(requested)
             if new.status != "loaded":
                 return Change(requested, "failed", None, None, new.error)
             if existing is not None:
@@ -135,10 +148,11 @@ class Follower:
             return Change(requested, "loaded", None, new.version)
 
     def unload(self, name: str) -> Change:
-        """Stop serving the slot configured as `name`, or serving the model called `name`; LookupError if none."""
+        """Stop serving the slot configured as `name`, or serving the model called `name`; ModelNotServed if none."""
         with self._lock:
             entry = next((e for e in self.registry.entries if name in (e.requested, e.name)), None)
             if entry is None:
-                raise LookupError(f"model {name!r} is not served")
+                raise ModelNotServed(f"model {name!r} is not served")
             self.registry.remove(entry)
-            return Change(entry.requested, "unloaded", entry.version, None)
+        self._refreshed()
+        return Change(entry.requested, "unloaded", entry.version, None)

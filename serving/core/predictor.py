@@ -19,6 +19,7 @@ from monitoring.predictlog import PredictionLog, encode_inputs, now_iso, to_line
 from serving.core import metrics
 from serving.core.ids import new_ids
 from serving.core.lifecycle import Follower
+from serving.core.readiness import Readiness, readiness
 from serving.core.registry import ModelEntry, Registry
 from serving.core.routing import ABRouter
 from serving.core.shadow import ShadowScorer
@@ -59,15 +60,17 @@ class Predictor:
     def __init__(self, settings: Settings):
         self.settings = settings
         # Shadow models are served too (they follow the store like any alias), but only ever scored in the background.
-        self.registry = Registry([*settings.served_models, *settings.shadow_models], settings.max_records)
+        self.registry = Registry([*settings.served_models, *settings.shadow_models])
         self.router = ABRouter(settings.ab_weights, settings.default_purchase_model)
+        self.router.follow(self._why_not_served)
         self.log = PredictionLog.from_settings(settings, on_failure=self._log_failed) if settings.prediction_log else None
         self.signals: dict[str, metrics.FeatureSignals] = {}
         self._shared: tuple[pd.DataFrame, list[bytes]] | None = None
         self._shared_lock = threading.Lock()
         for entry in self.registry.entries:
             self._track(entry, None)
-        self.follower = Follower(self.registry, settings.model_refresh_seconds, on_change=self._track)
+        self.follower = Follower(self.registry, settings.model_refresh_seconds, on_change=self._track,
+                                 on_refreshed=lambda: self.router.follow(self._why_not_served))
         self.follower.start()
         self.shadow = (
             ShadowScorer(settings.shadow_models, self.registry.get, self._score_shadow, settings.shadow_queue)
@@ -91,9 +94,19 @@ class Predictor:
     def _log_failed(_: BaseException) -> None:
         metrics.LOG_FAILURES.inc()
 
+    def _why_not_served(self, name: str) -> str | None:
+        try:
+            self.registry.get(name)
+        except LookupError as exc:
+            return str(exc)
+        return None
+
     def purchase_model(self, routing_key: str | None) -> ModelEntry:
-        """The purchase variant for this caller (A/B when configured). Raises LookupError when not loaded."""
+        """The purchase variant for this caller (A/B when configured). Raises ModelNotServed or ModelUnavailable."""
         return self.registry.get(self.router.choose(routing_key))
+
+    def readiness(self) -> Readiness:
+        return readiness(self.registry, self.router)
 
     def score(
         self,

@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 import bentoml
 
-from serving.codecs.records import RecordsValidator, purchase_validator
-from training.schema import PURCHASE, input_schema, record_model, rules_of
+from serving.errors import ServingError
 from training.stages import aliases_of
 from training.store import StoredModel, load_model, parse_ref, resolve_ref
 
@@ -24,13 +23,23 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}$"
 MODEL_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,62}(@[A-Za-z0-9_][A-Za-z0-9_\-]{0,30})?$"  # a name, or task@stage
 
 
-class ModelUnavailable(LookupError):
-    """The model is configured but failed to load: a server-side fault, not the client's."""
+class ModelNotServed(ServingError, LookupError):
+    """No configured model answers to this name (or version): 404 where the client named it."""
 
-    def __init__(self, entry: "ModelEntry"):
+    status = 404
+    reason = "unknown_model"
+
+
+class ModelUnavailable(ServingError, LookupError):
+    """The model is configured but not loaded (it failed to, or its stage is empty): a server-side fault, 503."""
+
+    status = 503
+    reason = "model_not_loaded"
+
+    def __init__(self, entry: ModelEntry):
         failed = "is not available" if entry.status == "empty" else "failed to load"
         super().__init__(f"model {entry.requested!r} {failed}: {entry.error}")
-        self.reason = f"{entry.requested}: {entry.error}"  # what the purchase endpoints' 503 adds to the seed's detail
+        self.why = f"{entry.requested}: {entry.error}"  # what the purchase endpoints' 503 adds to the seed's detail
 
 
 @dataclass
@@ -40,7 +49,6 @@ class ModelEntry:
     status: Literal["loaded", "failed", "empty"]  # empty: an alias whose stage no version holds now
     load_seconds: float
     model: StoredModel | None = None
-    validator: RecordsValidator | None = None
     error: str | None = None
     alias: str | None = None  # the configured alias (task@stage) this entry serves, if any
     swap_error: str | None = None  # the last version that failed to replace this one, and why
@@ -52,6 +60,11 @@ class ModelEntry:
     @property
     def version(self) -> str | None:
         return self.model.version if self.model else None
+
+    @property
+    def columns(self) -> list[str]:
+        """The model's input columns, in the order its input schema lists them."""
+        return list(self.model.input_schema["columns"]) if self.model else []
 
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {
@@ -110,19 +123,7 @@ def _latest_date(frame: Any) -> str | None:
     return str(frame["date"].max()) if "date" in frame.columns else None
 
 
-def _validator_for(model: StoredModel, max_records: int, cache: dict[str, RecordsValidator]) -> RecordsValidator:
-    schema = model.input_schema
-    key = json.dumps(schema, sort_keys=True)
-    if key not in cache:
-        # The purchase task keeps the seed's explicit request model (its name shows in the OpenAPI document).
-        if schema == input_schema(PURCHASE):
-            cache[key] = purchase_validator(max_records)
-        else:
-            cache[key] = RecordsValidator(record_model(schema, f"{model.name}_record"), rules_of(schema), max_records)
-    return cache[key]
-
-
-def load_entry(requested: str, max_records: int, validators: dict[str, RecordsValidator]) -> ModelEntry:
+def load_entry(requested: str) -> ModelEntry:
     """Resolve `requested` (name, name:version or task@stage) in the store, load it, check its bound data and warm
     it with one prediction on its reference sample; a failure is a `failed` entry carrying the error."""
     started = time.perf_counter()
@@ -140,11 +141,10 @@ def load_entry(requested: str, max_records: int, validators: dict[str, RecordsVa
         model = load_model(resolve_ref(ref) if ref.is_alias else requested)
         # A model whose bound data no longer loads is as broken as one whose pipeline does not.
         _ = model.bound
-        validator = _validator_for(model, max_records, validators)
+        entry = ModelEntry(requested, model.name, "loaded", 0.0, model=model)
         # Warm-up: the first call pays for lazy imports and allocations; it also proves the pipeline predicts.
-        model.predict_proba(model.reference()[validator.columns].head(1))
-        entry = ModelEntry(requested, model.name, "loaded", time.perf_counter() - started, model=model)
-        entry.validator = validator
+        model.predict_proba(model.reference()[entry.columns].head(1))
+        entry.load_seconds = time.perf_counter() - started
     except Exception as exc:  # noqa: BLE001 - any failure to load is reported, never fatal
         error = not_in_store(requested) if isinstance(exc, bentoml.exceptions.NotFound) else f"{type(exc).__name__}: {exc}"
         logger.error("model %s failed to load: %s", requested, error)
@@ -162,10 +162,8 @@ class Registry:
     """The served models, one slot per configured reference. A slot's entry is replaced whole (hot swap, see
     serving/core/lifecycle.py): a request holds the entry it got from `get`, so it finishes on that version."""
 
-    def __init__(self, tags: list[str], max_records: int):
-        self.max_records = max_records
-        self.validators: dict[str, RecordsValidator] = {}
-        self.entries: list[ModelEntry] = [load_entry(tag, max_records, self.validators) for tag in dict.fromkeys(tags)]
+    def __init__(self, tags: list[str]):
+        self.entries: list[ModelEntry] = [load_entry(tag) for tag in dict.fromkeys(tags)]
         # Aliases asked for but not configured (DEFAULT_PURCHASE_MODEL=purchase@production with SERVED_MODELS=
         # purchase_gbm,...): alias -> the tag holding it, resolved once, kept current by the follower.
         self.resolved: dict[str, str | None] = {}
@@ -186,13 +184,13 @@ class Registry:
     def get(self, name: str, version: str | None = None) -> ModelEntry:
         """The entry serving `name` (and `version`; None or "latest" means the configured default).
 
-        Raises LookupError for a model or version that is not served, ModelUnavailable for one that failed to load.
+        Raises ModelNotServed for a model or version that is not served, ModelUnavailable for one that is not loaded.
         """
         candidates = [e for e in self.entries if e.name == name or e.requested == name]
         if not candidates and "@" in name:
             candidates = self._holders(name)
         if not candidates:
-            raise LookupError(f"model {name!r} is not served; served models: {', '.join(self.names())}")
+            raise ModelNotServed(f"model {name!r} is not served; served models: {', '.join(self.names())}")
         if version in (None, "latest"):
             # `name` or `name:latest` in the configuration is the default; otherwise the first listed version.
             defaults = [e for e in candidates if e.requested in (name, f"{name}:latest") or e.alias == name]
@@ -201,7 +199,7 @@ class Registry:
             matching = [e for e in candidates if e.version == version or e.requested == f"{name}:{version}"]
             if not matching:
                 served = ", ".join(str(e.version) for e in candidates if e.version)
-                raise LookupError(f"version {version!r} of model {name!r} is not served; served versions: {served}")
+                raise ModelNotServed(f"version {version!r} of model {name!r} is not served; served versions: {served}")
             entry = matching[0]
         if entry.status != "loaded":
             raise ModelUnavailable(entry)

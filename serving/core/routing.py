@@ -1,33 +1,80 @@
-"""A/B routing between purchase variants: sticky per caller, weighted, off by default."""
+"""A/B routing between purchase variants: sticky per caller, weighted, off by default.
+
+Only served arms get traffic. An arm of AB_WEIGHTS that no loaded model answers (its stage was emptied, say,
+after a promotion and a rollback) is taken out of the split, with a warning in the server log and its
+`serving_ab_arm_weight` gauge at 0; the other arms share its traffic by their own weights. It comes back, with
+an info line, when a model answers to it again (the follower re-checks after every refresh). An arm nothing in
+SERVED_MODELS could ever answer (a typo) stops the start instead (serving/web/startup.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
+from collections.abc import Callable
+
+from prometheus_client import Gauge
+
+logger = logging.getLogger("bentoml.service")
+
+ARM_WEIGHT = Gauge(
+    "serving_ab_arm_weight", "Share of /predict and /batch_predict traffic an A/B arm gets now (0: not served)",
+    ["arm"], multiprocess_mode="min",
+)
 
 
 class ABRouter:
     def __init__(self, weights: dict[str, float], default: str):
-        total = sum(weights.values())
+        self.weights = {name: weight for name, weight in weights.items() if weight > 0}
         self.default = default
+        self.out: dict[str, str] = {}  # arm -> why it is out of the split
         self.arms: list[tuple[float, str]] = []
-        cumulative = 0.0
-        for name, weight in weights.items():
-            if weight > 0:
-                cumulative += weight / total
-                self.arms.append((cumulative, name))
+        self._split()
+
+    def _split(self) -> None:
+        served = {name: weight for name, weight in self.weights.items() if name not in self.out}
+        total = sum(served.values())
+        arms, cumulative = [], 0.0
+        for name, weight in served.items():
+            cumulative += weight / total
+            arms.append((cumulative, name))
+        self.arms = arms  # one assignment: a request sees the old split or the new one, whole
+        for name in self.weights:
+            ARM_WEIGHT.labels(name).set(served[name] / total if name in served else 0.0)
+
+    def follow(self, why_not_served: Callable[[str], str | None]) -> None:
+        """Take out the arms that are not served now (`why_not_served(arm)` says why, or None) and bring back the
+        ones that are again."""
+        if not self.weights:
+            return
+        out = {name: why for name in self.weights if (why := why_not_served(name)) is not None}
+        if out == self.out:
+            return
+        for name, why in out.items():
+            if name not in self.out:
+                logger.warning("A/B arm %s is not served (%s): taken out of AB_WEIGHTS; the other arms share its "
+                               "traffic until it is served again", name, why)
+        for name in self.out.keys() - out.keys():
+            logger.info("A/B arm %s is served again: back in AB_WEIGHTS", name)
+        self.out = out
+        self._split()
+        if not self.arms:
+            logger.error("no A/B arm of AB_WEIGHTS is served: every call goes to DEFAULT_PURCHASE_MODEL=%s",
+                         self.default)
 
     def choose(self, routing_key: str | None) -> str:
         """The variant for this caller: a hash of the key, so the same key always lands on the same variant;
         callers without a key are spread at random by the same weights."""
-        if not self.arms:
+        arms = self.arms
+        if not arms:
             return self.default
         if routing_key:
             digest = hashlib.sha256(routing_key.encode()).digest()
             point = int.from_bytes(digest[:8], "big") / 2**64
         else:
             point = random.random()
-        for cumulative, name in self.arms:
+        for cumulative, name in arms:
             if point < cumulative:
                 return name
-        return self.arms[-1][1]
+        return arms[-1][1]

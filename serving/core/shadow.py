@@ -58,8 +58,7 @@ class ShadowScorer:
             entry = self.lookup(shadow)
             if entry.tag == primary.tag:
                 return  # the shadow alias points at the primary's own version: nothing to compare
-            assert entry.validator is not None
-            proba, classes = self.score(entry, frame[entry.validator.columns], context)
+            proba, classes = self.score(entry, frame[entry.columns], context)
             SHADOWED.labels(entry.name, str(entry.version)).inc(len(frame))
             # Live comparison on /metrics (agreement rate = agreements / predictions); the full one is
             # `python -m monitoring.shadow` over the log.

@@ -1,21 +1,31 @@
-"""Bearer tokens for the admin routes (ADMIN_TOKEN) and, optionally, the prediction routes (API_TOKENS).
+"""Bearer tokens, by scope: every route declares one (serving/web/policy.py) and the gate asks `Tokens.check`.
 
-Both are off unless set. A request must carry `Authorization: Bearer <token>`; the token is compared with every
-configured one in constant time (`hmac.compare_digest`, no early exit), and a missing or wrong token gets a 401
-that says only that a bearer token is required. Tokens live in pydantic `SecretStr` settings, so they never show
-in a repr, a log line, a response or /metrics.
+    API_TOKENS       predict:  /predict, /batch_predict, /v1/predict, /v2/.../infer   unset: open
+    FEEDBACK_TOKENS  feedback: POST /v1/feedback           unset: API_TOKENS; never open once any token is set
+    ADMIN_TOKEN      admin:    /v1/admin/...                unset: the admin routes are off (404)
+    (none)           public:   health, /metrics, docs, /v1/models, V2 server and model metadata
+
+A request carries `Authorization: Bearer <token>`. The token is compared with every configured token of every scope
+in constant time (`hmac.compare_digest`, no early exit), so how long a refusal takes says nothing about which
+tokens exist. No token, or an unknown one: 401 with a `WWW-Authenticate: Bearer` challenge. A token of another
+scope: 403 (`error="insufficient_scope"`). The tokens are pydantic `SecretStr` settings: never in a repr, a log
+line, a response or /metrics; the admin routes log each call with the caller's address, never with the token.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any
 
-import orjson
 from pydantic import SecretStr
 
+from serving.web.errors import Forbidden, NotFound, Unauthorized
+from serving.web.policy import Scope
+from settings import Settings
+
+logger = logging.getLogger("bentoml.admin")
 UNAUTHORIZED = "A valid bearer token is required."
-CHALLENGE = (b"www-authenticate", b'Bearer realm="purchase_serving"')
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -41,28 +51,55 @@ def client_address(scope: dict[str, Any]) -> str:
     return f"{client[0]}:{client[1]}" if client else "unknown"
 
 
-class PredictionTokens:
-    """ASGI middleware: with API_TOKENS set, the prediction routes answer 401 unless the bearer token is one of
-    them. Other routes (/v1/models, health, /metrics, the admin routes with their own token) pass untouched."""
+class Tokens:
+    """The configured tokens of each scope, and the one check every request meets."""
 
-    def __init__(self, app: Any, tokens: list[SecretStr], paths: tuple[str, ...]):
-        self.app = app
-        self.tokens = tokens
-        self.paths = paths
+    def __init__(self, settings: Settings):
+        admin = [settings.admin_token] if settings.admin_token and settings.admin_token.get_secret_value() else []
+        self.by_scope: dict[Scope, list[SecretStr]] = {
+            Scope.PREDICT: list(settings.api_tokens),
+            Scope.FEEDBACK: list(settings.feedback_tokens or settings.api_tokens),
+            Scope.ADMIN: admin,
+        }
+        self.any = any(self.by_scope.values())
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if not self.tokens or scope["type"] != "http" or scope["path"] not in self.paths:
-            await self.app(scope, receive, send)
+    def open(self, scope: Scope) -> bool:
+        """True when `scope` takes requests without a token."""
+        if scope is Scope.PUBLIC:
+            return True
+        if scope is Scope.FEEDBACK:
+            return not self.any
+        return scope is Scope.PREDICT and not self.by_scope[Scope.PREDICT]
+
+    def check(self, scope: Scope, request: dict[str, Any]) -> None:
+        """Pass, or raise the route's refusal (401, 403, or 404 for the admin routes when ADMIN_TOKEN is unset)."""
+        if scope is Scope.ADMIN and not self.by_scope[Scope.ADMIN]:
+            raise NotFound("Not Found")
+        if self.open(scope):
             return
-        headers = dict(scope.get("headers") or [])
+        headers = dict(request.get("headers") or [])
         given = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
-        if token_matches(given, self.tokens):
-            await self.app(scope, receive, send)
+        granted = {s for s, tokens in self.by_scope.items() if token_matches(given, tokens)}  # every scope compared
+        where = f"{request['method']} {request['path']}"
+        if scope in granted:
+            if scope is Scope.ADMIN:
+                logger.info("admin %s from %s", where, client_address(request))
             return
-        body = orjson.dumps({"detail": UNAUTHORIZED})
-        await send({
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), CHALLENGE],
-        })
-        await send({"type": "http.response.body", "body": body})
+        if scope is Scope.ADMIN:
+            logger.warning("admin %s refused (no valid bearer token) from %s", where, client_address(request))
+        if granted:
+            raise Forbidden(f"This token does not grant the {scope.value} scope.")
+        raise Unauthorized(UNAUTHORIZED)
+
+    def describe(self) -> str:
+        """One line for the start-up log: what each scope takes (never the tokens themselves)."""
+
+        def state(scope: Scope) -> str:
+            if self.open(scope):
+                return "open"
+            count = len(self.by_scope[scope])
+            if scope is Scope.ADMIN:
+                return "ADMIN_TOKEN" if count else "off"
+            return f"{count} token(s)" if count else "closed: set FEEDBACK_TOKENS"
+
+        return "bearer tokens: " + ", ".join(f"{s.value} {state(s)}" for s in Scope if s is not Scope.PUBLIC)

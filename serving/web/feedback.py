@@ -17,22 +17,33 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Annotated
 
-from anyio import to_thread
 from fastapi import APIRouter, Request
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StringConstraints, ValidationError
 from starlette.responses import Response
 
 from monitoring.outcomes import Outcome, OutcomeStore
-from serving.core import ids
-from serving.web.errors import ClientError, error_response, json_response, request_id_of
-from serving.web.gate import JSON, read_body
+from serving.codecs.errors import CodecError
+from serving.codecs.media import JSON
 from serving.codecs.records import error_reason, fastapi_errors
+from serving.core import ids
+from serving.errors import ServingError
+from serving.web.errors import DETAIL, documented, json_response
+from serving.web.gate import DoorRoute, request_id
+from serving.web.policy import Lane, Policy, Scope, declare, run_in
 from settings import get_settings
 
 logger = logging.getLogger(__name__)
-ENDPOINT = "/v1/feedback"
 _settings = get_settings()
+# Parsing 10,000 outcomes and the store's locked write run on the bulk lane, off the event loop.
+FAILED = "Recording the outcomes failed; the error is in the server log. Retrying is safe: an outcome already stored counts as a duplicate."
+FEEDBACK_POLICY = Policy("/v1/feedback", Scope.FEEDBACK, Lane.BULK, DETAIL.failing(FAILED), (JSON,))
+
+
+class StoreUnavailable(ServingError):
+    status = 503
+    reason = "store_unavailable"
+
 
 FEEDBACK = Counter(
     "serving_feedback", "Outcomes received on POST /v1/feedback, by what became of them",
@@ -72,49 +83,53 @@ def outcome_store() -> OutcomeStore:
 
 
 def _request_schema() -> dict:
-    """The body's JSON Schema with the item schema inlined: the route reads its body itself (for 413/415 and the
-    metric), so FastAPI does not list these models among the document's components."""
+    """The body's JSON Schema with the item schema inlined: the route reads its body itself (the gate holds it to
+    its media type and size first), so FastAPI does not list these models among the document's components."""
     schema = FeedbackRequest.model_json_schema()
     definitions = schema.pop("$defs", {})
     schema["properties"]["outcomes"]["items"] = definitions["OutcomeItem"]
     return schema
 
 
-router = APIRouter(tags=["Service APIs"])
+router = APIRouter(tags=["Service APIs"], route_class=DoorRoute)
 
 
-@router.post(
-    ENDPOINT,
-    response_model=FeedbackResponse,
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _request_schema()}}}},
-    responses={413: {"description": "Body over MAX_BODY_BYTES."}, 415: {"description": "Not application/json."},
-               422: {"description": "A malformed item: loc = ['body', 'outcomes', i, field]."},
-               503: {"description": "The outcome store cannot be written; nothing was stored."}},
-)
-async def feedback(request: Request) -> Response:
-    """Record the true outcomes of past predictions (by prediction_id) for the quality job."""
-    request_id = request_id_of(request.headers)
+def _parse(raw: bytes) -> list[Outcome]:
     try:
-        raw = await read_body(request.receive, request.headers, (JSON,), _settings.max_body_bytes)
-        try:
-            body = FeedbackRequest.model_validate_json(raw)
-        except ValidationError as exc:
-            raise ClientError(422, fastapi_errors(exc), error_reason(exc)) from None
-    except ClientError as exc:
+        body = FeedbackRequest.model_validate_json(raw)
+    except ValidationError as exc:
         FEEDBACK.labels("rejected").inc()
-        return error_response(exc, ENDPOINT, request_id)
-    outcomes = [Outcome(item.prediction_id, int(item.outcome), item.observed_at) for item in body.outcomes]
+        raise CodecError(fastapi_errors(exc), error_reason(exc)) from None
+    return [Outcome(item.prediction_id, int(item.outcome), item.observed_at) for item in body.outcomes]
 
+
+def _store(raw: bytes) -> dict:
+    outcomes = _parse(raw)
     try:
-        result = await to_thread.run_sync(outcome_store().ingest, outcomes)  # the index's lock and the write off the loop
+        result = outcome_store().ingest(outcomes)
     except OSError:
         logger.exception("cannot store feedback")
-        return json_response(503, {"detail": "The outcome store cannot be written; nothing was stored. Retry."},
-                             request_id)
+        raise StoreUnavailable("The outcome store cannot be written; nothing was stored. Retry.") from None
     FEEDBACK.labels("accepted").inc(result.accepted)
     FEEDBACK.labels("duplicate").inc(result.duplicates)
     FEEDBACK.labels("correction").inc(result.corrections)
     corrected = [outcomes[p].prediction_id for p in result.corrected[:200]]
-    payload = {"accepted": result.accepted, "duplicates": result.duplicates, "corrections": result.corrections,
-               "corrected": corrected}
-    return json_response(200, payload, request_id)
+    return {"accepted": result.accepted, "duplicates": result.duplicates, "corrections": result.corrections,
+            "corrected": corrected}
+
+
+@router.post(
+    "/v1/feedback",
+    response_model=FeedbackResponse,
+    openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": _request_schema()}}}},
+    responses=documented(FEEDBACK_POLICY.errors, {
+        401: "No valid bearer token (FEEDBACK_TOKENS, else API_TOKENS; required once any token is set).",
+        403: "The token does not grant the feedback scope.", 413: "Body over MAX_BODY_BYTES.",
+        415: "Not application/json.", 422: "A malformed item: loc = ['body', 'outcomes', i, field].",
+        503: "The outcome store cannot be written; nothing was stored."}),
+)
+@declare(FEEDBACK_POLICY)
+async def feedback(request: Request) -> Response:
+    """Record the true outcomes of past predictions (by prediction_id) for the quality job."""
+    payload = await run_in(FEEDBACK_POLICY.lane, _store, await request.body())
+    return json_response(200, payload, request_id(request))

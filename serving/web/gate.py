@@ -1,44 +1,50 @@
-"""The gate in front of the API endpoints: every client error and every 500 is answered here.
+"""The gate: one ASGI middleware (BentoML's public `Service.add_asgi_middleware`) in front of every route, BentoML's
+and the mounted FastAPI app's alike, applying the route's declared policy (serving/web/policy.py):
 
-`Gate` is an ASGI middleware (BentoML's public `Service.add_asgi_middleware`). For each API route it reads the
-body (415 for a media type the route does not take, 413 past MAX_BODY_BYTES, without reading on), then runs the
-route's `admit` function, which turns the body into the route's typed input or raises `ClientError`. Only admitted
-requests reach BentoML's route: a rejected `/predict` never takes a batch slot or a queue position, so it is a
-413/415/422/503 at once, never an overload 503. The admitted input rides in the ASGI scope to the route's input
-spec (serving/web/bentoml_io.py), so the body is parsed exactly once.
-
-Heavy admissions (thousands of records) run in a thread of their own limiter, not on the event loop, so they
-never stall the single-record traffic; `/predict`'s admission (one record, ~20 us) runs inline.
-
-Unexpected failures inside the route come back from BentoML as a 500 with its own body; the gate answers them in
-the endpoint's documented 500 shape instead (serving.web.errors.UNEXPECTED), and says what an overload 503 from the
-adaptive batcher means.
+1. the token scope (serving/web/auth.py): 401, 403, or 404 for the admin routes when they are off;
+2. the body: 415 for a media type the route does not take, 413 past its limit, without reading on;
+3. for a BentoML API, admission: the route's `admit` turns the body into the API's typed input in the route's lane
+   (or raises), so only admitted requests reach BentoML's route: a rejected /predict never takes a batch slot or
+   a queue position, so it is a 413/415/422/503 at once, never an overload 503. The admitted input rides in the
+   ASGI scope to the route's input spec (serving/seam.py), so the body is parsed exactly once;
+4. errors: every refusal above is answered by serving/web/errors.py in the route's shape, and so are BentoML's
+   own error answers from inside an API (its 500 becomes the route's documented 500; an overload 503 from the
+   adaptive batcher says what it means). The mounted app's routes answer theirs through `DoorRoute`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import orjson
+from fastapi import Request
+from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
+from starlette.responses import Response
 
-from serving.web.errors import ClientError, UNEXPECTED, error_response, request_id_of, unexpected_response
-from settings import get_settings
+from serving.codecs.media import JSON, body_type, media_type_of
+from serving.errors import ServingError
+from serving.seam import ADMITTED
+from serving.web import content_encoding
+from serving.web.auth import Tokens
+from serving.web.errors import REQUEST_ID_HEADER, BodyTooLarge, Disconnected, answer, unexpected
+from serving.web.policy import Doors, Lane, POLICY, Policy, UNDECLARED, policy_of, run_in
+from settings import Settings
 
 logger = logging.getLogger("bentoml.service")
-_settings = get_settings()
-
-ADMITTED = "purchase_serving.admitted"  # the scope key the input specs read
-JSON = "application/json"
+REQUEST_ID = "purchase_serving.request_id"  # the ASGI scope key of the request's id
+SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,64}$")
 ROUTING_KEY_HEADER = "x-routing-key"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@\-]")
 MAX_ROUTING_KEY = 128
 OVERLOADED = "The adaptive batcher is overloaded: this request could not be scheduled within BATCH_MAX_LATENCY_MS; retry later."
+BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 @dataclass
@@ -47,9 +53,25 @@ class Call:
 
     body: bytes
     media_type: str
-    accept: str  # the first media type of the Accept header ("*/*" when absent): the seam for other encodings
+    accept: str  # the first media type of the Accept header ("*/*" when absent)
     request_id: str
     routing_key: str | None
+
+
+# Fresh ids: a random per-process prefix and a counter (uuid4 per request was 2.6% of /predict's CPU).
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ids = itertools.count()
+
+
+def request_id_of(headers: Any) -> str:
+    """The client's request id when it is a short plain token, else a fresh one: ids reach the log verbatim."""
+    given = headers.get(REQUEST_ID_HEADER, "")
+    return given if given and SAFE_ID.match(given) else f"{_ID_PREFIX}{next(_ids):016x}"
+
+
+def request_id(request: Any) -> str:
+    """The id the gate gave this request (scope), or one from its headers."""
+    return request.scope.get(REQUEST_ID) or request_id_of(request.headers)
 
 
 def routing_key_of(headers: Headers) -> str | None:
@@ -59,103 +81,87 @@ def routing_key_of(headers: Headers) -> str | None:
     return _UNSAFE.sub("_", key)[:MAX_ROUTING_KEY]
 
 
-def media_type_of(value: str | None, default: str) -> str:
-    return (value or default).split(",")[0].split(";")[0].strip().lower() or default
-
-
 async def read_body(receive: Any, headers: Headers, media_types: tuple[str, ...], limit: int) -> bytes:
-    """The body, refusing media types outside `media_types` (415) and bodies over `limit` bytes (413) early."""
-    media_type = media_type_of(headers.get("content-type"), JSON)
-    if media_type not in media_types:
-        raise ClientError(415, f"Content-Type must be {' or '.join(media_types)}, got {media_type!r}.", "content_type")
+    """The body, decoded when it has a Content-Encoding (serving/web/content_encoding.py), refusing media types outside
+    `media_types` (415), codings other than gzip and deflate (415), and bodies over `limit` bytes (413) early:
+    the limit holds for the bytes on the wire and for the decoded bytes, checked while they are decoded."""
+    body_type(headers.get("content-type"), media_types)
+    decoder = content_encoding.decoder(headers.get("content-encoding"), limit)
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ClientError(413, f"Request body of {declared} bytes is over the limit of {limit} bytes.", "too_large")
+        raise BodyTooLarge(f"Request body of {declared} bytes is over the limit of {limit} bytes.")
     chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientError(400, "The client disconnected before sending the whole body.", "disconnect")
+            raise Disconnected("The client disconnected before sending the whole body.")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise ClientError(413, f"Request body is over the limit of {limit} bytes.", "too_large")
-        chunks.append(chunk)
+            raise BodyTooLarge(f"Request body is over the limit of {limit} bytes.")
+        chunks.append(chunk if decoder is None else decoder.feed(chunk))
         if not message.get("more_body", False):
+            if decoder is not None:
+                chunks.append(decoder.finish())
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-Admit = Callable[[Any, Call], Any]  # (the service instance, the call) -> the route's typed input; raises ClientError
-
-
-@dataclass(frozen=True)
-class Route:
-    """How the gate admits one API route."""
-
-    admit: Admit
-    media_types: tuple[str, ...] = (JSON,)
-    in_thread: bool = True  # False only for admissions cheap enough for the event loop
-    batched: bool = False  # a 503 from inside is the adaptive batcher's overload answer
-
-
-@dataclass
 class Gate:
-    """ASGI middleware: admit or reject each API request before BentoML's route; answer inner failures."""
+    """ASGI middleware: each request meets its route's policy before the route runs."""
 
-    app: Any
-    routes: dict[str, Route]
-    max_body_bytes: int = _settings.max_body_bytes
+    def __init__(self, app: Any, service: Any, settings: Settings):
+        self.app = app
+        self.service = service
+        self.settings = settings
+        self.tokens = Tokens(settings)
+        self.doors: Doors | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if route is None:
+        if self.doors is None and "app" in scope:  # the first scope is the lifespan's: the app is built by then
+            self.doors = Doors.of(scope["app"], self.service)
+            logger.info(self.tokens.describe())
+        found = self.doors.match(scope["path"], scope["method"]) if scope["type"] == "http" and self.doors else None
+        if found is None:  # no route: the app's own 404 (or not HTTP at all)
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
+        door, path = found
+        policy = door.policy
         headers = Headers(scope=scope)
-        request_id = request_id_of(headers)
+        rid = request_id_of(headers)
+        scope[POLICY], scope[REQUEST_ID] = policy, rid
+        if path != scope["path"]:  # a trailing slash: the route itself, not a redirect
+            scope["path"], scope["raw_path"] = path, path.encode()
         try:
-            body = await read_body(receive, headers, route.media_types, self.max_body_bytes)
-            call = Call(body, media_type_of(headers.get("content-type"), JSON), media_type_of(headers.get("accept"), "*/*"),
-                        request_id, routing_key_of(headers))
-            service = _service()
-            if route.in_thread:
-                scope[ADMITTED] = await anyio.to_thread.run_sync(route.admit, service, call, limiter=bulk_lane())
-            else:
-                scope[ADMITTED] = route.admit(service, call)
-        except ClientError as exc:
-            await error_response(exc, path, request_id)(scope, receive, send)
+            if policy is UNDECLARED:
+                raise RuntimeError(f"{scope['method']} {path} has no declared policy")
+            self.tokens.check(policy.scope, scope)
+            if policy.media_types and scope["method"] in BODY_METHODS:
+                limit = policy.max_body_bytes or self.settings.max_body_bytes
+                body = await read_body(receive, headers, policy.media_types, limit)
+                receive = _replay(body, receive)
+                if policy.admit is not None:
+                    call = Call(body, media_type_of(headers.get("content-type"), JSON),
+                                media_type_of(headers.get("accept"), "*/*"), rid, routing_key_of(headers))
+                    scope[ADMITTED] = await run_in(policy.lane, policy.admit, _predictor(), call)
+        except ServingError as exc:
+            await answer(exc, policy.errors, policy.name, rid)(scope, receive, send)
             return
-        except Exception:  # noqa: BLE001 - the endpoint's documented 500, never a traceback
-            await unexpected_response(path, request_id)(scope, receive, send)
+        except Exception:  # noqa: BLE001 - the route's documented 500, never a traceback
+            await unexpected(policy.errors, policy.name, rid)(scope, receive, send)
             return
-        await self.app(scope, _replay(body, receive), _Answers(send, path, request_id, route.batched))
+        if policy.admit is not None:
+            send = _Answers(send, policy, rid)
+        await self.app(scope, receive, send)
 
 
-
-_BULK: anyio.CapacityLimiter | None = None
-
-
-def bulk_lane() -> anyio.CapacityLimiter:
-    """The one thread for big requests: admitting (parsing, validating) and scoring /batch_predict and /v1/predict.
-
-    BentoML's own limiter (`threads`) then serves only /predict's batch function, so single records never queue
-    behind a 10,000-record request: two lanes, one per core. One bulk thread, not more: parsing holds the GIL,
-    and each model call already uses its OpenMP thread (serving/core/predictor.py)."""
-    global _BULK
-    if _BULK is None:
-        _BULK = anyio.CapacityLimiter(1)
-    return _BULK
-
-
-def _service() -> Any:
+def _predictor() -> Any:
     import bentoml
 
-    return bentoml.get_current_service()
+    return bentoml.get_current_service().predictor
 
 
 def _replay(body: bytes, receive: Any) -> Callable[[], Awaitable[dict]]:
-    """The body once more (nothing downstream parses it today), then the client's own messages (disconnect)."""
+    """The body once more, for the route (FastAPI's handlers read it), then the client's own messages."""
     sent = False
 
     async def replay() -> dict:
@@ -169,22 +175,21 @@ def _replay(body: bytes, receive: Any) -> Callable[[], Awaitable[dict]]:
 
 
 class _Answers:
-    """Wraps `send`: BentoML's own 500 body becomes the endpoint's documented 500, and an overload 503 from the
-    adaptive batcher says so in the seed's `detail` shape."""
+    """Wraps `send` for a BentoML API: BentoML's own 500 body becomes the route's documented 500, and an overload
+    503 from the adaptive batcher says so, in the route's shape."""
 
-    def __init__(self, send: Any, path: str, request_id: str, batched: bool):
-        self.send, self.path, self.request_id, self.batched = send, path, request_id, batched
+    def __init__(self, send: Any, policy: Policy, request_id: str):
+        self.send, self.policy, self.request_id = send, policy, request_id
         self.replacement: tuple[dict, bytes, str] | None = None
 
     async def __call__(self, message: dict) -> None:
         if message["type"] == "http.response.start":
-            status = message["status"]
+            status, shape = message["status"], self.policy.errors
             if status == 500:
-                unexpected = UNEXPECTED[self.path]
-                self.replacement = (message, unexpected.body, unexpected.media_type)
+                self.replacement = (message, shape.failed_body, shape.failed_media_type)
                 return
-            if status == 503 and self.batched:
-                self.replacement = (message, orjson.dumps({"detail": OVERLOADED}), JSON)
+            if status == 503 and self.policy.lane is Lane.BATCH:
+                self.replacement = (message, orjson.dumps({shape.key: OVERLOADED}), JSON)
                 return
         elif self.replacement is not None and message["type"] == "http.response.body":
             if message.get("more_body", False):
@@ -198,3 +203,22 @@ class _Answers:
             await self.send({"type": "http.response.body", "body": body, "more_body": False})
             return
         await self.send(message)
+
+
+class DoorRoute(APIRoute):
+    """The mounted app's routes: a `ServingError` raised by a handler is answered in the route's declared shape,
+    any other failure with its documented 500 (the route class of every router the service includes)."""
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+
+        async def answer_errors(request: Request) -> Response:
+            policy: Policy = request.scope.get(POLICY) or policy_of(self.endpoint)
+            try:
+                return await handler(request)
+            except ServingError as exc:
+                return answer(exc, policy.errors, policy.name, request_id(request))
+            except Exception:  # noqa: BLE001 - the route's documented 500, nothing internal in it
+                return unexpected(policy.errors, policy.name, request_id(request))
+
+        return answer_errors

@@ -12,20 +12,21 @@ import logging
 import time
 from dataclasses import dataclass
 
-import anyio
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from serving.web.errors import ClientError
-from serving.web.gate import Call, bulk_lane
+from serving.codecs.errors import CodecError
+from serving.codecs.media import JSON
+from serving.codecs.records import RecordsValidator, error_reason, fastapi_errors, validator_for
 from serving.core.predictor import Predictor
 from serving.core.registry import ModelEntry, ModelUnavailable
+from serving.web.errors import TEXT
+from serving.web.gate import Call
+from serving.web.policy import Lane, Policy, Scope, run_in
 from serving.web.schemas import Ensemble, EnsemblePrediction, ModelPrediction, ModelPredictRequest, V1PredictRequest, V1PredictResponse
-from serving.codecs.records import RecordsValidator, error_reason, fastapi_errors
 
 logger = logging.getLogger(__name__)
-ENDPOINT = "/v1/predict"
 BOUND_KEY = "serial_number"
 
 
@@ -37,11 +38,15 @@ class V1Input:
     request_id: str
 
 
-def admit_v1(_: object, call: Call) -> V1Input:
+def admit_v1(_: Predictor, call: Call) -> V1Input:
     try:
         return V1Input(V1PredictRequest.model_validate_json(call.body), call.request_id)
     except ValidationError as exc:
-        raise ClientError(422, fastapi_errors(exc), error_reason(exc)) from None
+        raise CodecError(fastapi_errors(exc), error_reason(exc)) from None
+
+
+# Client errors in FastAPI's shape; an unexpected failure of the whole request is seed 000's text/plain 500.
+V1_PREDICT = Policy("/v1/predict", Scope.PREDICT, Lane.BULK, TEXT, (JSON,), admit=admit_v1)
 
 
 def _ms(since: float) -> int:
@@ -82,8 +87,9 @@ def _plan(index: int, item: ModelPredictRequest, body: V1PredictRequest, predict
     except LookupError as exc:
         plan.fail("BadRequest", str(exc.args[0]))
         return plan
-    model, validator = plan.entry.model, plan.entry.validator
-    assert model is not None and validator is not None
+    model = plan.entry.model
+    assert model is not None
+    validator = validator_for(model, predictor.settings.max_records)
     try:
         if item.inputs is not None:
             plan.frame = validator.records(item.inputs, f"predictions[{index}].inputs")
@@ -120,10 +126,10 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
     assert plan.entry is not None and plan.frame is not None
     row_keys = {BOUND_KEY: plan.serial_numbers} if plan.serial_numbers is not None else None
     try:
-        scored = await anyio.to_thread.run_sync(
-            lambda: predictor.score(plan.entry, plan.frame, endpoint=ENDPOINT, request_id=request_id,
+        scored = await run_in(
+            V1_PREDICT.lane,
+            lambda: predictor.score(plan.entry, plan.frame, endpoint=V1_PREDICT.name, request_id=request_id,
                                     shared_inputs=plan.shared, row_keys=row_keys),
-            limiter=bulk_lane(),
         )
     except Exception as exc:  # noqa: BLE001 - one model raising must not fail the other items
         logger.exception("model %s raised", plan.entry.requested)
@@ -160,7 +166,10 @@ def combine(spec: Ensemble, answers: list[ModelPrediction]) -> EnsemblePredictio
 async def predict_many(body: V1PredictRequest, predictor: Predictor, request_id: str) -> V1PredictResponse:
     started = time.perf_counter()
     shared: dict[int, pd.DataFrame | ValueError] = {}
-    plans = [_plan(i, item, body, predictor, shared) for i, item in enumerate(body.predictions)]
+    # Validating the items' inputs (thousands of records, maybe) runs in the route's lane too, off the event loop.
+    plans = await run_in(
+        V1_PREDICT.lane, lambda: [_plan(i, item, body, predictor, shared) for i, item in enumerate(body.predictions)]
+    )
     answers = list(await asyncio.gather(*(_run(plan, predictor, request_id) for plan in plans)))
     ensemble = None
     if body.ensemble is not None:

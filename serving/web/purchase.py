@@ -20,28 +20,42 @@ import pandas as pd
 from starlette.responses import Response
 
 from serving.codecs import arrow
-from serving.web.errors import ClientError, json_response
-from serving.web.gate import JSON, Call
+from serving.codecs.media import ARROW_STREAM, JSON
+from serving.codecs.records import RecordsValidator, validator_for
 from serving.core.predictor import Predictor
-from serving.core.registry import ModelEntry, ModelUnavailable
-from serving.codecs.records import RecordsValidator
+from serving.core.registry import ModelEntry
+from serving.errors import ServingError
+from serving.web.errors import DETAIL, json_response
+from serving.web.gate import Call
+from serving.web.policy import Lane, Policy, Scope
 
 logger = logging.getLogger(__name__)
 NOT_LOADED = "Model is not loaded."  # seed 001, verbatim; the registry's reason follows it
 
 
+class NotLoaded(ServingError):
+    """The model behind the purchase routes is not served or not loaded: the server's fault (the client named no
+    model), so 503, with the seed's message and then which model and why."""
+
+    status = 503
+    reason = "model_not_loaded"
+
+
 class PredictionFailed(RuntimeError):
-    """The model call for this record's batch raised; the caller gets the endpoint's documented 500."""
+    """The model call for this record's batch raised; the caller gets the route's documented 500."""
 
 
 def purchase_model(predictor: Predictor, routing_key: str | None) -> ModelEntry:
     try:
         return predictor.purchase_model(routing_key)
-    except ModelUnavailable as exc:  # the seed's message, then which model and why
-        raise ClientError(503, f"{NOT_LOADED} {exc.reason}", "model_not_loaded") from None
     except LookupError as exc:
-        reason = exc.args[0] if exc.args else ""
-        raise ClientError(503, f"{NOT_LOADED} {reason}" if reason else NOT_LOADED, "model_not_loaded") from None
+        why = getattr(exc, "why", None) or (exc.args[0] if exc.args else "")
+        raise NotLoaded(f"{NOT_LOADED} {why}" if why else NOT_LOADED) from None
+
+
+def _validator(predictor: Predictor, entry: ModelEntry) -> RecordsValidator:
+    assert entry.model is not None, "registry.get only returns loaded models"
+    return validator_for(entry.model, predictor.settings.max_records)
 
 
 # --- /predict ----------------------------------------------------------------------------------------------------
@@ -71,10 +85,9 @@ class Outcome:
 
 
 def admit_one(predictor: Predictor, call: Call) -> PendingRecord:
-    """Validate the record and pick its model before it may queue for the batcher (raises ClientError)."""
+    """Validate the record and pick its model before it may queue for the batcher (raises a ServingError)."""
     entry = purchase_model(predictor, call.routing_key)
-    assert entry.validator is not None
-    return PendingRecord(entry.validator.single_record(call.body), call.request_id, call.routing_key, entry)
+    return PendingRecord(_validator(predictor, entry).single_record(call.body), call.request_id, call.routing_key, entry)
 
 
 def predict_pending(predictor: Predictor, items: list[PendingRecord]) -> list[Outcome]:
@@ -89,11 +102,11 @@ def predict_pending(predictor: Predictor, items: list[PendingRecord]) -> list[Ou
         pending = [items[p] for p in positions]
         entry = pending[0].entry
         try:
-            frame = entry.validator.frame([p.values for p in pending])  # type: ignore[union-attr]
+            frame = _validator(predictor, entry).frame([p.values for p in pending])
             scored = predictor.score(
                 entry,
                 frame,
-                endpoint="/predict",
+                endpoint=PREDICT.name,
                 request_id=[p.request_id for p in pending],
                 routing_key=[p.routing_key for p in pending],
             )
@@ -149,28 +162,33 @@ def _json_answer(result: BatchResult) -> Response:
 def _arrow_answer(result: BatchResult) -> Response:
     stream = arrow.predictions_stream(arrow.BATCH_COLUMNS, result.proba, result.classes, result.entry.name,
                                       result.entry.version, result.ids)
-    return Response(stream, media_type=arrow.ARROW_STREAM, headers={"x-request-id": result.request_id})
+    return Response(stream, media_type=ARROW_STREAM, headers={"x-request-id": result.request_id})
 
 
-# Content-Type -> (body, validator) -> validated frame; raises ClientError naming the record and field.
+# Content-Type -> (body, validator) -> validated frame; raises a CodecError naming the record and field.
 BATCH_DECODERS: dict[str, Callable[[bytes, RecordsValidator], pd.DataFrame]] = {
     JSON: _json_records,
-    arrow.ARROW_STREAM: arrow.batch_request,
+    ARROW_STREAM: arrow.batch_request,
 }
 # Accept -> answer; anything not listed (*/*, application/*) gets JSON.
-BATCH_ENCODERS: dict[str, Callable[[BatchResult], Response]] = {JSON: _json_answer, arrow.ARROW_STREAM: _arrow_answer}
+BATCH_ENCODERS: dict[str, Callable[[BatchResult], Response]] = {JSON: _json_answer, ARROW_STREAM: _arrow_answer}
 
 
 def admit_batch(predictor: Predictor, call: Call) -> BatchInput:
     entry = purchase_model(predictor, call.routing_key)
-    assert entry.validator is not None
-    return BatchInput(BATCH_DECODERS[call.media_type](call.body, entry.validator), entry, call)
+    return BatchInput(BATCH_DECODERS[call.media_type](call.body, _validator(predictor, entry)), entry, call)
 
 
 def batch_predict(predictor: Predictor, batch: BatchInput) -> Response:
     call = batch.call
     scored = predictor.score(
-        batch.entry, batch.frame, endpoint="/batch_predict", request_id=call.request_id, routing_key=call.routing_key
+        batch.entry, batch.frame, endpoint=BATCH_PREDICT.name, request_id=call.request_id, routing_key=call.routing_key
     )
     result = BatchResult(batch.entry, scored.proba, scored.classes, scored.ids, call.request_id)
     return BATCH_ENCODERS.get(call.accept, _json_answer)(result)
+
+
+# Admitted on the event loop (one record, ~20 us), scored in BentoML's adaptive batches.
+PREDICT = Policy("/predict", Scope.PREDICT, Lane.BATCH, DETAIL, (JSON,), admit=admit_one)
+# Parsed, validated and scored on the bulk lane.
+BATCH_PREDICT = Policy("/batch_predict", Scope.PREDICT, Lane.BULK, DETAIL, tuple(BATCH_DECODERS), admit=admit_batch)

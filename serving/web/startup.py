@@ -1,8 +1,8 @@
-"""What a server start checks and prepares before BentoML starts anything: the port, the settings, and a
-Prometheus multiprocess folder of its own.
+"""What a server start checks and prepares before BentoML starts anything: the port, the settings (and what they
+name in the model store), and a Prometheus multiprocess folder of its own.
 
 `bentoml serve` imports service.py (which calls `prepare_serve()`) before it starts its servers, and BentoML
-1.4's `serve_http` then empties the folder that `BentoMLContainer.prometheus_multiproc_dir` names (by default
+1.4's `serve_http` then empties its Prometheus multiprocess folder (serving/seam.py; by default
 `$BENTOML_HOME/prometheus_multiproc_dir`, shared by every server on that home) as its first step, even when the
 start then fails on a busy port. Pointing that provider at a fresh folder per server process means no start,
 failed or not, touches another server's metrics. The workers inherit the folder through the
@@ -18,10 +18,11 @@ import socket
 import sys
 import tempfile
 
-import click
 from pydantic import ValidationError
 
-from settings import get_settings, settings_error
+from serving.seam import serve_address, use_metrics_folder
+from settings import Settings, get_settings, settings_error
+from training.store import may_serve, parse_ref
 
 
 class StartRefused(SystemExit):
@@ -60,48 +61,59 @@ def check_port(host: str, port: int) -> None:
     raise StartRefused(f"error: cannot listen on {host}:{port}: {error.strerror or error}")
 
 
+def check_served(settings: Settings) -> None:
+    """What the settings name must be servable: a default or an A/B arm that nothing in SERVED_MODELS could ever
+    load would only show up as 503s. Raises ValueError naming the variable. (An alias whose stage is empty now is
+    not refused: the store may fill it; an A/B arm on it is taken out of the split meanwhile, serving/core/routing.py.)"""
+    for variable, tags in (("SERVED_MODELS", settings.served_models), ("SHADOW_MODELS", settings.shadow_models),
+                           ("AB_WEIGHTS", list(settings.ab_weights)), ("DEFAULT_PURCHASE_MODEL", [settings.default_purchase_model])):
+        for tag in tags:
+            try:
+                parse_ref(tag)
+            except ValueError as exc:
+                raise ValueError(f"{variable}: {exc}") from None
+    served = list(settings.served_models)
+    listed = ", ".join(served) or "nothing"
+    if not may_serve(settings.default_purchase_model, served):
+        raise ValueError(
+            f"DEFAULT_PURCHASE_MODEL={settings.default_purchase_model} is not loaded by SERVED_MODELS ({listed}); "
+            "add it there or choose one of the served models"
+        )
+    missing = [name for name in settings.ab_weights if not may_serve(name, served)]
+    if missing:
+        raise ValueError(f"AB_WEIGHTS names {', '.join(missing)}, which SERVED_MODELS ({listed}) does not load")
+
+
 def check_settings() -> None:
     try:
-        get_settings()
+        settings = get_settings()
     except ValidationError as exc:
         raise StartRefused(f"error: {settings_error(exc)}") from None
+    try:
+        check_served(settings)
+    except ValueError as exc:
+        raise StartRefused(f"error: invalid settings: {exc}") from None
 
 
 def own_metrics_folder() -> str:
     """A fresh Prometheus multiprocess folder for this server, removed when the server process exits."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
     folder = tempfile.mkdtemp(prefix="bentoml-prometheus-")
-    BentoMLContainer.prometheus_multiproc_dir.set(folder)
+    use_metrics_folder(folder)
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
-
-
-def _serve_command() -> click.Context | None:
-    """The `bentoml serve` command being run in this process, if any (not a worker, a build or a test import)."""
-    context = click.get_current_context(silent=True)
-    if context is None or context.command.name not in ("serve", "serve-http"):
-        return None
-    if not (context.command.callback and context.command.callback.__module__.startswith("bentoml_cli")):
-        return None
-    return context
 
 
 def prepare_serve() -> None:
     """In the `bentoml serve` process only: refuse a busy port or contradicting settings in one line, and give
     this server its own metrics folder. A no-op anywhere else (workers, `bentoml build`, imports in tests)."""
-    context = _serve_command()
-    if context is None:
+    address = serve_address()
+    if address is None:
         return
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    host = context.params.get("host") or BentoMLContainer.http.host.get()
-    port = context.params.get("port") or BentoMLContainer.http.port.get()
-    check_port(host, int(port))
+    check_port(*address)
     check_settings()
     own_metrics_folder()
 
 
-# Runs when service.py imports this module, which it does first: before serving/web/gate.py reads the settings and
-# before `bentoml serve` starts anything.
+# Runs when service.py imports this module, which it does first: before anything reads the settings and before
+# `bentoml serve` starts anything.
 prepare_serve()

@@ -9,7 +9,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from serving.web.errors import ClientError
+from serving.codecs.errors import CodecError
 from serving.codecs.records import purchase_validator, to_frame
 from tests.test_service import SEED_RECORDS, students
 
@@ -31,7 +31,7 @@ def test_integer_fields_take_whole_floats_only():
     whole = VALIDATOR.batch_body(orjson.dumps({"records": [{**SEED_RECORDS[0], "courses_started": 3.0}]}))
     assert whole["courses_started"].tolist() == [3] and whole["courses_started"].dtype == "int64"
     for bad, kind in ((3.5, "int"), ("3", "int_type"), (True, "int_type")):
-        with pytest.raises(ClientError) as caught:
+        with pytest.raises(CodecError) as caught:
             VALIDATOR.batch_body(orjson.dumps({"records": [SEED_RECORDS[1], {**SEED_RECORDS[0], "courses_started": bad}]}))
         [error] = caught.value.detail
         assert error["loc"] == ["body", "records", 1, "courses_started"] and kind in error["type"]
@@ -53,7 +53,7 @@ def test_invalid_batches_get_pydantics_errors(change):
     records = copy.deepcopy(SEED_RECORDS)
     change(records)
     body = orjson.dumps({"records": records})
-    with pytest.raises(ClientError) as fast:
+    with pytest.raises(CodecError) as fast:
         VALIDATOR.batch_body(body)
     try:
         frame = pydantic_frame(records)

@@ -65,3 +65,30 @@ def test_model_not_loaded_names_the_reason(server, monkeypatch):
         response = server.post(path, payload)
         assert response.status_code == 503
         assert response.json() == {"detail": "Model is not loaded. purchase_gmb:latest: no such model in the store"}
+
+
+def test_feedback_has_its_documented_500(server, monkeypatch):
+    """/v1/feedback had no 500 of its own: an unexpected failure is now its declared DETAIL answer."""
+    from serving.web import feedback
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(feedback, "outcome_store", broken)
+    outcome = {"prediction_id": "019ab1c2-3d4e-7f00-8a1b-2c3d4e5f6a7b", "outcome": 1}
+    response = server.post("/v1/feedback", {"outcomes": [outcome]})
+    assert response.status_code == 500 and response.headers["x-request-id"]
+    assert response.json() == {"detail": feedback.FAILED} and "secret" not in response.text
+    spec = server.get("/docs.json").json()
+    assert spec["paths"]["/v1/feedback"]["post"]["responses"]["500"]["content"]["application/json"]["example"] == {
+        "detail": feedback.FAILED}
+
+
+def test_v2_infer_has_its_documented_500(server, failing_model):
+    body = {"inputs": [{"name": c, "shape": [1], "datatype": t, "data": [v]} for c, t, v in (
+        ("student_country", "BYTES", "Canada"), ("days_on_platform", "INT64", 12), ("minutes_watched", "FP64", 45.0),
+        ("courses_started", "INT64", 1), ("practice_exams_started", "INT64", 0), ("practice_exams_passed", "INT64", 0),
+        ("minutes_spent_on_exams", "FP64", 0.0))]}
+    response = server.post("/v2/models/purchase_gbm/infer", body)
+    assert response.status_code == 500
+    assert response.json() == {"error": "Prediction failed; the error is in the server log."}
