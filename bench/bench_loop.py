@@ -15,9 +15,9 @@
    without them, and the job's phase timings (wall and CPU); with `--baseline CHECKOUT`, that checkout's job and
    this one's alternating on the same log.
 
-The log is in the writer's on-disk format: compacted Parquet segments of 150,000 rows (what a 64 MiB JSONL
-segment holds) written by `monitoring.segments.write_segment`, the function the writer's compaction uses, plus a
-live JSONL segment written by `PredictionLog`; the outcomes go through `OutcomeStore.ingest` in requests of
+The log is in the writer's on-disk format: compacted Parquet segments of 150,000 rows written by
+`monitoring.compaction.write_segment`, the function the log's compaction uses, plus a live Arrow segment written
+by `PredictionLog.append` one scored batch (`LogBatch`) at a time, as a server writes it; the outcomes go through `OutcomeStore.ingest` in requests of
 10,000, like POST /v1/feedback's. Rows are real traffic draws (`monitoring.simulate`) with the models' real
 predictions. Segments are generated once per pair of model versions and cached in bench/.cache/loop (gitignored;
 BENCH_LOOP_CACHE=DIR for another folder).
@@ -186,7 +186,7 @@ def _segments(models, count: int) -> list[tuple[Path, Path]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from monitoring.segments import write_segment
+    from monitoring.compaction import write_segment
 
     folder = _cache(models)
     (folder / "segments").mkdir(parents=True, exist_ok=True)
@@ -216,12 +216,13 @@ def _ingest(store, ids, labels, share: float, rng) -> int:
 
 
 def log_of(predictions: int, outcomes: int) -> tuple[Path, Path]:
-    """A folder holding a log of `predictions` rows (linked cached segments plus a live JSONL segment written by
+    """A folder holding a log of `predictions` rows (linked cached segments plus a live Arrow segment written by
     PredictionLog) and an outcome store with about `outcomes` of their outcomes, in ingestion requests of 10,000."""
     import pyarrow.parquet as pq
 
     from monitoring.outcomes import OutcomeStore
-    from monitoring.predictlog import PredictionLog, to_lines
+    from monitoring.logbatch import LogBatch, LogContext
+    from monitoring.predictlog import PredictionLog
     from training.schema import PURCHASE
 
     models = _models()
@@ -245,23 +246,23 @@ def log_of(predictions: int, outcomes: int) -> tuple[Path, Path]:
         _ingest(store, table["prediction_id"].to_pylist(), table["outcome"].to_numpy(), share, rng)
     tail = predictions - count * SEGMENT_ROWS
     columns, labels = _rows(models, count, tail, count * SEGMENT_ROWS)
-    log = PredictionLog(live, max_bytes=1 << 40)
+    log = PredictionLog(live, max_bytes=1 << 40)  # no maintenance: its Arrow segment stays live, as a server's
     ids = columns["prediction_id"].to_pylist()
-    frame = {c: columns[c].to_numpy(zero_copy_only=False) for c in PURCHASE.columns}
     import pandas as pd
 
-    inputs = pd.DataFrame(frame)
+    inputs = pd.DataFrame({c: columns[c].to_numpy(zero_copy_only=False) for c in PURCHASE.columns})
     names = columns["model_name"].to_pylist()
     versions = columns["model_version"].to_pylist()
     variants = columns["variant"].to_pylist()
     stamps = columns["ts"].to_pylist()
     probability = columns["probability"].to_numpy()
     prediction = columns["prediction"].to_numpy()
-    for begin in range(0, tail, 1_000):
+    for begin in range(0, tail, 1_000):  # as a server logs them: one scored batch at a time, through the Arrow writer
         part = slice(begin, min(begin + 1_000, tail))
-        log.write(to_lines(inputs.iloc[part], probability[part], prediction[part], request_id=f"live-{begin}",
-                           endpoint="/batch_predict", model_name=names[begin], model_version=versions[begin],
-                           variant=variants[begin], ts=stamps[begin].isoformat(), per_row={"prediction_id": ids[part]}))
+        context = LogContext(endpoint="/batch_predict", model_name=names[begin], model_version=versions[begin],
+                             request_id=f"live-{begin}", variant=variants[begin], ts=stamps[begin])
+        if not log.append(LogBatch(inputs.iloc[part], probability[part], prediction[part], context, ids[part])):
+            raise RuntimeError(f"the prediction log at {live} refused a batch")
     log.close()
     _ingest(store, ids, labels, share, rng)
     store.close()

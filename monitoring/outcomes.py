@@ -1,11 +1,11 @@
 """The outcome store: true outcomes of past predictions (POST /v1/feedback), in two parts that share one folder.
 
-- **The log** (OUTCOME_LOG_PATH, JSONL): one line per stored outcome, appended by the prediction log's own writer
-  (`monitoring.predictlog.PredictionLog`): one `O_APPEND` write per request before the 200 leaves, size-based
-  rotation, compaction of rotated segments to Parquet, a torn line isolated on a line of its own (and skipped by
-  readers). The quality job reads it through monitoring/logreader.py. Line layout: ts (when it arrived),
-  prediction_id, outcome (0/1), observed_at (when it happened, or null), correction (true when it replaced an
-  earlier, different outcome for the same id).
+- **The log** (OUTCOME_LOG_PATH, JSONL): one line per stored outcome, appended by the JSON-lines writer the
+  prediction log had before it wrote Arrow (`monitoring.jsonlog`): one `O_APPEND` write per request before the 200
+  leaves, size-based rotation, a torn line isolated on a line of its own (and skipped by readers). The quality job
+  reads it through monitoring/logreader.py (which may compact a rotated segment to Parquet). Line layout: ts (when
+  it arrived), prediction_id, outcome (0/1), observed_at (when it happened, or null), correction (true when it
+  replaced an earlier, different outcome for the same id).
 - **The index** (`<log>.index.sqlite` beside it, SQLite in WAL mode): each id's latest outcome and when it
   arrived, keyed by the id's 16 bytes. It answers "new, duplicate or correction?" for a whole request in one
   query, from disk, in bounded memory (SQLite's page cache, OUTCOME_INDEX_CACHE_MB per process); an in-memory
@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING
 import orjson
 from prometheus_client import Gauge
 
+from monitoring.jsonlog import JsonlLog
+from monitoring.logbatch import now_iso
 from monitoring.logreader import LogMissing, LogReader
-from monitoring.predictlog import Maintenance, PredictionLog, now_iso
 from monitoring.retention import RetentionPolicy, enforce
 
 if TYPE_CHECKING:
@@ -95,14 +96,12 @@ class OutcomeStore:
     """Appends outcomes durably and answers whether each is new, a duplicate or a correction."""
 
     def __init__(self, path: Path, max_bytes: int, on_failure=None, *, retention: RetentionPolicy | None = None,
-                 compact: bool = True, cache_mb: int = 8):
+                 cache_mb: int = 8):
         self.path = Path(path)
         self.index_path = self.path.with_name(self.path.name + INDEX_SUFFIX)
         self.retention = retention
-        # Retention of the log runs here (with its own gauge), not in the writer, which would report the bytes
-        # as the prediction log's.
-        self.log = PredictionLog(self.path, max_bytes, on_failure=on_failure,
-                                 maintenance=Maintenance(compact=compact, retention=None))
+        # Retention of the log runs here (with its own gauge), not in the writer.
+        self.log = JsonlLog(self.path, max_bytes, on_failure=on_failure)
         self.cache_mb = cache_mb
         self._lock = threading.Lock()  # one request at a time per process; SQLite serializes the processes
         self._db: sqlite3.Connection | None = None
@@ -112,7 +111,7 @@ class OutcomeStore:
     def from_settings(cls, settings: Settings, on_failure=None) -> OutcomeStore:
         return cls(settings.outcome_log_path, settings.prediction_log_max_bytes, on_failure,
                    retention=RetentionPolicy(settings.outcome_retention, settings.outcome_max_total_bytes),
-                   compact=settings.prediction_log_compact, cache_mb=settings.outcome_index_cache_mb)
+                   cache_mb=settings.outcome_index_cache_mb)
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:

@@ -294,3 +294,13 @@ def test_loop_bench_runs_small_and_states_its_figures(trained_store, tmp_path):
     markdown = (out / "loop.md").read_text()
     assert "## Quality job: 30,000 predictions" in markdown and "load average" in markdown
     assert "Evidently's reports, its import included" in markdown and result.stdout.startswith("# The experiment loop")
+
+
+def test_the_log_cost_script_measures_this_checkout(trained_store):
+    """`python bench/log_cost.py` (the log's before/after in docs/prediction-log.md) runs as typed."""
+    result = run_cli("bench/log_cost.py", "--rows", "200", "--repeats", "3", "--segment-rows", "1000")
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["log"] == "arrow" and measured["segment_rows"] == 1_000
+    for step in ("predict", "signals", "ids", "log_encode", "log_write"):
+        assert measured[step] > 0, step
+    assert measured["compaction_cpu_ms"] >= 0  # process CPU time counts in clock ticks: a small segment may show 0

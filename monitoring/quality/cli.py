@@ -20,13 +20,18 @@ a seeded uniform sample of at most --report-rows of its outcomes, which the page
 state), a snapshot per variant in the Evidently workspace beside drift's (`make dashboard`), and the task's entry
 in QUALITY_STATE_PATH, which the service exports as `serving_model_quality` and `serving_ab_verdict` gauges.
 
+Before outcomes arrive (and beside them after), label-free estimates (CBPE, monitoring/quality/window_estimates.py)
+of ROC AUC, precision, recall and accuracy per variant, per --chunk of time and per model version: in the JSON's
+`estimate`, `quality_<task>_estimate.html`, the state's `estimates` (the estimate gauges) and each variant's run
+in the workspace. With no outcome yet the job runs all the same: counts and estimates, and a note saying so.
+
 Scale: the log is read one segment at a time through monitoring/logreader.py and reduced to 21 bytes per prediction;
 10M predictions with 2M outcomes fit in well under 2 GB (docs/monitoring.md has the figures, bench/bench_loop.py
 measures them).
 
 Exit codes: 0 done; 1 with --fail-on-regression when a variant's live ROC AUC is below its held-out ROC AUC by more
-than --tolerance beyond its 95% interval; 2 the job cannot run (no feedback yet, no overlap between predictions and
-outcomes, unknown task, no log), with a one-line message.
+than --tolerance beyond its 95% interval; 2 the job cannot run (no log, no prediction of the task in the window,
+unknown task, a model version the estimate cannot calibrate), with a one-line message.
 """
 
 from __future__ import annotations
@@ -42,6 +47,18 @@ from settings import get_settings
 DEFAULT_MIN_ROWS = 100
 DEFAULT_REPORT_ROWS = 20_000
 DEFAULT_SEED = 0
+
+
+def _chunk(text: str) -> str:
+    import pandas as pd
+
+    if text != "auto":
+        try:
+            if pd.Timedelta(text) <= pd.Timedelta(0):
+                raise ValueError
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 15min, 1h or 1D") from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Evidently's report per variant runs on a uniform sample of at most this many predictions "
                         f"with an outcome (default {DEFAULT_REPORT_ROWS:,}); the metrics use all of them")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of that sample (default {DEFAULT_SEED})")
+    parser.add_argument("--chunk", default="auto", type=_chunk,
+                        help="time chunk of the label-free estimates: 15min, 1h, 1D... (default auto: the shortest of "
+                             "1min, 5min, 15min, 1h, 6h, 1D, 7D giving at most 24 chunks over the window)")
     return parser
 
 
@@ -92,12 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         summary, found = run(
             Path(args.log or settings.prediction_log_path), Path(args.outcomes or settings.outcome_log_path),
             args.task, since, out_dir, state, workspace,
-            Options(args.tolerance, args.min_rows, args.report_rows, args.seed),
+            Options(args.tolerance, args.min_rows, args.report_rows, args.seed, args.chunk),
         )
     except (QualityError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(summary))
+    from monitoring.quality.window_estimates import format_estimates
+
+    print(format_estimates(summary["estimate"]))
+    if summary["note"]:
+        print(f"note: {summary['note']}")
     print(f"summary {out_dir / f'quality_{args.task}.json'}")
     for line in found:
         print(f"regression: {line}")

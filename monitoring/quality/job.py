@@ -19,9 +19,11 @@ import pandas as pd
 from monitoring.abtest import VERDICT_CODES, compare
 from monitoring.quality.cli import DEFAULT_MIN_ROWS, DEFAULT_REPORT_ROWS, DEFAULT_SEED
 from monitoring.quality.errors import QualityError
+from monitoring.quality.estimate_html import write_estimate_html
 from monitoring.quality.groups import group_quality, regressions, store_info
 from monitoring.quality.join import Joined, join
-from monitoring.quality.variants import Variant, report_samples, rows_of, split, task_cells
+from monitoring.quality.variants import Variant, estimate_input, report_samples, rows_of, split, task_cells
+from monitoring.quality.window_estimates import AUTO, state_entries, window_estimates
 from training.schema import TASKS
 
 
@@ -50,18 +52,16 @@ def ab_pairs(joined: Joined, variants: list[Variant]) -> list[dict[str, Any]]:
 
 def measure(joined: Joined, task: str, since: datetime | None = None,
             min_rows: int = DEFAULT_MIN_ROWS) -> tuple[dict[str, Any], list[Variant]]:
-    """The summary (every variant's quality and the A/B verdicts), and the variants with their predictions."""
+    """The summary (every variant's quality and the A/B verdicts), and the variants with their predictions. No
+    outcome yet is no error: the variants then carry counts and the summary a note (the estimates follow)."""
     if task not in TASKS:
         raise QualityError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
     in_task, missing = task_cells(joined, task)
     variants = split(joined, in_task)
     predictions = sum(len(v.positions) for v in variants)
+    if not predictions:
+        raise QualityError(f"no {task} predictions in the window: nothing to measure or estimate")
     with_outcome = sum(int((joined.outcome[v.positions] >= 0).sum()) for v in variants)
-    if not with_outcome:
-        raise QualityError(
-            f"no overlap between predictions and outcomes for task {task!r}: {joined.outcomes} outcomes, "
-            f"{predictions} {task} predictions in the window, none with an outcome"
-        )
     groups = []
     for variant in variants:
         rows = rows_of(joined, variant.positions)
@@ -90,6 +90,8 @@ def measure(joined: Joined, task: str, since: datetime | None = None,
         "min_rows": min_rows,
         "groups": groups,
         "ab": ab_pairs(joined, eligible),
+        "note": None if with_outcome else (
+            f"no outcome yet for these predictions ({joined.outcomes} outcomes in the store): estimates only"),
     }
     return summary, variants
 
@@ -111,7 +113,8 @@ def state_entry(summary: dict[str, Any]) -> dict[str, Any]:
          "verdict": c["verdict"], "code": VERDICT_CODES[c["verdict"]]}
         for pair in summary["ab"] for c in pair["comparisons"]
     ]
-    return {"ts": summary["ts"], "models": models, "ab": verdicts}
+    return {"ts": summary["ts"], "models": models, "ab": verdicts,
+            "estimates": state_entries(summary["estimate"])}
 
 
 class _Clock:
@@ -137,6 +140,7 @@ class Options:
     min_rows: int = DEFAULT_MIN_ROWS
     report_rows: int = DEFAULT_REPORT_ROWS
     seed: int = DEFAULT_SEED
+    chunk: str = AUTO
 
 
 def run(log: Path, outcomes: Path, task: str, since: datetime | None, out_dir: Path, state_path: Path,
@@ -152,6 +156,12 @@ def run(log: Path, outcomes: Path, task: str, since: datetime | None, out_dir: P
     with clock.phase("metrics_and_verdicts"):
         summary, variants = measure(joined, task, since, options.min_rows)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with clock.phase("estimate"):  # before outcomes arrive, and beside them after
+        eligible = [v for v, g in zip(variants, summary["groups"]) if not g["below_min_rows"]]  # as the gauges
+        frame, columns = estimate_input(joined, eligible)
+        summary["estimate"] = window_estimates(frame, options.chunk, columns)
+        del frame, columns
+        summary["estimate"]["html"] = str(write_estimate_html(summary, out_dir / f"quality_{task}_estimate.html"))
     if workspace is not None:
         from monitoring.quality.report import evidently_reports
 

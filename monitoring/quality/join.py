@@ -66,15 +66,21 @@ class _Outcomes:
     skipped_lines: int
 
 
+def _none_yet(skipped_lines: int) -> _Outcomes:
+    ids = pa.array([], pa.string())
+    return _Outcomes(ids, np.empty(0, np.int8), KeyIndex(keys_of(ids)), skipped_lines)
+
+
 def read_outcomes(path: Path | str) -> _Outcomes:
-    """Each id's latest outcome (the store appends in ingestion order), indexed by id."""
+    """Each id's latest outcome (the store appends in ingestion order), indexed by id; none yet (no store, or an
+    empty one) is no error: the job then estimates quality without outcomes."""
     try:
         reader = LogReader(path)
     except LogMissing:
-        raise QualityError(f"no feedback yet: no outcome store at {path} (POST /v1/feedback fills it)") from None
+        return _none_yet(0)
     table = reader.table(OUTCOME_COLUMNS)
     if not table.num_rows or not set(OUTCOME_COLUMNS) <= set(table.column_names):
-        raise QualityError(f"no feedback yet: the outcome store at {path} holds no outcome")
+        return _none_yet(reader.skipped)
     table = table.filter(pc.is_valid(table["outcome"]))
     keys = keys_of(table["prediction_id"])
     latest = last_distinct(keys)

@@ -1,5 +1,6 @@
 """Evidently's classification report per model version (HTML and JSON) and its snapshot in the Evidently workspace,
-one project per model beside the drift projects, so quality over time shows in `make dashboard` with drift.
+one project per model beside the drift projects, so quality over time shows in `make dashboard` with drift (its
+panels: monitoring/quality/dashboard.py).
 Evidently is imported here only: it takes seconds to import and never enters the serving path."""
 
 from __future__ import annotations
@@ -11,24 +12,14 @@ from typing import Any
 import pandas as pd
 
 HEADER_ID = "quality-report-header"
-# Evidently's metric names for the dashboard panels (ClassificationPreset computes all of them).
-PANELS = {"RocAuc": "ROC AUC", "LogLoss": "Log loss", "Precision": "Precision at the threshold",
-          "Recall": "Recall at the threshold"}
 
 
 def _project(workspace, name: str):
-    from evidently.sdk.models import PanelMetric
-    from evidently.sdk.panels import line_plot_panel
-
     found = workspace.search_project(name)
     if found:
         return found[0]
-    project = workspace.create_project(name, description="Quality of the served model on true outcomes (POST /v1/feedback)")
-    project.dashboard.add_tab("Quality")
-    for metric, title in PANELS.items():  # panels without tab=: add_panel(tab=...) duplicates panels (0.7.23)
-        project.dashboard.add_panel(line_plot_panel(title=title, size="half",
-                                                    values=[PanelMetric(legend=title, metric=metric)]))
-    return project
+    return workspace.create_project(name, description="Quality of the served model on true outcomes (POST /v1/feedback) "
+                                                      "and estimated before they arrive")
 
 
 def _header(group: dict[str, Any], sample: dict[str, int], summary: dict[str, Any]) -> str:
@@ -51,21 +42,47 @@ def _header(group: dict[str, Any], sample: dict[str, int], summary: dict[str, An
             "</header>")
 
 
+def _key(group: dict[str, Any]) -> tuple:
+    return group["model"], group["version"], group["alias"], group["variant"]
+
+
 def evidently_reports(samples: list[tuple[dict[str, Any], pd.DataFrame, dict[str, int]]], out_dir: Path,
                       workspace_path: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """One ClassificationPreset report per variant with metrics, on its seeded sample (job.report_samples)."""
+    """One ClassificationPreset report per variant with metrics, on its seeded sample (variants.report_samples);
+    every variant's run in its model's workspace project carries its label-free estimate and held-out values
+    (monitoring/quality/dashboard.py), also before any outcome (an estimate-only run)."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.presets import ClassificationPreset
     from evidently.ui.workspace import Workspace
+
+    from monitoring.quality.dashboard import describe, run_metrics, save_dashboard
 
     workspace = Workspace.create(str(workspace_path))  # opens an existing workspace too
     definition = DataDefinition(
         classification=[BinaryClassification(target="target", prediction_probas="prediction")],
         numerical_columns=["prediction"],
     )
+    by_key = {(e["model_name"], e["model_version"], e["alias"], e["variant"]): e
+              for e in summary.get("estimate", {}).get("groups", [])}
+    sampled = {_key(group): (frame, sample) for group, frame, sample in samples}
     written = []
-    for group, frame, sample in samples:
-        snapshot = Report([ClassificationPreset(probas_threshold=group["threshold"])], include_tests=False).run(
+    lines: dict[str, tuple[Any, list[str]]] = {}
+    for group in summary["groups"]:
+        if group["below_min_rows"]:  # a leftover: no table row, no verdict, no gauge, no run
+            continue
+        estimate = by_key.get(_key(group))
+        extra = run_metrics(estimate, group["held_out"], group["metrics"])
+        project = _project(workspace, f"{group['model']} quality")
+        lines.setdefault(group["model"], (project, []))[1].append(describe(group, estimate))
+        if _key(group) not in sampled:
+            if extra:  # no outcome yet (or of one class only): the estimate alone
+                snapshot = Report(extra, include_tests=False).run(
+                    current_data=Dataset.from_pandas(pd.DataFrame({"prediction": [0.0]})), reference_data=None)
+                workspace.add_run(project.id, snapshot, include_data=False,
+                                  name=f"{group['arm']} (estimate, {group['predictions']} predictions)")
+            continue
+        frame, sample = sampled[_key(group)]
+        snapshot = Report([ClassificationPreset(probas_threshold=group["threshold"]), *extra], include_tests=False).run(
             current_data=Dataset.from_pandas(frame, data_definition=definition), reference_data=None,
             metadata={"sample": {key: str(value) for key, value in sample.items()}, "variant": group["arm"]})
         stem = f"quality_{group['model']}_{group['version']}" + (f"_{group['alias']}" if group["alias"] else "")
@@ -73,9 +90,10 @@ def evidently_reports(samples: list[tuple[dict[str, Any], pd.DataFrame, dict[str
         page = page.replace("<body>", f"<body>\n{_header(group, sample, summary)}", 1)
         (out_dir / f"{stem}.html").write_text(page, encoding="utf-8")
         snapshot.save_json(str(out_dir / f"{stem}.json"))
-        project = _project(workspace, f"{group['model']} quality")
         workspace.add_run(project.id, snapshot, include_data=False,
                           name=f"{group['arm']} ({sample['rows']} of {sample['of']} outcomes, seed {sample['seed']})")
         written.append({"arm": group["arm"], "html": str(out_dir / f"{stem}.html"),
                         "json": str(out_dir / f"{stem}.json"), "project": str(project.id), "sample": sample})
+    for project, described in lines.values():
+        save_dashboard(workspace, project.id, described)
     return written

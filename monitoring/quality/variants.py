@@ -11,6 +11,7 @@ import pandas as pd
 
 from monitoring.quality.groups import GROUP_KEYS, GroupKey, store_info
 from monitoring.quality.join import Joined
+from monitoring.quality.segment_codes import Factorized, factorize
 
 
 @dataclass
@@ -63,6 +64,31 @@ def rows_of(joined: Joined, positions: np.ndarray) -> pd.DataFrame:
     outcome[outcome < 0] = np.nan
     stamps = pd.Series(joined.ts[positions].view("datetime64[us]")).dt.tz_localize("UTC")
     return pd.DataFrame({"ts": stamps, "probability": joined.probability[positions], "outcome": outcome})
+
+
+def estimate_input(joined: Joined, variants: list[Variant]) -> tuple[pd.DataFrame, Factorized]:
+    """The variants' predictions as the label-free estimate takes them (monitoring/quality/window_estimates.py):
+    ts, probability and outcome (NaN while none came) in join order, and the group keys already factorized from
+    the join's cells, so no string column of the window's length is ever built (10M rows: codes of one byte each)."""
+    in_task = np.zeros(len(joined.cells), dtype=bool)
+    for variant in variants:
+        in_task[variant.cells] = True
+    rows = in_task[joined.cell]
+    every = bool(rows.all())  # the usual case: no copy to select them
+
+    def take(values: np.ndarray) -> np.ndarray:
+        return values if every else values[rows]
+
+    cell = take(joined.cell)
+    outcome = take(joined.outcome).astype(np.float32)
+    outcome[outcome < 0] = np.nan
+    stamps = pd.Series(take(joined.ts).view("datetime64[us]"), copy=False).dt.tz_localize("UTC")
+    frame = pd.DataFrame({"ts": stamps, "probability": take(joined.probability), "outcome": outcome}, copy=False)
+    columns = Factorized(frame)
+    for key in GROUP_KEYS:
+        codes, values = factorize(joined.cells[key])  # a few cells: their values, sorted, None a value of its own
+        columns.put(key, codes[cell], values)
+    return frame, columns
 
 
 def report_samples(joined: Joined, variants: list[Variant], groups: list[dict[str, Any]], rows: int,
