@@ -21,12 +21,13 @@ from monitoring.segments import family
 from serving.core.ids import new_ids
 
 # A million outcomes: the first warm the workers up until each has rotated the log (every 8 MiB, about 55,000
-# outcomes) and compacted a segment to Parquet at least once, the rest are measured. The in-memory index this store
-# replaced grew by about 150 bytes per outcome in every worker (each held every worker's outcomes): 120 MB over the
-# measured outcomes, 60 MB over their second half. Bounded: no sample of a worker's RSS exceeds its RSS after the
-# warm-up by more than PEAK_MB (the worker that rotates compacts the segment, a transient of about three times its
-# size; allocators and pools may also step up once). Flat: over the second half of the run, each worker's RSS floor
-# (its lowest sample, below the compaction transients) rises by less than FLAT_MB.
+# outcomes) at least once, the rest are measured (the store's JSON-lines writer only appends and rotates; rotated
+# segments are compacted by the quality job's reader). The in-memory index this store replaced grew by about 150
+# bytes per outcome in every worker (each held every worker's outcomes): 120 MB over the measured outcomes, 60 MB
+# over their second half. Bounded: no sample of a worker's RSS exceeds its RSS after the warm-up by more than
+# PEAK_MB (retention's passes and SQLite's checkpoints are transients; allocators and pools may also step up
+# once). Flat: over the second half of the run, each worker's RSS floor (its lowest sample, below the transients)
+# rises by less than FLAT_MB.
 FLAT_MB = 10
 PEAK_MB = 64
 SEGMENT_BYTES = 8 << 20

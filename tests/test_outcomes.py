@@ -86,7 +86,6 @@ def test_retention_forgets_old_outcomes_in_the_index_and_deletes_old_segments(tm
     old, recent = new_ids(30), new_ids(30)
     for start in range(0, 30, 10):  # several rotations
         store.ingest([Outcome(i, 1) for i in old[start:start + 10]])
-    store.log.flush_maintenance()
     rotated = [p for p in family(path) if p != path]
     assert rotated
     for segment in rotated:  # written eight days ago
@@ -106,11 +105,11 @@ def test_settings_reach_the_store(tmp_path, monkeypatch):
     from settings import Settings
 
     settings = Settings(outcome_log_path=tmp_path / "o.jsonl", outcome_retention=3, outcome_max_total_bytes=4096,
-                        outcome_index_cache_mb=2, prediction_log_max_bytes=5000, prediction_log_compact=False)
+                        outcome_index_cache_mb=2, prediction_log_max_bytes=5000)
     store = OutcomeStore.from_settings(settings)
     assert store.index_path == tmp_path / "o.jsonl.index.sqlite"
     assert store.retention == RetentionPolicy(3, 4096) and store.cache_mb == 2
-    assert store.log.max_bytes == 5000 and store.log.maintenance.compact is False
+    assert store.log.max_bytes == 5000
     store.ingest([Outcome(new_ids(1)[0], 1)])
     with sqlite3.connect(store.index_path) as index:
         assert index.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -62,6 +62,9 @@ def evidently_reports(samples: list[tuple[dict[str, Any], pd.DataFrame, dict[str
         classification=[BinaryClassification(target="target", prediction_probas="prediction")],
         numerical_columns=["prediction"],
     )
+    # Run metadata: flat strings only. Evidently 0.7's workspace matches panels to runs with
+    # `run.metadata.items() >= filter.metadata.items()`, which raises on a nested dict: every chart of the project
+    # then fails to load (its data_series_batch answers 500).
     by_key = {(e["model_name"], e["model_version"], e["alias"], e["variant"]): e
               for e in summary.get("estimate", {}).get("groups", [])}
     sampled = {_key(group): (frame, sample) for group, frame, sample in samples}
@@ -84,7 +87,7 @@ def evidently_reports(samples: list[tuple[dict[str, Any], pd.DataFrame, dict[str
         frame, sample = sampled[_key(group)]
         snapshot = Report([ClassificationPreset(probas_threshold=group["threshold"]), *extra], include_tests=False).run(
             current_data=Dataset.from_pandas(frame, data_definition=definition), reference_data=None,
-            metadata={"sample": {key: str(value) for key, value in sample.items()}, "variant": group["arm"]})
+            metadata={**{f"sample_{key}": str(value) for key, value in sample.items()}, "variant": group["arm"]})
         stem = f"quality_{group['model']}_{group['version']}" + (f"_{group['alias']}" if group["alias"] else "")
         page = snapshot.get_html_str(as_iframe=False)
         page = page.replace("<body>", f"<body>\n{_header(group, sample, summary)}", 1)
