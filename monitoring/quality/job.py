@@ -1,5 +1,6 @@
-"""One run of the quality job: join, measure each variant, compare the variants of each endpoint, write the report,
-the workspace snapshot and the state the service exports as gauges."""
+"""One run of the quality job: join, measure each variant, compare the variants of each endpoint, estimate each
+variant's quality without outcomes, write the reports, the workspace snapshots and the state the service exports as
+gauges."""
 
 from __future__ import annotations
 
