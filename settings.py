@@ -153,7 +153,20 @@ class Settings(BaseSettings):
     # --- the experiment loop (issue 13): outcome feedback and the quality job
     outcome_log_path: Path = Field(
         default=Path("outcomes.jsonl"),
-        description="OUTCOME_LOG_PATH: the outcome store written by POST /v1/feedback (default STATE_DIR/outcomes.jsonl).",
+        description="OUTCOME_LOG_PATH: the outcome store written by POST /v1/feedback (default STATE_DIR/outcomes.jsonl); "
+        "its index is <path>.index.sqlite beside it. Servers on one host share a store by sharing this path.",
+    )
+    outcome_retention: float = Field(
+        default=30.0, gt=0,
+        description="OUTCOME_RETENTION: days an outcome is kept, in the log's rotated segments and in the index "
+        "(a re-sent outcome counts as a duplicate within this window).",
+    )
+    outcome_max_total_bytes: int = Field(
+        default=2 * 1024**3, ge=1024,
+        description="OUTCOME_MAX_TOTAL_BYTES: most bytes of the outcome log on disk (index apart); oldest segments go first.",
+    )
+    outcome_index_cache_mb: int = Field(
+        default=8, ge=1, description="OUTCOME_INDEX_CACHE_MB: SQLite page cache of the outcome index, per process."
     )
     quality_state_path: Path = Field(
         default=Path("quality/latest.json"),

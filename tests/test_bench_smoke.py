@@ -276,6 +276,26 @@ def test_quick_bench_writes_tables_and_plots(trained_store, tmp_path):
     assert mixed["values"]["bench"] > 0 and mixed["values"]["external"] > 0  # both tools, every measured target
 
 
+@pytest.mark.slow
+def test_loop_bench_runs_small_and_states_its_figures(trained_store, tmp_path):
+    out = tmp_path / "results"
+    result = run_cli("bench/bench_loop.py", "--predictions", "30000", "--outcomes", "6000", "--requests", "1",
+                     "--out", str(out), env={"BENCH_LOOP_CACHE": str(tmp_path / "cache")}, timeout=900)
+    results = json.loads((out / "loop.json").read_text())
+    quality = results["quality"]
+    for label in ("with_evidently", "without_evidently"):
+        assert quality[label]["predictions"] == 30_000 and 5_000 < quality[label]["with_outcome"] < 7_000
+        assert quality[label]["wall_s"] > 0 and quality[label]["peak_rss_mb"] > 100
+    assert {r["sample"]["seed"] for r in quality["with_evidently"]["reports"]} == {0}
+    assert "evidently" in quality["with_evidently"]["phases_cpu_s"]
+    ingestion = results["ingestion"]
+    assert ingestion["http_new_outcomes_per_s"] > 0 and ingestion["store_bytes_per_outcome"] > 0
+    assert ingestion["curl_new_outcomes_per_s"] > 0  # Debian's curl: installed wherever the suite runs
+    markdown = (out / "loop.md").read_text()
+    assert "## Quality job: 30,000 predictions" in markdown and "load average" in markdown
+    assert "Evidently's reports, its import included" in markdown and result.stdout.startswith("# The experiment loop")
+
+
 def test_the_log_cost_script_measures_this_checkout(trained_store):
     """`python bench/log_cost.py` (the log's before/after in docs/prediction-log.md) runs as typed."""
     result = run_cli("bench/log_cost.py", "--rows", "200", "--repeats", "3", "--segment-rows", "1000")

@@ -34,10 +34,20 @@ def header_facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("Column drift", methods),
         ("Dataset drift", f"when the share of drifted columns reaches {summary['drift_share_threshold']:g}"),
         ("Left out", "; ".join(left_out) or "nothing"),
+        *([("Windows", window_lines(summary["windows"]))] if len(summary.get("windows", [])) > 1 else []),
         ("Log", summary["log"]),
         ("Generated", summary["generated_at"]),
     ]
     return facts
+
+
+def window_lines(windows: list[dict[str, Any]]) -> str:
+    """Each window the verdict looked at (monitoring/drift/recent.py), its rows and its level or why it was skipped;
+    the charts below are the first one's."""
+    return "; ".join(
+        f"{w['description']}: {w['rows']:,} rows, "
+        + (w["verdict"]["level"].upper() if w["verdict"] else f"skipped ({w['skipped']})") for w in windows
+    ) + " (the charts show the first)"
 
 
 def render_header(summary: dict[str, Any]) -> str:
