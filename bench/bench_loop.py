@@ -81,7 +81,7 @@ def write_log(predictions: int, outcomes: int, workdir: Path) -> tuple[Path, Pat
     from monitoring.predictlog import Maintenance, PredictionLog, now_iso, to_lines
     from monitoring.simulate import draw_traffic
     from serving.core.ids import new_ids
-    from serving.core.predictor import bound_inference_threads
+    from bench.inprocess import THREADS
     from settings import get_settings
     from training.schema import PURCHASE
     from training.store import load_model
@@ -92,14 +92,14 @@ def write_log(predictions: int, outcomes: int, workdir: Path) -> tuple[Path, Pat
     store = OutcomeStore(outcome_path, 64 << 20)
     rng = np.random.default_rng(0)
     batch = 10_000
-    bound_inference_threads()  # one OpenMP thread, as the service's model calls
     frame = draw_traffic(min(predictions, 200_000), seed=11, with_outcome=True)
     outcome_share = outcomes / predictions
     pending: list = []
     for start in range(0, predictions, batch):
         rows = frame.iloc[start % len(frame): start % len(frame) + batch]
         model = models[(start // batch) % 2]
-        proba = model.predict_proba(rows[PURCHASE.columns])
+        with THREADS.call(len(rows)):  # the OpenMP threads a service's model call would get
+            proba = model.predict_proba(rows[PURCHASE.columns])
         ids = new_ids(len(rows))
         log.write(to_lines(rows[PURCHASE.columns], proba, model.classify(proba), request_id="bench",
                            endpoint="/batch_predict", model_name=model.name, model_version=model.version,
