@@ -35,17 +35,34 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 ARROW = "application/vnd.apache.arrow.stream"
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process tree's live threads, from each thread's schedstat (nanoseconds; psutil's
+    cpu_times count clock ticks of 10 ms, as coarse as the differences measured here)."""
+    import psutil
+
+    total = 0
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        for task in Path(f"/proc/{process.pid}/task").glob("*"):
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass  # a thread that ended meanwhile
+    return total / 1e9
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu_per_call", description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--before", type=Path, help="another checkout of the project to serve beside this one")
     parser.add_argument("--no-mlserver", action="store_true")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the service's servers (this checkout's and --before's)")
     args = parser.parse_args(argv)
 
     from bench import external, mlserver_peer
     from bench.doors import arrow_bytes
-    from bench.flattery import cpu_seconds
     from bench.harness import Server
     from bench.measure import IDENTITY, write_body
     from bench.servers import MAX_RECORDS, private_store
@@ -61,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
               "records": (orjson.dumps({"records": frame.to_dict("records")}), {"Content-Type": "application/json"}),
               "arrow": (arrow_bytes(frame), {"Content-Type": ARROW, "Accept": ARROW})}
     files = {name: write_body(workdir, name, body) for name, (body, _) in bodies.items()}
-    env = {"MAX_RECORDS": str(MAX_RECORDS), "MAX_BODY_BYTES": str(256 * 2**20)}
+    env = {"MAX_RECORDS": str(MAX_RECORDS), "MAX_BODY_BYTES": str(256 * 2**20),
+           **dict(item.split("=", 1) for item in args.env)}
     for name in ("service", "before"):
         (workdir / name).mkdir()
     servers: dict[str, object] = {"service": Server(workdir / "service", env)}
@@ -121,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
              f"{time.strftime('%Y-%m-%d %H:%M')}, {args.rows:,} rows, {args.reps} calls per tool; load average at the "
              f"start {', '.join(f'{x:.2f}' for x in load_start)}, at the end "
              f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} CPUs.", "",
-             "| server | body | server CPU ms per call (median) | bench client ms, median / min | curl ms, median / min |",
+             "| server | body | server CPU ms per call, median / mean | bench client ms, median / min | curl ms, median / min |",
              "|---|---|---|---|---|"]
     for name, door, _ in targets:
         bench_wall, curl_wall = wall[(name, door, "bench")], wall[(name, door, "curl")]
-        lines.append(f"| {labels[name]} | {doors[door]} | {ms(cpu[(name, door)])} | {ms(bench_wall)} / "
+        lines.append(f"| {labels[name]} | {doors[door]} | {ms(cpu[(name, door)])} / {ms(cpu[(name, door)], statistics.mean)} | {ms(bench_wall)} / "
                      f"{ms(bench_wall, min)} | {ms(curl_wall)} / {ms(curl_wall, min)} |")
     print("\n".join(lines))
     return 0
