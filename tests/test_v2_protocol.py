@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from monitoring.predictlog import read_log
+from monitoring.predictlog import iter_records, read_log
 from serving.web import v2
 from serving.web.gate import Gate
 from serving.codecs.arrow import ARROW_STREAM
@@ -349,7 +349,7 @@ def test_answer_parameters_are_scalars_and_prediction_ids_an_output(client, fram
         assert _scalars_only(answer.get("parameters")) and all(_scalars_only(o.get("parameters")) for o in answer["outputs"])
         ids = outputs_of(answer)["prediction_id"]
         assert ids["datatype"] == "BYTES" and ids["shape"] == [20, 1] and len(set(ids["data"])) == 20
-        logged = {orjson.loads(line)["prediction_id"] for line in log_path.read_bytes().splitlines()}
+        logged = {r["prediction_id"] for r in iter_records(log_path)}
         assert set(ids["data"]) <= logged
     assert outputs_of(client.post(INFER, json=v2_request(frame)).json())["prediction_id"]  # by default: every output
     only = client.post(INFER, json=v2_request(frame, outputs=[{"name": "predict_proba"}])).json()
