@@ -284,3 +284,22 @@ def test_the_log_cost_script_measures_this_checkout(trained_store):
     for step in ("predict", "signals", "ids", "log_encode", "log_write"):
         assert measured[step] > 0, step
     assert measured["compaction_cpu_ms"] >= 0  # process CPU time counts in clock ticks: a small segment may show 0
+
+
+def test_the_request_cpu_script_times_every_step_of_a_request(trained_store):
+    """`python -m bench.request_cpu` (the CPU of each step of a big request, docs/performance.md) runs as typed."""
+    result = run_cli("-m", "bench.request_cpu", "--rows", "300", "--reps", "3")
+    rows = [line.split("|")[1:3] for line in result.stdout.splitlines() if line.startswith("| ") and "CPU ms" not in line]
+    steps = {name.strip(): float(ms) for name, ms in rows}
+    assert "model call (features, predict_proba)" in steps and "V2 JSON: parse and decode the tensors" in steps
+    assert len(steps) == 11 and all(ms >= 0 for ms in steps.values())
+    assert steps["model call (features, predict_proba)"] > 0
+
+
+def test_the_openmp_policies_script_measures_each_policy_in_its_own_process(trained_store):
+    """`python -m bench.openmp_policies` (the wait policies behind serving/core/threads.py) runs as typed."""
+    result = run_cli("-m", "bench.openmp_policies", "--rows", "300", "--reps", "2")
+    rows = [line.split("|")[1:3] for line in result.stdout.splitlines() if line.startswith("| ") and "wait policy" not in line]
+    seen = {(policy.strip(), threads.strip()) for policy, threads in rows}
+    assert {policy for policy, _ in seen} >= {"default", "passive"}
+    assert {threads for _, threads in seen} == {"1 thread", "2 threads", "2 Python threads x 1"}
