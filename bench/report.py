@@ -85,7 +85,8 @@ def target_lines(judged: list[Judged], quick: bool, busy: str | None = None) -> 
         lines += [f"> **WARNING: the machine was busy**: {busy}. MLServer runs its model with libgomp's default "
                   "threads (one per core, its default), and an OpenMP barrier waits for every thread: with the cores "
                   "taken, its figures are not what it does on a quiet machine, and every comparison with it flatters "
-                  "the service (the service binds one thread per call). Those verdicts are marked not trusted; re-run "
+                  "the service (whose waiting threads sleep). So do the in-process baselines, which run in the "
+                  "bench's own process with libgomp's default policy. Those verdicts are marked not trusted; re-run "
                   "on a quiet machine.", ""]
     if quick:
         lines += ["**Quick mode**: a seconds-long smoke of the suite (tiny samples, small sizes); its verdicts are not "

@@ -205,11 +205,13 @@ def test_a_verdict_needs_both_tools_to_agree():
     assert "**TOOLS DISAGREE**" in lines and "**holds**" in lines
 
 
-def test_a_busy_machine_marks_every_comparison_with_mlserver_not_trusted():
+def test_a_busy_machine_marks_every_comparison_with_a_spinning_peer_not_trusted():
+    """MLServer and the in-process baselines (the bench's own process: libgomp's default policy) both spin."""
     from bench.targets import busy_machine, targets
 
     cfg = SimpleNamespace(focus_concurrency=32, focus_size=10_000, mixed_concurrency=8)
-    medians = {"service_v2": {"bench": 80.0, "external": 79.0}, "mlserver_v2": {"bench": 90.0, "external": 91.0}}
+    medians = {"service_v2": {"bench": 80.0, "external": 79.0}, "mlserver_v2": {"bench": 90.0, "external": 91.0},
+               "service_arrow": {"bench": 70.0, "external": 71.0}, "raw_dataframe": {"bench": 300.0}}
     quiet = {"meta": {"cpus": 2, "load_average_start_end": [[0.8, 1, 1], [1.9, 1, 1]]},
              "threads": {"default": 27.0, "bounded": 48.0}, "batch": {"median_ms": medians}}
     assert busy_machine(quiet) is None
@@ -220,6 +222,10 @@ def test_a_busy_machine_marks_every_comparison_with_mlserver_not_trusted():
     assert "19.6x slower" in busy_machine(busy)
     v2 = targets(busy, cfg)[0]
     assert (v2.verdict, v2.ok) == ("holds on a busy machine: not trusted", None)
+    [arrow_raw] = [t for t in targets(busy, cfg) if "raw pipeline on a DataFrame" in t.target]
+    assert (arrow_raw.verdict, arrow_raw.ok) == ("holds on a busy machine: not trusted", None)
+    [arrow_raw] = [t for t in targets(quiet, cfg) if "raw pipeline on a DataFrame" in t.target]
+    assert (arrow_raw.verdict, arrow_raw.ok) == ("holds", True)
     loaded = {**quiet, "meta": {"cpus": 2, "load_average_start_end": [[17.1, 16, 14], [14, 16, 15]]}}
     assert "load average was 17.1 at the start on 2 CPUs" in busy_machine(loaded)
 
