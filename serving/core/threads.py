@@ -7,7 +7,7 @@ the load:
 
 1. **Waiting threads sleep.** libgomp's default spins at a barrier before it sleeps: a thread whose team-mate lost
    its core burns its own core spinning (a 10,000-row call took 1.4 s instead of 50 ms here under load).
-   `serving/__init__.py` sets `OMP_WAIT_POLICY=PASSIVE` before libgomp loads, so a second thread costs no CPU
+   `serving/web/startup.py` sets `OMP_WAIT_POLICY=PASSIVE` before libgomp loads, so a second thread costs no CPU
    where it cannot run, and most of a core where it can (measured in docs/performance.md).
 2. **A core budget per server** (`CoreBudget`): one token per core (`MODEL_THREADS`, default the CPUs this process
    may use: affinity and cgroup quota). A call takes the tokens free when it starts, as many as its rows can use
