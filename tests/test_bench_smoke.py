@@ -309,3 +309,16 @@ def test_the_openmp_policies_script_measures_each_policy_in_its_own_process(trai
     seen = {(policy.strip(), threads.strip()) for policy, threads in rows}
     assert {policy for policy, _ in seen} >= {"default", "passive"}
     assert {threads for _, threads in seen} == {"1 thread", "2 threads", "2 Python threads x 1"}
+
+
+@pytest.mark.slow
+def test_the_cpu_per_call_script_reads_a_real_servers_cpu_per_body(trained_store):
+    """`python -m bench.cpu_per_call` (the CPU a big request costs each server, docs/performance.md) runs as typed;
+    MLServer left out, as CI has no MLServer virtualenv."""
+    result = run_cli("-m", "bench.cpu_per_call", "--no-mlserver", "--rows", "200", "--reps", "1")
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in result.stdout.splitlines()
+            if line.startswith("| the service")]
+    assert [row[1] for row in rows] == ["V2 JSON", "records JSON", "Arrow"]
+    for row in rows:
+        cpu, bench, curl = (cell.split(" / ") for cell in row[2:])
+        assert float(cpu[0]) > 0 and float(bench[0]) > 0 and float(curl[0]) > 0, row
