@@ -21,7 +21,9 @@ ROWS = 10_000
 def shared_cores(start_server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cores")
     # Two workers and two cores, in a folder of the test's choosing (CORE_TOKENS_DIR), so the test can hold a core.
-    return start_server({"WORKERS": "2", "MODEL_THREADS": "2", "CORE_TOKENS_DIR": str(folder)}), folder
+    # OMP_DISPLAY_ENV: each process's libgomp prints its settings to the server's output as it loads.
+    return start_server({"WORKERS": "2", "MODEL_THREADS": "2", "CORE_TOKENS_DIR": str(folder),
+                         "OMP_DISPLAY_ENV": "VERBOSE"}), folder
 
 
 def threads_used(server, endpoint: str) -> tuple[float, float]:
@@ -63,3 +65,13 @@ def test_a_big_batch_beside_a_busy_core_takes_what_is_left(shared_cores):
     calls, threads = threads_used(server, "/v2/infer")
     big_call(server)
     assert threads_used(server, "/v2/infer") == (calls + 1, threads + 2)
+
+
+def test_every_process_of_the_server_loads_libgomp_with_sleeping_waits(shared_cores):
+    """OMP_WAIT_POLICY=PASSIVE reaches libgomp in every process that loads it (`bentoml serve`, both workers), so
+    none of them spins at a barrier: libgomp reads the policy once, when it loads, and nothing may load it earlier."""
+    server, _ = shared_cores
+    spin_counts = [line.split("=")[1].strip().strip("'") for line in server.output.read_text().splitlines()
+                   if line.strip().startswith("GOMP_SPINCOUNT")]
+    assert len(spin_counts) >= 3, server.output.read_text()[-3000:]  # the serve process and two workers at least
+    assert set(spin_counts) == {"0"}
