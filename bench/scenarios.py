@@ -109,7 +109,7 @@ def scenario_threads(cfg, records: list[dict], models, validator, log: Callable)
                 model.predict_proba(frame)
                 times[variant].append(time.perf_counter() - started)
     out = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-    log(f"  predict_proba of {cfg.focus_size} rows: default threads {out['default']:.1f} ms, bounded {out['bounded']:.1f} ms")
+    log(f"  predict_proba of {cfg.focus_size} rows: default threads {out['default']:.1f} ms, one thread {out['bounded']:.1f} ms")
     return out
 
 
