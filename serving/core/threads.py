@@ -7,8 +7,9 @@ the load:
 
 1. **Waiting threads sleep.** libgomp's default spins at a barrier before it sleeps: a thread whose team-mate lost
    its core burns its own core spinning (a 10,000-row call took 1.4 s instead of 50 ms here under load).
-   `serving/web/startup.py` sets `OMP_WAIT_POLICY=PASSIVE` before libgomp loads, so a second thread costs no CPU
-   where it cannot run, and most of a core where it can (measured in docs/performance.md).
+   `serving/web/startup.py` sets `OMP_WAIT_POLICY=PASSIVE` before libgomp loads, so a second thread costs no more
+   CPU than one thread where it cannot run (measured in docs/performance.md, which also says what is left to
+   measure on a quiet machine).
 2. **A core budget per server** (`CoreBudget`): one token per core (`MODEL_THREADS`, default the CPUs this process
    may use: affinity and cgroup quota). A call takes the tokens free when it starts, as many as its rows can use
    (`wanted_threads`): a big call every free one, a small call one. It runs with as many threads as it holds, and
@@ -33,7 +34,7 @@ import joblib
 from threadpoolctl import ThreadpoolController
 
 # Below this many rows per thread a second thread gains nothing: one tree's region over 2,000 rows is ~25 us of
-# work, about what waking a sleeping thread costs (docs/performance.md).
+# work (10,000 rows take ~32 ms of CPU over 250 trees, docs/performance.md), about what waking a sleeping thread costs.
 MIN_ROWS_PER_THREAD = 2_000
 TOKEN = "core-{}"
 
