@@ -56,6 +56,19 @@ class Settings(BaseSettings):
     max_predict_items: int = Field(default=16, ge=1, description="MAX_PREDICT_ITEMS: most items in /v1/predict.")
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="MAX_BODY_BYTES: larger bodies get 413.")
     workers: int = Field(default=1, ge=1, description="WORKERS: BentoML worker processes.")
+    model_threads: int | None = Field(
+        default=None, ge=1,
+        description="MODEL_THREADS: the cores a server's model calls share (default: the CPUs the server may use, "
+        "its affinity and cgroup quota). A big batch takes the free ones, a small one one (docs/performance.md).",
+    )
+    core_tokens_dir: Path | None = Field(
+        default=None,
+        description="CORE_TOKENS_DIR: the folder of the core tokens a server's workers share (default: one of the "
+        "server's own, made by `bentoml serve`); servers on one host given the same folder share their cores.",
+    )
+    omp_num_threads: str | None = Field(
+        default=None, description="OMP_NUM_THREADS: OpenMP's own; when set, every model call uses that many threads.",
+    )
     # --- monitoring data (issue 14): where the log and drift artifacts live, compaction, retention
     state_dir: Path = Field(
         default_factory=default_state_dir,

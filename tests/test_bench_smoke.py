@@ -205,11 +205,13 @@ def test_a_verdict_needs_both_tools_to_agree():
     assert "**TOOLS DISAGREE**" in lines and "**holds**" in lines
 
 
-def test_a_busy_machine_marks_every_comparison_with_mlserver_not_trusted():
+def test_a_busy_machine_marks_every_comparison_with_a_spinning_peer_not_trusted():
+    """MLServer and the in-process baselines (the bench's own process: libgomp's default policy) both spin."""
     from bench.targets import busy_machine, targets
 
     cfg = SimpleNamespace(focus_concurrency=32, focus_size=10_000, mixed_concurrency=8)
-    medians = {"service_v2": {"bench": 80.0, "external": 79.0}, "mlserver_v2": {"bench": 90.0, "external": 91.0}}
+    medians = {"service_v2": {"bench": 80.0, "external": 79.0}, "mlserver_v2": {"bench": 90.0, "external": 91.0},
+               "service_arrow": {"bench": 70.0, "external": 71.0}, "raw_dataframe": {"bench": 300.0}}
     quiet = {"meta": {"cpus": 2, "load_average_start_end": [[0.8, 1, 1], [1.9, 1, 1]]},
              "threads": {"default": 27.0, "bounded": 48.0}, "batch": {"median_ms": medians}}
     assert busy_machine(quiet) is None
@@ -220,6 +222,10 @@ def test_a_busy_machine_marks_every_comparison_with_mlserver_not_trusted():
     assert "19.6x slower" in busy_machine(busy)
     v2 = targets(busy, cfg)[0]
     assert (v2.verdict, v2.ok) == ("holds on a busy machine: not trusted", None)
+    [arrow_raw] = [t for t in targets(busy, cfg) if "raw pipeline on a DataFrame" in t.target]
+    assert (arrow_raw.verdict, arrow_raw.ok) == ("holds on a busy machine: not trusted", None)
+    [arrow_raw] = [t for t in targets(quiet, cfg) if "raw pipeline on a DataFrame" in t.target]
+    assert (arrow_raw.verdict, arrow_raw.ok) == ("holds", True)
     loaded = {**quiet, "meta": {"cpus": 2, "load_average_start_end": [[17.1, 16, 14], [14, 16, 15]]}}
     assert "load average was 17.1 at the start on 2 CPUs" in busy_machine(loaded)
 
@@ -304,3 +310,35 @@ def test_the_log_cost_script_measures_this_checkout(trained_store):
     for step in ("predict", "signals", "ids", "log_encode", "log_write"):
         assert measured[step] > 0, step
     assert measured["compaction_cpu_ms"] >= 0  # process CPU time counts in clock ticks: a small segment may show 0
+
+
+def test_the_request_cpu_script_times_every_step_of_a_request(trained_store):
+    """`python -m bench.request_cpu` (the CPU of each step of a big request, docs/performance.md) runs as typed."""
+    result = run_cli("-m", "bench.request_cpu", "--rows", "300", "--reps", "3")
+    rows = [line.split("|")[1:3] for line in result.stdout.splitlines() if line.startswith("| ") and "CPU ms" not in line]
+    steps = {name.strip(): float(ms) for name, ms in rows}
+    assert "model call (features, predict_proba)" in steps and "V2 JSON: parse and decode the tensors" in steps
+    assert len(steps) == 11 and all(ms >= 0 for ms in steps.values())
+    assert steps["model call (features, predict_proba)"] > 0
+
+
+def test_the_openmp_policies_script_measures_each_policy_in_its_own_process(trained_store):
+    """`python -m bench.openmp_policies` (the wait policies behind serving/core/threads.py) runs as typed."""
+    result = run_cli("-m", "bench.openmp_policies", "--rows", "300", "--reps", "2")
+    rows = [line.split("|")[1:3] for line in result.stdout.splitlines() if line.startswith("| ") and "wait policy" not in line]
+    seen = {(policy.strip(), threads.strip()) for policy, threads in rows}
+    assert {policy for policy, _ in seen} >= {"default", "passive"}
+    assert {threads for _, threads in seen} == {"1 thread", "2 threads", "2 Python threads x 1"}
+
+
+@pytest.mark.slow
+def test_the_cpu_per_call_script_reads_a_real_servers_cpu_per_body(trained_store):
+    """`python -m bench.cpu_per_call` (the CPU a big request costs each server, docs/performance.md) runs as typed;
+    MLServer left out, as CI has no MLServer virtualenv."""
+    result = run_cli("-m", "bench.cpu_per_call", "--no-mlserver", "--rows", "200", "--reps", "1")
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in result.stdout.splitlines()
+            if line.startswith("| the service")]
+    assert [row[1] for row in rows] == ["V2 JSON", "records JSON", "Arrow"]
+    for row in rows:
+        cpu, bench, curl = (cell.split(" / ") for cell in row[2:])
+        assert float(cpu[0]) > 0 and float(bench[0]) > 0 and float(curl[0]) > 0, row

@@ -41,6 +41,10 @@ INFERENCE = Histogram(
     ["model"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+MODEL_THREADS = Histogram(
+    "serving_model_call_threads", "OpenMP threads per model call (serving/core/threads.py)", ["endpoint"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 VALIDATION_FAILURES = Counter("serving_validation_failures", "Rejected requests or items", ["endpoint", "reason"])
 MODEL_LOADED = Gauge(
     "serving_model_loaded", "1 if the configured model loaded, 0 if it failed", ["model", "version"], multiprocess_mode="min"
