@@ -22,7 +22,7 @@ from monitoring.lookup import LoggedPrediction, find_prediction
 from serving.codecs.errors import CodecError
 from serving.codecs.records import error_reason, fastapi_errors, validator_for
 from serving.core import ids
-from serving.core.predictor import Predictor, bound_inference_threads
+from serving.core.predictor import Predictor
 from serving.errors import ServingError
 from settings import Settings
 from training.explain.explainer import Explainers, Explanation, OutputSpace
@@ -87,7 +87,7 @@ class Explanations:
         self._lock = Lock()
 
     def explain(self, model: StoredModel, frame: pd.DataFrame, output: OutputSpace = "probability") -> Explanation:
-        bound_inference_threads()  # one OpenMP thread per model call, as every model call of the service
+        self.predictor.threads.one_thread()
         return self.explainers.get(model).explain(frame, output)
 
     def explain_records(self, model_name: str, model_version: str | None, records: list[dict[str, Any]],

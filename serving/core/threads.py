@@ -152,3 +152,9 @@ class ModelThreads:
             yield threads
         finally:
             self.budget.give_back(tokens)
+
+    def one_thread(self) -> None:
+        """Niced work (explanations): one OpenMP thread and no token, so it never holds a core the prediction lanes
+        could take."""
+        if self.fixed is None:
+            self._apply(1)
