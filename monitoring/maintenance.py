@@ -143,6 +143,9 @@ class MaintenanceProcess:
         self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": path},
                                         stdin=subprocess.DEVNULL)
         self.owner = os.getpid()
+        # With WORKERS>1 every worker but one starts a process that loses the election and exits at once: reap it
+        # when it exits, or it stays a zombie child of its worker for the worker's lifetime.
+        threading.Thread(target=self.process.wait, name="prediction-log-maintenance-reaper", daemon=True).start()
 
     def stop(self, timeout: float = 30) -> None:
         """Ask it to finish its pass and exit; wait for it. (Not from a forked child: the process is its parent's.)"""

@@ -44,9 +44,16 @@ def two_workers(start_server, tmp_path_factory):
     return server
 
 
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # exited between the listing and the look (a maintenance process losing its election)
+        return []
+
+
 def _workers(server) -> list[psutil.Process]:
     root = psutil.Process(server.process.pid)
-    workers = [p for p in root.children(recursive=True) if "--worker-id" in p.cmdline()]
+    workers = [p for p in root.children(recursive=True) if "--worker-id" in _cmdline(p)]
     assert len(workers) == 2, [p.cmdline() for p in workers]
     return workers
 

@@ -514,7 +514,9 @@ def test_one_maintenance_process_per_log_and_it_exits_with_its_worker(tmp_path):
     first = PredictionLog(path, 10**6, maintenance=server)
     assert _wait_for(lambda: election_lock(path).exists())
     second = PredictionLog(path, 10**6, maintenance=server)
-    assert second._maintainer.process.wait(timeout=30) == 0, "the second one finds the log maintained and exits"
+    loser = second._maintainer.process
+    assert _wait_for(lambda: not psutil.pid_exists(loser.pid)), "the second one exits and is reaped, no zombie left"
+    assert loser.returncode == 0, "it found the log maintained"
     assert first._maintainer.process.poll() is None
     first.close()
     second.close()
