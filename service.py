@@ -73,8 +73,12 @@ models = APIRouter(route_class=DoorRoute)
 @models.get("/v1/models", response_model=ModelsResponse, tags=["Service APIs"])
 @declare(MODELS)
 async def list_models() -> dict:
-    """Every configured model: version, labels, metrics, input schema, bound dataset, load status and error."""
-    return {"models": bentoml.get_current_service().predictor.registry.describe()}
+    """Every configured model: version, labels, metrics, input schema, bound dataset, load status and error; and the
+    stage book's traffic plan revision this worker follows, with the references it asks for that do not load."""
+    predictor = bentoml.get_current_service().predictor
+    follower = predictor.follower
+    return {"models": predictor.registry.describe(),
+            "traffic": {"revision": follower.plan.revision, "errors": dict(follower.plan_errors)}}
 
 
 # /docs.json (BentoML's) describes these routes too; the app's own documents would only repeat it.
