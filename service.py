@@ -21,8 +21,9 @@ from serving.codecs import arrow
 from serving.core.metrics import DriftGauges
 from serving.core.predictor import Predictor
 from serving.core.quality_gauges import QualityGauges
+from serving.core.rollout_gauges import RolloutGauges
 from serving.seam import AdmittedInput, BatchedInput, BatchedOutput, document, schema_of, signature_once
-from serving.web import admin, feedback, purchase, v2
+from serving.web import admin, feedback, purchase, rollouts, v2
 from serving.web.errors import DETAIL, documented, json_response
 from serving.web.gate import DoorRoute, Gate
 from serving.web.multimodel import V1_PREDICT, V1Input, predict_many
@@ -86,6 +87,7 @@ models_app = FastAPI(title="served models", openapi_url=None, docs_url=None, red
 models_app.include_router(models)
 models_app.include_router(admin.router)
 models_app.include_router(feedback.router)  # POST /v1/feedback
+models_app.include_router(rollouts.router)  # GET /v1/rollouts, the rollout gate URL (serving/web/rollouts.py)
 models_app.include_router(v2.router)  # the Open Inference Protocol (KServe V2): serving/web/v2.py
 
 
@@ -111,6 +113,8 @@ class PurchaseService:
         self.drift_gauges.start()
         self.quality_gauges = QualityGauges(settings.quality_state_path)
         self.quality_gauges.start()
+        self.rollout_gauges = RolloutGauges()
+        self.rollout_gauges.start()
 
     def __is_ready__(self) -> bool:
         """/readyz: the one readiness answer, also /v2/health/ready's (serving/core/readiness.py)."""
@@ -120,6 +124,7 @@ class PurchaseService:
     def shutdown(self) -> None:
         self.drift_gauges.stop()
         self.quality_gauges.stop()
+        self.rollout_gauges.stop()
         self.predictor.close()
 
     @bentoml.api(
