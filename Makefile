@@ -41,17 +41,25 @@ MLSERVER_VENV := bench/.mlserver-venv
 $(MLSERVER_VENV)/.installed: $(BIN)/.installed bench/mlserver_peer.py
 	$(BIN)/python -m bench.mlserver_peer install
 
-bench: install $(MLSERVER_VENV)/.installed
+# The bench checks its figures with tools not written here: hey (load) and curl (single big requests), from Debian.
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo) apt-get
+.PHONY: bench-tools
+bench-tools:
+	@command -v hey >/dev/null && command -v curl >/dev/null || { $(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq hey curl >/dev/null; }
+
+bench: install bench-tools $(MLSERVER_VENV)/.installed
 	$(BIN)/python -m training.train --if-missing
 	$(BIN)/python -m bench.run --out bench/results $(BENCH_ARGS)
 	$(BIN)/python bench/bench_scoring.py $(BENCH_SCORING_ARGS)
 	$(BIN)/python bench/bench_drift.py $(BENCH_DRIFT_ARGS)
 
-# py-spy of the service's worker under /predict load: bench/results/profile/top.md
+# py-spy of the service's worker: PROFILE_SCENARIO=predict (/predict at c=32; bench/results/profile/top.md) or
+# v2-10k (back-to-back 10,000-row /v2 calls; bench/results/profile-v2-10k/top.md)
+PROFILE_SCENARIO ?= predict
 .PHONY: bench-profile
 bench-profile: install
 	$(BIN)/python -m training.train --if-missing
-	$(BIN)/python -m bench.profile --out bench/results/profile $(PROFILE_ARGS)
+	$(BIN)/python -m bench.profile --scenario $(PROFILE_SCENARIO) --out bench/results/profile$(if $(filter-out predict,$(PROFILE_SCENARIO)),-$(PROFILE_SCENARIO)) $(PROFILE_ARGS)
 
 DRIFT_MODEL ?= purchase_gbm
 drift: install
@@ -114,6 +122,16 @@ soak: install
 build: install
 	$(BIN)/python -m training.train --if-missing
 	$(BIN)/bentoml build .
+
+# The bento as an OCI image (docs/deployment.md): BASE_IMAGE=python:3.11-slim builds on a registry's base instead
+# of the local Debian one; IMAGE names it (localhost/purchase-serving); BACKEND=podman uses podman's builder.
+.PHONY: container container-run
+container: build
+	$(BIN)/python -m deploy.build
+
+# Serves localhost/purchase-serving:latest with docker or podman where they run containers, else buildah (chroot).
+container-run: install
+	$(BIN)/python -m deploy.run
 
 clean:
 	rm -rf $(VENV) artifacts bench/results bench/.mlserver-venv .pytest_cache

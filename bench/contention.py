@@ -1,7 +1,8 @@
-"""Kinds of traffic against each other (issue 10, item 3), and worker processes:
+"""Kinds of traffic against each other (issues 10 and 21), and worker processes, each loaded by the bench's own
+client and by `hey` (bench/measure.py):
 
 - mixed load: `/predict` at concurrency 8 alone, then while 10,000-record `/batch_predict` calls stream beside it
-  (one client, back to back), alternating round by round;
+  (one client in the bench's process, back to back), alternating round by round;
 - `WORKERS=2` against `WORKERS=1`: single-record `/predict` throughput at the focus concurrency.
 """
 
@@ -14,8 +15,7 @@ import httpx
 import orjson
 import pandas as pd
 
-from bench.load import LoadProcess, LoadResult
-from bench.peers import JSON, load_row, order
+from bench.measure import IDENTITY, TOOLS, Loads, order
 
 
 class BatchStream:
@@ -32,7 +32,7 @@ class BatchStream:
         with httpx.Client(timeout=600) as client:
             while not self._stop.is_set():
                 try:
-                    response = client.post(self.url, content=self.body, headers=JSON)
+                    response = client.post(self.url, content=self.body, headers=IDENTITY)
                 except httpx.HTTPError:  # counted like the load generator's dropped connections
                     self.statuses[-1] = self.statuses.get(-1, 0) + 1
                     continue
@@ -48,50 +48,45 @@ class BatchStream:
         self._thread.join()
 
 
-def scenario_mixed(cfg, servers, loader: LoadProcess, frame: pd.DataFrame, log: Callable) -> dict:
+def scenario_mixed(cfg, servers, loads: Loads, frame: pd.DataFrame, log: Callable) -> dict:
     server = servers["service"]
-    loader.set_bodies("mixed_one", [orjson.dumps(r) for r in frame.iloc[:512].to_dict("records")])
     batch_body = orjson.dumps({"records": frame.iloc[: cfg.focus_size].to_dict("records")})
     c = cfg.mixed_concurrency
-    url = server.url + "/predict"
-    loader.run(url, "mixed_one", c, c * 8, 1.0)
-    pooled: dict[str, LoadResult] = {}
+    singles = [orjson.dumps(r) for r in frame.iloc[:512].to_dict("records")]
+    target = loads.target("mixed_one", server.url + "/predict", singles)
+    loads.warm([target], c, cfg.warm_seconds)
     streams: list[BatchStream] = []
     for round_index in range(cfg.load_rounds):
         for variant in order(["alone", "with_batches"], round_index):
-            if variant == "alone":
-                result = loader.run(url, "mixed_one", c, cfg.load_requests, cfg.load_seconds)
-            else:
+            for tool in order(list(TOOLS), round_index):
+                if variant == "alone":
+                    loads.run(target, tool, c, cfg.load_seconds, cfg.load_requests, key=variant)
+                    continue
                 with BatchStream(server.url + "/batch_predict", batch_body) as stream:
-                    result = loader.run(url, "mixed_one", c, cfg.load_requests, cfg.load_seconds)
+                    loads.run(target, tool, c, cfg.load_seconds, cfg.load_requests, key=variant)
                 streams.append(stream)
-            pooled[variant] = pooled[variant].merge(result) if variant in pooled else result
     batches = sum(sum(s.statuses.values()) for s in streams)
     bad = {k: v for s in streams for k, v in s.statuses.items() if k != 200}
-    rows = [load_row(v, pooled[v]) for v in ("alone", "with_batches")]
+    rows = loads.rows(["alone", "with_batches"])
     for row in rows:
-        log(f"  /predict c={c} {row['server']:13} {row['throughput']:6.0f} req/s  p50 {row['p50_ms']:6.1f} ms  "
-            f"p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}")
+        log(f"  /predict c={c} {row['server']:13} {row['tool']:8} {row['throughput']:6.0f} req/s  "
+            f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}")
     log(f"  beside it: {batches} batches of {cfg.focus_size:,} records answered" + (f", non-200: {bad}" if bad else ""))
     return {"concurrency": c, "rows": rows, "batches": batches, "batch_statuses": {str(k): v for k, v in bad.items()},
             "batch_records": cfg.focus_size}
 
 
-def scenario_workers(cfg, servers, loader: LoadProcess, frame: pd.DataFrame, log: Callable) -> dict:
+def scenario_workers(cfg, servers, loads: Loads, frame: pd.DataFrame, log: Callable) -> dict:
     if "workers2" not in servers:
         return {"skipped": "no WORKERS=2 server in this mode"}
-    loader.set_bodies("workers_one", [orjson.dumps(r) for r in frame.iloc[:512].to_dict("records")])
+    bodies = [orjson.dumps(r) for r in frame.iloc[:512].to_dict("records")]
     c = cfg.focus_concurrency
-    names = {"workers1": servers["service"], "workers2": servers["workers2"]}
-    for server in names.values():
-        loader.run(server.url + "/predict", "workers_one", c, c * 8, 2.0)
-    pooled: dict[str, LoadResult] = {}
-    for round_index in range(cfg.load_rounds):
-        for name in order(list(names), round_index):
-            result = loader.run(names[name].url + "/predict", "workers_one", c, cfg.load_requests, cfg.load_seconds)
-            pooled[name] = pooled[name].merge(result) if name in pooled else result
-    rows = [load_row(n, pooled[n]) for n in names]
+    targets = [loads.target(name, servers[server].url + "/predict", bodies)
+               for name, server in (("workers1", "service"), ("workers2", "workers2"))]
+    loads.warm(targets, c, cfg.warm_seconds)
+    loads.alternate(targets, c, cfg.load_rounds, cfg.load_seconds, cfg.load_requests)
+    rows = loads.rows(["workers1", "workers2"])
     for row in rows:
-        log(f"  c={c} {row['server']:9} {row['throughput']:6.0f} req/s  p50 {row['p50_ms']:6.1f} ms  "
+        log(f"  c={c} {row['server']:9} {row['tool']:8} {row['throughput']:6.0f} req/s  p50 {row['p50_ms']:6.1f} ms  "
             f"p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}")
     return {"concurrency": c, "rows": rows}

@@ -12,9 +12,9 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from bench.measure import JSON
 from bench.servers import MAX_RECORDS, tree_rss
 
-JSON = {"Content-Type": "application/json"}
 ARROW = "application/vnd.apache.arrow.stream"
 V2_PATH = "/v2/models/purchase_gbm/infer"
 
@@ -86,7 +86,7 @@ def scenario_arrow_big(cfg, servers, frame: pd.DataFrame, model, log: Callable) 
         return {"rows": rows, "skipped": reason}
     big = pd.concat([frame] * (rows // len(frame) + 1), ignore_index=True).iloc[:rows]
     body = arrow_bytes(big)
-    headers = {"Content-Type": ARROW, "Accept": ARROW}
+    headers = {"Content-Type": ARROW, "Accept": ARROW, "Accept-Encoding": "identity"}  # as every bench client
     latencies, peaks = [], []
     with httpx.Client(timeout=600) as client:
         for rep in range(cfg.big_reps):

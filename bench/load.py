@@ -1,8 +1,9 @@
-"""A closed-loop HTTP load generator on asyncio + aiohttp: `concurrency` clients send pre-encoded bodies back to
-back until `requests` answers or `duration` seconds, whichever comes first. Loopback only.
+"""The bench's own closed-loop HTTP load generator on asyncio + aiohttp: `concurrency` clients send pre-encoded
+bodies back to back until `requests` answers or `duration` seconds, whichever comes first. Loopback only.
 
-The client runs in its own process (see `run_load`), so its CPU is not taken from the benchmark driver; on a
-2-core machine it still shares the cores with the server, the same way for every variant it compares.
+The client runs in its own process (`LoadProcess`), so its CPU is not taken from the benchmark driver; on a 2-core
+machine it still shares the cores with the server, the same way for every variant it compares. Its rounds, and
+`hey`'s (bench/external.py), are summed up the same way: `Round` per run, `pooled` over rounds.
 """
 
 from __future__ import annotations
@@ -32,12 +33,38 @@ class LoadResult:
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies, q)) if self.latencies else float("nan")
 
-    def merge(self, other: "LoadResult") -> "LoadResult":
-        merged = LoadResult(self.concurrency, self.ok + other.ok, self.errors + other.errors, dict(self.statuses),
-                            self.elapsed + other.elapsed, self.latencies + other.latencies)
-        for status, count in other.statuses.items():
-            merged.statuses[status] = merged.statuses.get(status, 0) + count
-        return merged
+    def round(self) -> "Round":
+        return Round(self.concurrency, self.ok, self.errors, self.elapsed, self.percentile(50), self.percentile(99),
+                     {str(k): v for k, v in self.statuses.items()})
+
+
+@dataclass
+class Round:
+    """One load round of either tool: answers by status, its wall time, and its own latency percentiles (seconds)."""
+
+    concurrency: int
+    ok: int
+    errors: int
+    elapsed: float
+    p50: float
+    p99: float
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+def pooled(rounds: list[Round]) -> dict:
+    """Rounds of one tool against one server, summed up alike for both tools: throughput = answers / wall time over
+    all rounds; p50 and p99 = the median of the rounds' own percentiles (hey reports percentiles, not latencies)."""
+    statuses: dict[str, int] = {}
+    for r in rounds:
+        for status, count in r.statuses.items():
+            statuses[status] = statuses.get(status, 0) + count
+    elapsed = sum(r.elapsed for r in rounds)
+    ok = sum(r.ok for r in rounds)
+    return {"concurrency": rounds[0].concurrency, "rounds": len(rounds), "ok": ok,
+            "errors": sum(r.errors for r in rounds), "statuses": statuses, "throughput": ok / elapsed if elapsed else 0.0,
+            "p50_ms": float(np.median([r.p50 for r in rounds])) * 1e3,
+            "p99_ms": float(np.median([r.p99 for r in rounds])) * 1e3,
+            "round_throughput": [r.ok / r.elapsed if r.elapsed else 0.0 for r in rounds]}
 
 
 def _check_loopback(url: str) -> None:
@@ -51,7 +78,8 @@ async def _load(url: str, bodies: list[bytes], concurrency: int, requests: int, 
     import aiohttp
 
     result = LoadResult(concurrency)
-    headers = {"Content-Type": "application/json"}
+    # aiohttp asks for gzip unless told otherwise; MLServer then compresses its answers (see bench/external.py)
+    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
     sent = 0
     deadline = 0.0
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)

@@ -31,13 +31,20 @@ import pandas as pd
 from bench.harness import ROOT, free_port
 
 VENV = ROOT / "bench" / ".mlserver-venv"
-MLSERVER = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1")
+# uvloop 0.22 made `asyncio.get_event_loop()` raise where no loop is set, which kills MLServer 1.7.1's parallel
+# inference workers at start (SeldonIO/MLServer#2286, fix pending in #2285): its default `parallel_workers: 1` then
+# loads no model at all. 0.21 is the last uvloop it works with.
+MLSERVER = ("mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0")
 # The unpickled pipeline must be the one the service runs: same library versions as the project's environment.
 SHARED = ("scikit-learn", "numpy", "pandas", "joblib", "scipy")
 MODEL = "purchase_gbm"
-# MLServer's adaptive batching as the issue sets it; inference in the server process (parallel_workers 0).
+# The same pipeline once more, without adaptive batching: a lone big request to the batched model waits the whole
+# max_batch_time for company, and is merged and split again; MLServer's own default (max_batch_size 0) does neither.
+UNBATCHED = "purchase_gbm_unbatched"
+# MLServer's adaptive batching as issue 21 measured it; inference in the server process (parallel_workers 0).
 MAX_BATCH_SIZE = 256
 MAX_BATCH_TIME_S = 0.005
+PARALLEL_WORKERS = 0
 
 
 def requirements() -> list[str]:
@@ -74,7 +81,8 @@ def install() -> Path:
 
 def export_pipeline(model, folder: Path) -> Path:
     """Write `model` (a training.store.StoredModel of the purchase task) as one sklearn pipeline, features included,
-    plus MLServer's settings.json / model-settings.json, into `folder`; returns the folder."""
+    and MLServer's model settings for it twice (MODEL with adaptive batching, UNBATCHED without; one file, one
+    process) into `folder`; returns the folder."""
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
 
@@ -87,26 +95,29 @@ def export_pipeline(model, folder: Path) -> Path:
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text("")
     shutil.copy(features.__file__, package / "features.py")  # the very module the pipeline was built with
-    model_settings = {
-        "name": MODEL,
-        "implementation": "mlserver_sklearn.SKLearnModel",
-        "max_batch_size": MAX_BATCH_SIZE,
-        "max_batch_time": MAX_BATCH_TIME_S,
-        "parameters": {"uri": "./model.joblib", "version": model.version},
-    }
-    (folder / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
+    batching = {"max_batch_size": MAX_BATCH_SIZE, "max_batch_time": MAX_BATCH_TIME_S}
+    for name, extra in ((MODEL, batching), (UNBATCHED, {})):
+        settings = {"name": name, "implementation": "mlserver_sklearn.SKLearnModel", **extra,
+                    # relative to this settings file; MLServer finds every model-settings.json under its folder
+                    "parameters": {"uri": "../../model.joblib", "version": model.version}}
+        (folder / "models" / name).mkdir(parents=True, exist_ok=True)
+        (folder / "models" / name / "model-settings.json").write_text(json.dumps(settings, indent=2))
     return folder
 
 
-def server_settings(folder: Path, http_port: int, grpc_port: int, metrics_port: int) -> dict:
+def server_settings(folder: Path, http_port: int, grpc_port: int, metrics_port: int,
+                    parallel_workers: int | None = PARALLEL_WORKERS) -> dict:
+    """settings.json: loopback and free ports; `parallel_workers` None leaves MLServer's default (1: inference in a
+    separate process)."""
     settings = {
         "host": "127.0.0.1",
         "http_port": http_port,
         "grpc_port": grpc_port,
         "metrics_port": metrics_port,
-        "parallel_workers": 0,
         "debug": False,
     }
+    if parallel_workers is not None:
+        settings["parallel_workers"] = parallel_workers
     (folder / "settings.json").write_text(json.dumps(settings, indent=2))
     return settings
 
@@ -155,7 +166,8 @@ class MLServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"mlserver exited {self.process.returncode}:\n{self.output.read_text()[-4000:]}")
             try:
-                if httpx.get(f"{self.url}/v2/models/{MODEL}/ready", timeout=2).status_code == 200:
+                if all(httpx.get(f"{self.url}/v2/models/{m}/ready", timeout=2).status_code == 200
+                       for m in (MODEL, UNBATCHED)):
                     return
             except httpx.HTTPError:
                 pass
@@ -172,26 +184,32 @@ class MLServerProcess:
                 self.process.wait(timeout=10)
 
 
-def start(model, workdir: Path, env: dict[str, str] | None = None) -> MLServerProcess:
+def environment(folder: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment the service's servers get (bench/harness.py), so that a setting the user exports (say
+    OMP_NUM_THREADS) reaches both peers alike; nothing is set for MLServer that the service does not get. (Until
+    issue 21 the bench set OMP_NUM_THREADS=1 here: MLServer's model calls lost the second core and its figures were
+    not its defaults'. See docs/benchmarks.md.)"""
+    return {
+        **{k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "PYTHONPATH", "VIRTUAL_ENV")},
+        "PATH": f"{VENV / 'bin'}:{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(folder / "pythonpath"),
+        **(env or {}),
+    }
+
+
+def start(model, workdir: Path, env: dict[str, str] | None = None,
+          parallel_workers: int | None = PARALLEL_WORKERS) -> MLServerProcess:
     """Export `model` into workdir/mlserver and start `mlserver start` on free loopback ports (not yet ready)."""
     if not is_installed():
         raise RuntimeError(f"{VENV} is missing or stale: run `python -m bench.mlserver_peer install`")
     folder = export_pipeline(model, workdir / "mlserver")
     http_port = free_port()
-    server_settings(folder, http_port, free_port(), free_port())
+    server_settings(folder, http_port, free_port(), free_port(), parallel_workers)
     output = workdir / "mlserver.out"
-    environment = {
-        "PATH": f"{VENV / 'bin'}:{os.environ.get('PATH', '')}",
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "PYTHONPATH": str(folder / "pythonpath"),
-        # The service's model calls use one OpenMP thread (serving/core/predictor.py); so do MLServer's, so that the two
-        # differ in their serving path only.
-        "OMP_NUM_THREADS": "1",
-        **(env or {}),
-    }
     with open(output, "wb") as out:
-        process = subprocess.Popen([str(VENV / "bin" / "mlserver"), "start", str(folder)], cwd=folder, env=environment,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen([str(VENV / "bin" / "mlserver"), "start", str(folder)], cwd=folder,
+                                   env=environment(folder, env), stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     return MLServerProcess(folder, process, f"http://127.0.0.1:{http_port}", output)
 
 

@@ -16,8 +16,9 @@ import httpx
 import numpy as np
 import orjson
 
+from bench.cpu import CoreUse
 from bench.load import LoadProcess
-from bench.peers import order, post
+from bench.measure import Loads, order, post
 from bench.servers import (MAX_BODY_BYTES, MAX_RECORDS, Running, add_versions, start_bento, start_ceiling,
                            start_mlserver, start_reference, tree_rss)
 
@@ -142,7 +143,7 @@ def start_servers(names: set[str], cfg, workdir: Path, running: list[Running], l
         if name == "mlserver":
             from training.store import load_model
 
-            return start_mlserver(load_model(f"purchase_gbm:{g0}"), workdir)
+            return start_mlserver(load_model(f"purchase_gbm:{g0}"), workdir, cfg.mlserver_parallel_workers)
         # The reference app with the same one-thread model calls: it differs from the service in its HTTP and
         # parsing path only.
         return start_reference(workdir, {"REFERENCE_MODEL": f"purchase_gbm:{g0}", "OMP_NUM_THREADS": "1"})
@@ -184,27 +185,34 @@ def run_all(cfg, chosen: list[str], workdir: Path, loader: LoadProcess, running:
     frame = generate_purchase(max(cfg.focus_size, cfg.v1_records), seed=7).drop(columns="purchased")
     records = frame.to_dict("records")
     gbm = models["purchase_gbm"]
+    loads = Loads(loader, workdir)
     steps: dict[str, tuple[str, Callable[[], dict]]] = {
         "predict": (f"/predict at concurrency {cfg.focus_concurrency}: service vs MLServer vs ceiling vs reference app",
-                    lambda: peers.scenario_predict(cfg, servers, loader, frame, log)),
+                    lambda: peers.scenario_predict(cfg, servers, loads, frame, log)),
         "batch": (f"{cfg.focus_size:,} rows in one request, every door",
-                  lambda: peers.scenario_batch(cfg, servers, frame, gbm, validator, log)),
+                  lambda: peers.scenario_batch(cfg, servers, frame, gbm, validator, workdir, log)),
         "arrow_big": (f"{cfg.big_rows:,} rows as Arrow in one request",
                       lambda: doors.scenario_arrow_big(cfg, servers, frame, gbm, log)),
         "mixed": (f"mixed load: /predict at concurrency {cfg.mixed_concurrency} alone vs beside "
-                  f"{cfg.focus_size:,}-record batches", lambda: contention.scenario_mixed(cfg, servers, loader, frame, log)),
-        "workers": ("WORKERS=2 vs WORKERS=1 (/predict)", lambda: contention.scenario_workers(cfg, servers, loader, frame, log)),
+                  f"{cfg.focus_size:,}-record batches", lambda: contention.scenario_mixed(cfg, servers, loads, frame, log)),
+        "workers": ("WORKERS=2 vs WORKERS=1 (/predict)", lambda: contention.scenario_workers(cfg, servers, loads, frame, log)),
         "multimodel": ("/v1/predict with 1, 2, 4 models on shared inputs",
                        lambda: scenario_multimodel(cfg, servers, records, models, validator, log)),
         "breakdown": ("metrics and log cost per scored batch (in-process)",
                       lambda: scenario_breakdown(cfg, workdir, records, models, validator, log)),
         "threads": ("OpenMP default vs bounded (in-process)", lambda: scenario_threads(cfg, records, models, validator, log)),
     }
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"core_use": {}, "scenario_load": {}}
+    trees = {"bench load process": loader.process.pid,
+             **{name: server.pid for name, server in servers.items() if not name.startswith("_")}}
     for name in chosen:
         title, step = steps[name]
         log(f"{name}: {title}")
-        results[name] = step()
+        results["scenario_load"][name] = os.getloadavg()[0]
+        with CoreUse(trees) as use:
+            results[name] = step()
+        results["core_use"][name] = use.cores
+        log("  cores busy: " + ", ".join(f"{k} {v:.2f}" for k, v in use.cores.items() if v >= 0.01))
     results["servers"] = []
     for name, server in servers.items():
         if name.startswith("_"):

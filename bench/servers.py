@@ -49,8 +49,8 @@ def add_versions(names: tuple[str, ...]) -> dict[str, tuple[str, str]]:
     return versions
 
 
-def tree_rss(pid: int) -> int:
-    """Sum of RSS over a process and its descendants, in bytes (shared pages of forked workers count twice)."""
+def tree_sum(pid: int, measure) -> float:
+    """`measure(process)` summed over a process and its descendants; processes that end meanwhile count nothing."""
     try:
         root = psutil.Process(pid)
         processes = [root, *root.children(recursive=True)]
@@ -59,10 +59,15 @@ def tree_rss(pid: int) -> int:
     total = 0
     for process in processes:
         try:
-            total += process.memory_info().rss
+            total += measure(process)
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def tree_rss(pid: int) -> int:
+    """Sum of RSS over a process and its descendants, in bytes (shared pages of forked workers count twice)."""
+    return tree_sum(pid, lambda process: process.memory_info().rss)
 
 
 @dataclass
@@ -157,9 +162,9 @@ def start_ceiling(workdir: Path, env: dict[str, str], root: Path | None = None) 
     return start_bento("ceiling", workdir, {**env, "PYTHONPATH": path}, target="bench_ceiling:Ceiling", root=root)
 
 
-def start_mlserver(model, workdir: Path) -> Running:
+def start_mlserver(model, workdir: Path, parallel_workers: int | None = 0) -> Running:
     """MLServer 1.7.1 serving `model` exported as one sklearn pipeline (bench/mlserver_peer.py)."""
     from bench import mlserver_peer
 
     started = time.perf_counter()
-    return _when_up("mlserver", mlserver_peer.start(model, workdir), started)
+    return _when_up("mlserver", mlserver_peer.start(model, workdir, parallel_workers=parallel_workers), started)

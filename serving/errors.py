@@ -16,11 +16,15 @@ class ServingError(Exception):
 
     status = 500
     reason = "error"
+    headers: dict[str, str] | None = None  # sent with the answer (WWW-Authenticate, Allow, Accept-Encoding)
 
-    def __init__(self, detail: Any, reason: str | None = None, status: int | None = None):
+    def __init__(self, detail: Any, reason: str | None = None, status: int | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(detail if isinstance(detail, str) else reason or self.reason)
         self.detail = detail
         if reason is not None:
             self.reason = reason
         if status is not None:
             self.status = status
+        if headers is not None:
+            self.headers = headers

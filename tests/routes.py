@@ -15,6 +15,8 @@ EXPECTED = {
     "/v1/models": Scope.PUBLIC, "/v1/rollouts": Scope.PUBLIC, "/v1/rollouts/{task}/gate": Scope.PUBLIC, "/v2": Scope.PUBLIC, "/v2/health/live": Scope.PUBLIC, "/v2/health/ready": Scope.PUBLIC,
     "/v2/models/{name}": Scope.PUBLIC, "/v2/models/{name}/versions/{version}": Scope.PUBLIC,
     "/v2/models/{name}/ready": Scope.PUBLIC, "/v2/models/{name}/versions/{version}/ready": Scope.PUBLIC,
+    "/v2/models/{name}/config": Scope.PUBLIC, "/v2/models/{name}/versions/{version}/config": Scope.PUBLIC,
+    "/v2/{path:path}": Scope.PUBLIC,  # the protocol's JSON 404/405 for what no V2 route takes
     "/livez": Scope.PUBLIC, "/healthz": Scope.PUBLIC, "/readyz": Scope.PUBLIC, "/metrics": Scope.PUBLIC,
     "/": Scope.PUBLIC, "/docs.json": Scope.PUBLIC, "/schema.json": Scope.PUBLIC, "/static_content/{path:path}": Scope.PUBLIC,
 }

@@ -3,7 +3,10 @@ served by Starlette's TestClient (fast tier: the many error cases; tests/test_v2
 
 from __future__ import annotations
 
+import base64
 import copy
+import gzip
+import zlib
 
 import numpy as np
 import orjson
@@ -112,20 +115,24 @@ def test_flat_shapes_nested_data_integral_floats_and_requested_outputs(client, f
     assert list(only) == ["predicted_class"]
 
 
-def test_binary_tensor_extension_in_and_out(client, frame, expected):
-    body = v2_request(frame, parameters={"binary_data_output": True})
+def post_binary(client, body: dict, encode=str.encode):
+    """The body with every input as Triton binary tensor data (BYTES elements through `encode`)."""
     chunks = []
     for tensor in body["inputs"]:
         values = tensor.pop("data")
         if tensor["datatype"] == "BYTES":
-            raw = b"".join(len(s.encode()).to_bytes(4, "little") + s.encode() for s in values)
+            raw = b"".join(len(v).to_bytes(4, "little") + v for v in map(encode, values))
         else:
             raw = np.asarray(values, dtype="<i8" if tensor["datatype"] == "INT64" else "<f8").tobytes()
         tensor["parameters"] = {"binary_data_size": len(raw)}
         chunks.append(raw)
     header = orjson.dumps(body)
-    response = client.post(INFER, content=header + b"".join(chunks), headers={
+    return client.post(INFER, content=header + b"".join(chunks), headers={
         "content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+
+
+def test_binary_tensor_extension_in_and_out(client, frame, expected):
+    response = post_binary(client, v2_request(frame, parameters={"binary_data_output": True}))
     assert response.status_code == 200, response.text
     length = int(response.headers["inference-header-content-length"])
     meta = orjson.loads(response.content[:length])
@@ -206,6 +213,7 @@ def test_health_metadata_and_unknown_or_unloaded_models(client):
     assert client.get("/v2/health/live").json() == {"live": True}
     assert "ghost_model" in error_of(client.get("/v2/health/ready"), 503)
     meta = client.get("/v2").json()
+    assert client.get("/v2/").json() == meta  # the protocol's OpenAPI document writes it with the slash
     assert meta["name"] == "purchase_serving" and "binary_tensor_data" in meta["extensions"]
     model = client.get("/v2/models/purchase_lr").json()
     version = load_model("purchase_lr:latest").version
@@ -213,7 +221,8 @@ def test_health_metadata_and_unknown_or_unloaded_models(client):
     assert [(i["name"], i["datatype"], i["shape"]) for i in model["inputs"]] == [
         (c, DATATYPES[c], [-1, 1]) for c in PURCHASE.columns
     ]
-    assert [(o["name"], o["datatype"]) for o in model["outputs"]] == [("predict_proba", "FP64"), ("predicted_class", "INT64")]
+    assert [(o["name"], o["datatype"]) for o in model["outputs"]] == [
+        ("predict_proba", "FP64"), ("predicted_class", "INT64"), ("prediction_id", "BYTES")]
     assert client.get(f"/v2/models/purchase_lr/versions/{version}").json() == model
     assert client.get(f"/v2/models/purchase_lr/versions/{version}/ready").status_code == 200
     assert client.get("/v2/models/purchase_lr/ready").json() == {"name": "purchase_lr", "ready": True}
@@ -223,3 +232,218 @@ def test_health_metadata_and_unknown_or_unloaded_models(client):
     assert "not loaded" in error_of(client.get("/v2/models/ghost_model/ready"), 503)
     assert "not loaded" in error_of(client.post("/v2/models/ghost_model/infer", json={}), 503)
     assert "not loaded" in error_of(client.get("/v2/models/ghost_model"), 503)
+
+
+# --- BYTES content types: base64 (MLServer's Base64Codec), str, pd_json --------------------------------------------
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _country(body: dict, values: list, parameters: dict | None = None) -> dict:
+    changed = _break(body, "student_country", data=values)
+    if parameters is not None:
+        changed["inputs"][0]["parameters"] = parameters
+    return changed
+
+
+def test_base64_bytes_are_decoded_on_the_input_or_the_request(client, frame, expected):
+    encoded = [_b64(c) for c in frame["student_country"]]
+    on_input = _country(v2_request(frame), encoded, {"content_type": "base64"})
+    np.testing.assert_allclose(outputs(client.post(INFER, json=on_input))["predict_proba"]["data"], expected, atol=1e-12)
+    on_request = _country(v2_request(frame, parameters={"content_type": "base64"}), encoded)
+    np.testing.assert_allclose(outputs(client.post(INFER, json=on_request))["predict_proba"]["data"], expected, atol=1e-12)
+    # the input's own content type wins over the request's
+    literal = _country(v2_request(frame, parameters={"content_type": "base64"}), frame["student_country"].tolist(),
+                       {"content_type": "str"})
+    np.testing.assert_allclose(outputs(client.post(INFER, json=literal))["predict_proba"]["data"], expected, atol=1e-12)
+    as_json = _country(v2_request(frame), [f'"{c}"' for c in frame["student_country"]], {"content_type": "pd_json"})
+    np.testing.assert_allclose(outputs(client.post(INFER, json=as_json))["predict_proba"]["data"], expected, atol=1e-12)
+
+
+def test_base64_over_binary_tensors(client, frame, expected):
+    response = post_binary(client, v2_request(frame, parameters={"content_type": "base64"}),
+                           encode=lambda text: _b64(text).encode())
+    np.testing.assert_allclose(outputs(response)["predict_proba"]["data"], expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "values, parameters, needles",
+    [
+        (["SW5kaWE"], {"content_type": "base64"}, ["'student_country'", "row 3", "not valid base64", "padding"]),
+        (["India!"], {"content_type": "base64"}, ["'student_country'", "row 3", "not valid base64"]),
+        (["Côte"], {"content_type": "base64"}, ["'student_country'", "row 3", "not valid base64"]),
+        ([base64.b64encode(b"\xff\xfe").decode()], {"content_type": "base64"}, ["'student_country'", "row 3", "not UTF-8"]),
+        (["India"], {"content_type": "pd_json"}, ["'student_country'", "row 3", "not JSON"]),
+        (["12"], {"content_type": "pd_json"}, ["'student_country'", "row 3", "int", "not a string"]),
+        (["India"], {"content_type": "hex"}, ["input 'student_country' (BYTES)", "'hex' is not supported", "base64"]),
+        (["India"], {"content_type": 1}, ["input 'student_country' (BYTES)", "content_type"]),
+    ],
+)
+def test_undecodable_bytes_are_400_naming_input_and_row(client, frame, values, parameters, needles):
+    encoded = [_b64(c) for c in frame["student_country"]] if parameters["content_type"] == "base64" else (
+        [f'"{c}"' for c in frame["student_country"]])
+    encoded[3:4] = values
+    message = error_of(client.post(INFER, json=_country(v2_request(frame), encoded, parameters)), 400)
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_content_types_that_do_not_fit_are_refused(client, frame):
+    numeric = _break(v2_request(frame), "days_on_platform", parameters={"content_type": "base64"})
+    assert "input 'days_on_platform' (INT64) parameter 'content_type' 'base64'" in error_of(client.post(INFER, json=numeric), 400)
+    assert outputs(client.post(INFER, json=_break(v2_request(frame), "days_on_platform", parameters={"content_type": "np"})))
+    unknown = v2_request(frame, parameters={"content_type": "hf"})
+    assert "request parameter 'content_type' 'hf' is not supported" in error_of(client.post(INFER, json=unknown), 400)
+
+
+def test_base64_text_without_the_parameter_is_a_category_value(client, frame):
+    """Without content_type base64, "SW5kaWE=" is a country name the model has not seen: scored as an unknown
+    category, like any other new country (a 200 is right: guessing that text is base64 would break real values)."""
+    body = _country(v2_request(frame.head(1)), [_b64("India")])
+    unseen = _country(v2_request(frame.head(1)), ["Atlantis"])
+    seen = _country(v2_request(frame.head(1)), ["India"])
+    proba = [outputs(client.post(INFER, json=b))["predict_proba"]["data"][0] for b in (body, unseen, seen)]
+    assert proba[0] == proba[1] != proba[2]
+
+
+# --- parameters: booleans, scalars in the answer, prediction ids ---------------------------------------------------
+
+@pytest.mark.parametrize(
+    "where, value",
+    [("request", "false"), ("request", "true"), ("request", 0), ("request", 1), ("output", "false"), ("output", 1)],
+)
+def test_boolean_parameters_must_be_json_booleans(client, frame, where, value):
+    if where == "request":
+        body = v2_request(frame, parameters={"binary_data_output": value})
+        needle = "request parameter 'binary_data_output' must be true or false"
+    else:
+        body = v2_request(frame, outputs=[{"name": "predict_proba", "parameters": {"binary_data": value}}])
+        needle = "output 'predict_proba' parameter 'binary_data' must be true or false"
+    message = error_of(client.post(INFER, json=body), 400)
+    assert needle in message and repr(value) in message
+
+
+def test_boolean_parameters_choose_json_or_binary(client, frame, expected):
+    json_out = client.post(INFER, json=v2_request(frame, parameters={"binary_data_output": False}))
+    assert json_out.headers["content-type"] == "application/json"
+    np.testing.assert_allclose(outputs(json_out)["predict_proba"]["data"], expected, atol=1e-12)
+    mixed = client.post(INFER, json=v2_request(frame, parameters={"binary_data_output": True}, outputs=[
+        {"name": "predicted_class", "parameters": {"binary_data": False}}, {"name": "predict_proba"}]))
+    length = int(mixed.headers["inference-header-content-length"])
+    header = orjson.loads(mixed.content[:length])
+    cls, proba = header["outputs"]
+    assert cls["data"] == (expected >= 0.5).astype(int).tolist() and "data" not in proba
+    np.testing.assert_allclose(np.frombuffer(mixed.content[length:], dtype="<f8"), expected, atol=1e-12)
+
+
+def _scalars_only(parameters: dict | None) -> bool:
+    return all(type(v) in (str, int, float, bool) for v in (parameters or {}).values())
+
+
+def test_answer_parameters_are_scalars_and_prediction_ids_an_output(client, frame):
+    log_path = client.app.dependency_overrides[v2.current_predictor]().settings.prediction_log_path
+    for body in (v2_request(frame), v2_request(frame, parameters={"content_type": "pd", "binary_data_output": False})):
+        answer = client.post(INFER, json=body).json()
+        assert _scalars_only(answer.get("parameters")) and all(_scalars_only(o.get("parameters")) for o in answer["outputs"])
+        ids = outputs_of(answer)["prediction_id"]
+        assert ids["datatype"] == "BYTES" and ids["shape"] == [20, 1] and len(set(ids["data"])) == 20
+        logged = {orjson.loads(line)["prediction_id"] for line in log_path.read_bytes().splitlines()}
+        assert set(ids["data"]) <= logged
+    assert outputs_of(client.post(INFER, json=v2_request(frame)).json())["prediction_id"]  # by default: every output
+    only = client.post(INFER, json=v2_request(frame, outputs=[{"name": "predict_proba"}])).json()
+    assert [o["name"] for o in only["outputs"]] == ["predict_proba"]  # asked for one: one
+
+
+def test_prediction_ids_as_binary_bytes(client, frame):
+    body = v2_request(frame, outputs=[{"name": "prediction_id", "parameters": {"binary_data": True}}])
+    response = client.post(INFER, json=body)
+    length = int(response.headers["inference-header-content-length"])
+    [tensor] = orjson.loads(response.content[:length])["outputs"]
+    raw, ids = response.content[length:], []
+    assert tensor["parameters"] == {"binary_data_size": len(raw)}
+    while raw:
+        size = int.from_bytes(raw[:4], "little")
+        ids.append(raw[4 : 4 + size].decode())
+        raw = raw[4 + size :]
+    assert len(ids) == 20 and all(len(i) == 36 for i in ids)
+
+
+def outputs_of(answer: dict) -> dict[str, dict]:
+    return {o["name"]: o for o in answer["outputs"]}
+
+
+# --- 404 and 405 under /v2, in the protocol's shape ---------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "method, path, status, needle",
+    [
+        ("GET", "/v2/models/purchase_gbm/config", 404, "model configuration extension"),
+        ("GET", "/v2/models/nope/config", 404, "'nope' is not served"),
+        ("POST", "/v2/repository/index", 404, "No V2 route is POST /v2/repository/index"),
+        ("GET", "/v2/whatever/else", 404, "No V2 route"),
+        ("GET", INFER, 405, "GET is not allowed on /v2/models/purchase_gbm/infer; allowed: POST"),
+        ("DELETE", "/v2/models/purchase_gbm", 405, "allowed: GET"),
+        ("POST", "/v2/health/ready", 405, "allowed: GET"),
+    ],
+)
+def test_unknown_routes_and_methods_answer_the_protocols_error(client, method, path, status, needle):
+    response = client.request(method, path)
+    assert needle in error_of(response, status)
+    if status == 405:
+        assert response.headers["allow"]
+
+
+# --- Content-Encoding ---------------------------------------------------------------------------------------------
+
+def test_gzip_and_deflate_bodies(client, frame, expected):
+    raw = orjson.dumps(v2_request(frame))
+    for coding, body in (("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw)), ("x-gzip", gzip.compress(raw)),
+                         ("deflate", zlib.compress(raw)[2:-4]),  # a raw deflate stream, as some clients send
+                         ("gzip", gzip.compress(raw[:100]) + gzip.compress(raw[100:])),  # two gzip members
+                         ("deflate, gzip", gzip.compress(zlib.compress(raw)))):
+        response = client.post(INFER, content=body, headers={"content-type": "application/json", "content-encoding": coding})
+        np.testing.assert_allclose(outputs(response)["predict_proba"]["data"], expected, atol=1e-12)
+    arrow_body = gzip.compress(to_arrow(frame))
+    response = client.post(INFER, content=arrow_body, headers={"content-type": ARROW_STREAM, "content-encoding": "gzip"})
+    np.testing.assert_allclose(outputs(response)["predict_proba"]["data"], expected, atol=1e-12)
+
+
+def test_bad_encodings_are_refused(client, frame):
+    raw = orjson.dumps(v2_request(frame))
+    response = client.post(INFER, content=raw, headers={"content-type": "application/json", "content-encoding": "br"})
+    assert "Content-Encoding 'br' is not supported" in error_of(response, 415)
+    assert response.headers["accept-encoding"] == "gzip, deflate"
+    truncated = client.post(INFER, content=gzip.compress(raw)[:-20], headers={"content-encoding": "gzip"})
+    assert "truncated" in error_of(truncated, 400)
+    corrupt = client.post(INFER, content=b"\x1f\x8b" + b"not gzip at all", headers={"content-encoding": "gzip"})
+    assert "not valid gzip data" in error_of(corrupt, 400)
+    plain = client.post(INFER, content=raw, headers={"content-encoding": "deflate"})
+    assert "not valid deflate data" in error_of(plain, 400)
+
+
+def test_a_zip_bomb_is_413_after_inflating_no_more_than_the_limit(client, monkeypatch):
+    import serving.web.content_encoding as content_encoding
+
+    produced = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def decompress(self, data, max_length=0):
+            out = self.inner.decompress(data, max_length)
+            produced.append(len(out))
+            return out
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    real = zlib.decompressobj
+    monkeypatch.setattr(content_encoding.zlib, "decompressobj", lambda **kw: Spy(real(**kw)))
+    packer = zlib.compressobj(9, wbits=31)
+    bomb = b"".join(packer.compress(bytes(1 << 20)) for _ in range(50)) + packer.flush()  # 50 MiB of zeros
+    assert len(bomb) < MAX_BODY_BYTES
+    response = client.post(INFER, content=bomb, headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert "over the limit of 65536 bytes once decompressed" in error_of(response, 413)
+    assert 0 < sum(produced) <= MAX_BODY_BYTES + 1

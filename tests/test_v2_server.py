@@ -3,13 +3,18 @@ MLServer-style request, and serving/client.py. Predictions must equal the servic
 
 from __future__ import annotations
 
+import base64
+import gzip
 import re
 import uuid
+import zlib
+from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
 import pandas as pd
+import psutil
 import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
@@ -62,7 +67,8 @@ def test_tritonclient_health_and_metadata(triton_client):
     assert not triton_client.is_model_ready("no_such_model")
     meta = triton_client.get_model_metadata("purchase_gbm")
     assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == list(DATATYPES.items())
-    assert {o["name"] for o in meta["outputs"]} == {"predict_proba", "predicted_class"}
+    assert {o["name"]: o["datatype"] for o in meta["outputs"]} == {
+        "predict_proba": "FP64", "predicted_class": "INT64", "prediction_id": "BYTES"}
     assert "binary_tensor_data" in triton_client.get_server_metadata()["extensions"]
 
 
@@ -186,3 +192,87 @@ def test_docs_document_the_v2_routes_and_arrow(server):
     assert infer["requestBody"]["content"]["application/json"]["schema"]["properties"]["inputs"]["minItems"] == 1
     assert {"400", "404", "413", "415", "503"} <= set(infer["responses"])
     assert ARROW in paths["/batch_predict"]["post"]["requestBody"]["content"]
+
+
+# --- what issue 20 found: compression, base64, parameters, 404/405, prediction ids -------------------------------
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary-tensors", "json-tensors"])
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_tritonclient_compressed_requests(triton_client, frame, batch_answer, binary, compression):
+    """tritonclient's request_compression_algorithm sends Content-Encoding gzip or deflate (its zlib format); it
+    asks for a compressed answer too, which this server does not send: the client reads it as is."""
+    outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("predict_proba", "prediction_id")]
+    result = triton_client.infer("purchase_gbm", triton_inputs(frame, binary), outputs=outputs,
+                                 request_compression_algorithm=compression, response_compression_algorithm=compression)
+    np.testing.assert_allclose(result.as_numpy("predict_proba").ravel(), batch_answer["predicted_purchase_probability"],
+                               rtol=0, atol=1e-12)
+    ids = [i.decode() if isinstance(i, bytes) else i for i in result.as_numpy("prediction_id").ravel()]
+    assert len(set(ids)) == len(frame) and all(len(i) == 36 for i in ids)
+    assert "parameters" not in result.get_response() or all(
+        type(v) in (str, int, float, bool) for v in result.get_response()["parameters"].values())
+
+
+def test_tritonclient_base64_bytes_on_the_request(triton_client, frame, batch_answer):
+    """A request-level content_type base64 (tritonclient's `parameters`) makes every BYTES input base64."""
+    inputs = triton_inputs(frame)
+    encoded = np.array([[base64.b64encode(c.encode())] for c in frame["student_country"]], dtype=object)
+    inputs[0].set_data_from_numpy(encoded, binary_data=True)
+    result = triton_client.infer("purchase_gbm", inputs, parameters={"content_type": "base64"})
+    np.testing.assert_allclose(result.as_numpy("predict_proba").ravel(), batch_answer["predicted_purchase_probability"],
+                               rtol=0, atol=1e-12)
+    encoded[5, 0] = b"SW5kaWE"  # base64 of "India" without its padding
+    inputs[0].set_data_from_numpy(encoded, binary_data=True)
+    with pytest.raises(InferenceServerException) as caught:
+        triton_client.infer("purchase_gbm", inputs, parameters={"content_type": "base64"})
+    assert caught.value.status() == "400"
+    assert "input 'student_country': row 5 is not valid base64" in caught.value.message()
+
+
+def test_tritonclient_model_config_and_unknown_routes_get_the_servers_message(server, triton_client):
+    with pytest.raises(InferenceServerException) as caught:
+        triton_client.get_model_config("purchase_gbm")
+    assert caught.value.status() == "404" and "model configuration extension" in caught.value.message()
+    with pytest.raises(InferenceServerException) as caught:
+        triton_client.get_model_repository_index()
+    assert caught.value.status() == "404" and "No V2 route is POST /v2/repository/index" in caught.value.message()
+    response = httpx.get(server.url + "/v2/models/purchase_gbm/infer")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json() == {"error": "GET is not allowed on /v2/models/purchase_gbm/infer; allowed: POST."}
+
+
+def test_string_booleans_are_refused(server, frame):
+    body = {"parameters": {"binary_data_output": "false"}, "inputs": [
+        {"name": c, "datatype": DATATYPES[c], "shape": [3, 1], "data": frame[c].head(3).tolist()} for c in frame.columns]}
+    response = server.post("/v2/models/purchase_gbm/infer", body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("request parameter 'binary_data_output' must be true or false")
+
+
+def _peak_rss(pid: int) -> int:
+    """VmHWM: the most memory the process ever had resident, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_real_zip_bomb_is_413_without_inflating(server):
+    """1 GiB of zeros in about 1 MB of gzip: refused once MAX_BODY_BYTES (32 MiB) is inflated, not after 1 GiB."""
+    packer = zlib.compressobj(9, wbits=31)
+    bomb = b"".join(packer.compress(bytes(1 << 20)) for _ in range(1024)) + packer.flush()
+    assert len(bomb) < 2 << 20
+    workers = [c for c in psutil.Process(server.process.pid).children(recursive=True)
+               if "_bentoml_impl.worker.service" in " ".join(c.cmdline())]
+    before = {w.pid: _peak_rss(w.pid) for w in workers}
+    for path in ("/batch_predict", "/v2/models/purchase_gbm/infer"):
+        response = httpx.post(server.url + path, content=bomb, timeout=60,
+                              headers={"content-type": "application/json", "content-encoding": "gzip"})
+        assert response.status_code == 413, response.text[:300]
+        assert "over the limit of 33554432 bytes once decompressed" in response.text
+    grown = max(_peak_rss(pid) - peak for pid, peak in before.items())
+    assert grown < 256 << 20, f"a worker's peak memory grew by {grown >> 20} MiB"
+    response = httpx.post(server.url + "/batch_predict", content=gzip.compress(b'{"records": []}'), headers={
+        "content-type": "application/json", "content-encoding": "gzip"})
+    assert response.status_code == 422  # decoded, then validated as usual
+    response = httpx.post(server.url + "/batch_predict", content=b"{}", headers={"content-encoding": "compress"})
+    assert response.status_code == 415 and response.headers["accept-encoding"] == "gzip, deflate"

@@ -99,9 +99,24 @@ def _from_python(column: str, values: Sequence[Any], spec: dict[str, Any]) -> tu
     target = pa.int64() if types == {int} else pa.float64()
     try:
         return pa.array(values, type=target), None
-    except (OverflowError, pa.ArrowInvalid):
-        too_big = np.fromiter((type(v) is int and not -(2**63) <= v < 2**63 for v in values), dtype=bool, count=len(values))
-        return None, _problem(column, "bounds", "is out of the 64-bit integer range", too_big)
+    except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    # pyarrow refused a value: name each one it refuses on its own. An int column refuses integers outside int64;
+    # a float column (ints mixed with floats) refuses integers beyond +-2**53, which a double cannot hold exactly.
+    refused = np.fromiter((_refused(v, target) for v in values), dtype=bool, count=len(values))
+    problem = "is out of the 64-bit integer range" if target == pa.int64() else (
+        "holds an integer beyond +-2**53 among floats, which a 64-bit float cannot hold exactly")
+    # Never (None, None): if no single value is refused, the column as a whole is (it cannot be scored either way).
+    return None, _problem(column, "bounds", problem, refused) or _whole(column, "type", f"could not be read as "
+                                                                        f"{_EXPECTED[spec['type']]}", len(values))
+
+
+def _refused(value: Any, target: pa.DataType) -> bool:
+    try:
+        pa.array([value], type=target)
+    except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):
+        return True
+    return False
 
 
 def _to_arrow(column: str, values: Any, spec: dict[str, Any]) -> tuple[pa.Array | None, ColumnProblem | None]:
@@ -176,6 +191,8 @@ def _check_number(array: pa.Array, spec: dict[str, Any]) -> tuple[np.ndarray, Fo
     if array.null_count:
         array = array.fill_null(0)
     values = array.to_numpy(zero_copy_only=False)
+    if values.dtype.kind == "f" and values.itemsize < 8:
+        values = values.astype(np.float64)  # float16/32 compared with 1e9 or 2**63 would overflow to inf
     ok = ~null
     if is_float:
         finite = np.isfinite(values)
@@ -185,6 +202,12 @@ def _check_number(array: pa.Array, spec: dict[str, Any]) -> tuple[np.ndarray, Fo
             with np.errstate(invalid="ignore"):
                 found.append(("not_integer", "must be an integer (has a fractional part)", ok & (np.floor(values) != values)))
     with np.errstate(invalid="ignore"):
+        if spec["type"] == "integer" and values.dtype.kind in "uf":
+            # astype(int64) would wrap uint64 past 2**63 - 1 and turn floats past int64 into garbage, silently
+            fits = values <= np.iinfo(np.int64).max if values.dtype.kind == "u" else (
+                (values >= -(2.0**63)) & (values < 2.0**63))
+            found.append(("bounds", "is out of the 64-bit integer range", ok & ~fits))
+            ok = ok & fits
         for key, breaks, op in _BOUNDS:
             if key in spec:
                 found.append(("bounds", f"must be {op} {spec[key]}", ok & breaks(values, spec[key])))

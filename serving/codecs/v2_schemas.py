@@ -14,6 +14,11 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)  # a shape of ["3"] is a client bug, not 3
 
 
+# The protocol's parameter values: "a $string, $number, or $boolean" (inference_rest.md, Parameters). Answers keep to
+# it; requests are read leniently (a parameter this server does not read is ignored, whatever its value).
+Scalar = str | int | float | bool
+
+
 class MetadataTensor(_Wire):
     name: str
     datatype: str
@@ -46,7 +51,7 @@ class ResponseOutput(_Wire):
     name: str
     shape: list[int]
     datatype: str
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Scalar] | None = None
     data: list[Any] | None = None
 
 
@@ -54,7 +59,7 @@ class InferenceResponse(_Wire):
     model_name: str
     model_version: str | None = None
     id: str
-    parameters: dict[str, Any] | None = None
+    parameters: dict[str, Scalar] | None = None
     outputs: list[ResponseOutput]
 
 
@@ -95,7 +100,8 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 # What the V2 routes document beyond their models (serving/web/v2.py).
 ERRORS_DOC: dict[int | str, dict[str, Any]] = {
-    400: {"model": V2Error, "description": "Bad request: names the input and the row."},
+    400: {"model": V2Error, "description": "Bad request: names the input and the row, or the parameter (a boolean "
+          "that is not true or false, an unknown content_type, BYTES that are not valid base64)."},
     404: {"model": V2Error, "description": "Unknown model or version."},
     503: {"model": V2Error, "description": "The model is configured but not loaded."},
 }
@@ -103,14 +109,16 @@ ERRORS_DOC: dict[int | str, dict[str, Any]] = {
 INFER_DOC: dict[str, Any] = {
     "responses": {
         200: {
-            "description": "Predictions: outputs predict_proba (FP64) and predicted_class (INT64). An Arrow stream "
-            f"(columns {', '.join(V2_COLUMNS)}) with `Accept: {ARROW_STREAM}`.",
+            "description": "Predictions: outputs predict_proba (FP64), predicted_class (INT64) and prediction_id (BYTES, "
+            "the id POST /v1/feedback takes), those requested or all. An Arrow stream (columns "
+            f"{', '.join(V2_COLUMNS)}, prediction_id) with `Accept: {ARROW_STREAM}`.",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferenceResponse"}},
                         ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
         },
         **ERRORS_DOC,
-        413: {"model": V2Error, "description": "Body over MAX_BODY_BYTES."},
-        415: {"model": V2Error, "description": "Content-Type is not JSON, binary tensors or an Arrow stream."},
+        413: {"model": V2Error, "description": "Body over MAX_BODY_BYTES, on the wire or once decompressed."},
+        415: {"model": V2Error, "description": "Content-Type is not JSON, binary tensors or an Arrow stream, or "
+              "Content-Encoding is not gzip or deflate (the answer's Accept-Encoding lists them)."},
     },
     "response_model": InferenceResponse,
     "openapi_extra": {

@@ -2,8 +2,11 @@
 
 Inputs arrive as JSON tensors or, with Triton's binary tensor data extension (what `tritonclient` sends by
 default), as a JSON header followed by raw little-endian tensor bytes. Either way each input becomes one column
-for `serving.codecs.columns.validate_columns`; the declared datatype must match the values sent (an INT64 tensor holds
-integers, a BYTES tensor strings), and the column schema then decides what the model accepts.
+for `serving.codecs.columns.validate_columns`; the declared datatype must match the values sent (an INT64 tensor
+holds integers, a BYTES tensor strings), BYTES elements are decoded by their content type
+(serving/codecs/v2_parameters.py: base64 among them), and the column schema then decides what the model accepts.
+
+The answers are encoded by `serving/codecs/v2_answers.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
+from serving.codecs.v2_parameters import V2Invalid, decode_bytes, input_content_type, request_content_type
 from serving.codecs.v2_schemas import InferenceRequest, RequestInput
 
 BINARY_SIZE = "binary_data_size"
@@ -30,14 +34,6 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     **{t: (int, float) for t in NUMPY_TYPES if t.startswith("FP")},
 }  # fmt: skip
 SCHEMA_DATATYPES = {"string": "BYTES", "integer": "INT64", "number": "FP64"}
-
-
-class V2Invalid(ValueError):
-    """The request does not follow the protocol; the message names the input (and row)."""
-
-    def __init__(self, message: str, reason: str = "bad_request"):
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass
@@ -110,10 +106,21 @@ def _json_column(tensor: RequestInput) -> Any:
         )
     if tensor.datatype == "BYTES":
         return values
+    dtype = np.float64 if tensor.datatype.startswith("FP") else NUMPY_TYPES[tensor.datatype]
     try:
-        return np.array(values, dtype=np.float64 if tensor.datatype.startswith("FP") else NUMPY_TYPES[tensor.datatype])
+        return np.array(values, dtype=dtype)
     except OverflowError:
-        raise V2Invalid(f"input {tensor.name!r}: a value is out of the {tensor.datatype} range.", "datatype") from None
+        bad = next(i for i, v in enumerate(values) if _overflows(v, dtype))
+        raise V2Invalid(f"input {tensor.name!r}: row {bad} ({values[bad]!r:.40}) is out of the {tensor.datatype} "
+                        "range.", "datatype") from None
+
+
+def _overflows(value: Any, dtype: Any) -> bool:
+    try:
+        np.array([value], dtype=dtype)
+    except OverflowError:
+        return True
+    return False
 
 
 def _bytes_elements(name: str, chunk: memoryview, count: int) -> list[str]:
@@ -148,79 +155,29 @@ def decode_inputs(request: InferenceRequest, binary: memoryview) -> Decoded:
     """One column per input tensor, checked against its declared datatype and shape."""
     columns: dict[str, Any] = {}
     ranks, offset = set(), 0
+    requested_codec = request_content_type(request.parameters)
     for tensor in request.inputs:
         if tensor.name in columns:
             raise V2Invalid(f"input {tensor.name!r} is sent more than once.")
         if tensor.datatype not in _JSON_TYPES:
             raise V2Invalid(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported; use one of "
                             f"{', '.join(_JSON_TYPES)}.", "datatype")
+        codec = input_content_type(tensor.name, tensor.datatype, tensor.parameters, requested_codec)
         rows, rank = _rows_of(tensor)
         ranks.add(rank)
         size = (tensor.parameters or {}).get(BINARY_SIZE)
         if size is not None:
             if type(size) is not int or size < 0 or offset + size > len(binary):
                 raise V2Invalid(f"input {tensor.name!r}: binary_data_size {size!r} does not fit the binary body.", "binary")
-            columns[tensor.name] = _binary_column(tensor, binary[offset : offset + size], rows)
+            column = _binary_column(tensor, binary[offset : offset + size], rows)
             offset += size
-            continue
-        if tensor.data is None:
-            raise V2Invalid(f"input {tensor.name!r} has no data.")
-        column = _json_column(tensor)
-        if len(column) != rows:
-            raise V2Invalid(f"input {tensor.name!r}: shape {tensor.shape} needs {rows} values, got {len(column)}.")
-        columns[tensor.name] = column
+        else:
+            if tensor.data is None:
+                raise V2Invalid(f"input {tensor.name!r} has no data.")
+            column = _json_column(tensor)
+            if len(column) != rows:
+                raise V2Invalid(f"input {tensor.name!r}: shape {tensor.shape} needs {rows} values, got {len(column)}.")
+        columns[tensor.name] = decode_bytes(tensor.name, column, codec) if tensor.datatype == "BYTES" else column
     if offset != len(binary):
         raise V2Invalid(f"{len(binary) - offset} bytes of binary data belong to no input.", "binary")
     return Decoded(columns, 2 if 2 in ranks else 1)
-
-
-def check_requested_outputs(request: InferenceRequest, names: list[str]) -> None:
-    """Before the model runs: a request for an output that does not exist is refused, and nothing is logged."""
-    unknown = sorted({o.name for o in request.outputs or []} - set(names))
-    if unknown:
-        raise V2Invalid(f"requested output(s) {', '.join(map(repr, unknown))} do not exist; outputs: {', '.join(names)}.")
-
-
-def encode_response(
-    outputs: dict[str, tuple[str, np.ndarray]],
-    model_name: str,
-    model_version: str | None,
-    id_: str,
-    request: InferenceRequest | None,
-    rank: int,
-    prediction_ids: list[str] | None = None,
-) -> tuple[bytes, int | None]:
-    """The response body, and the JSON header's length when outputs travel as binary tensor data.
-
-    `outputs` maps output name -> (datatype, values). Only the outputs the client asked for are sent; binary
-    when asked (request parameter `binary_data_output` or an output's `binary_data`), JSON otherwise.
-    """
-    parameters = (request.parameters if request else None) or {}
-    binary_all = bool(parameters.get("binary_data_output", False))
-    requested = (request.outputs if request else None) or []
-    wanted = {o.name: bool((o.parameters or {}).get("binary_data", binary_all)) for o in requested}
-    names = list(wanted) if wanted else list(outputs)
-    tensors, chunks = [], []
-    for name in names:
-        datatype, values = outputs[name]
-        shape = [len(values), 1] if rank == 2 else [len(values)]
-        tensor: dict[str, Any] = {"name": name, "shape": shape, "datatype": datatype}
-        if wanted.get(name, binary_all):
-            raw = np.ascontiguousarray(values, dtype=NUMPY_TYPES[datatype]).tobytes()
-            tensor["parameters"] = {BINARY_SIZE: len(raw)}
-            chunks.append(raw)
-        else:
-            tensor["data"] = np.ascontiguousarray(values)
-        tensors.append(tensor)
-    payload = {"model_name": model_name, "model_version": model_version, "id": id_, "outputs": tensors}
-    answer_parameters: dict[str, Any] = {}
-    if "content_type" in parameters:
-        answer_parameters["content_type"] = parameters["content_type"]
-    if prediction_ids is not None:  # one per row, for POST /v1/feedback (a response parameter: outputs stay two)
-        answer_parameters["prediction_ids"] = prediction_ids
-    if answer_parameters:
-        payload["parameters"] = answer_parameters
-    header = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not chunks:
-        return header, None
-    return header + b"".join(chunks), len(header)

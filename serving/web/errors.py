@@ -97,7 +97,7 @@ def answer(exc: ServingError, shape: ErrorShape, endpoint: str, request_id: str 
     status = shape.invalid_status if isinstance(exc, CodecError) and exc.status == 422 else exc.status
     metrics.VALIDATION_FAILURES.labels(endpoint, exc.reason).inc()
     detail = exc.detail if shape.key == "detail" else _text(exc.detail)
-    return json_response(status, {shape.key: detail}, request_id, getattr(exc, "headers", None))
+    return json_response(status, {shape.key: detail}, request_id, exc.headers)
 
 
 def unexpected(shape: ErrorShape, endpoint: str, request_id: str | None = None) -> Response:

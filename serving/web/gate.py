@@ -31,6 +31,7 @@ from starlette.responses import Response
 from serving.codecs.media import JSON, body_type, media_type_of
 from serving.errors import ServingError
 from serving.seam import ADMITTED
+from serving.web import content_encoding
 from serving.web.auth import Tokens
 from serving.web.errors import REQUEST_ID_HEADER, BodyTooLarge, Disconnected, answer, unexpected
 from serving.web.policy import Doors, Lane, POLICY, Policy, UNDECLARED, policy_of, run_in
@@ -81,8 +82,11 @@ def routing_key_of(headers: Headers) -> str | None:
 
 
 async def read_body(receive: Any, headers: Headers, media_types: tuple[str, ...], limit: int) -> bytes:
-    """The body, refusing media types outside `media_types` (415) and bodies over `limit` bytes (413) early."""
+    """The body, decoded when it has a Content-Encoding (serving/web/content_encoding.py), refusing media types outside
+    `media_types` (415), codings other than gzip and deflate (415), and bodies over `limit` bytes (413) early:
+    the limit holds for the bytes on the wire and for the decoded bytes, checked while they are decoded."""
     body_type(headers.get("content-type"), media_types)
+    decoder = content_encoding.decoder(headers.get("content-encoding"), limit)
     declared = headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"Request body of {declared} bytes is over the limit of {limit} bytes.")
@@ -95,8 +99,10 @@ async def read_body(receive: Any, headers: Headers, media_types: tuple[str, ...]
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge(f"Request body is over the limit of {limit} bytes.")
-        chunks.append(chunk)
+        chunks.append(chunk if decoder is None else decoder.feed(chunk))
         if not message.get("more_body", False):
+            if decoder is not None:
+                chunks.append(decoder.finish())
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

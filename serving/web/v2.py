@@ -1,6 +1,6 @@
 """The Open Inference Protocol (KServe "V2") REST surface, as MLServer and Triton serve it.
 
-    GET  /v2                                   server metadata
+    GET  /v2 (and /v2/)                        server metadata
     GET  /v2/health/live, /v2/health/ready     liveness; readiness: the same answer as /readyz
     GET  /v2/models/{name}[/versions/{v}]      model metadata: one input tensor per input column
     GET  /v2/models/{name}[/versions/{v}]/ready
@@ -8,9 +8,10 @@
 
 Requests name their model (no A/B routing here) and go through the same column validation, model call,
 metrics and prediction log as every other endpoint (`Predictor.score`, endpoint label `/v2/infer`). Errors are
-the protocol's `{"error": "..."}` (serving/web/errors.py, shape ERROR): 400 bad request (naming the input and row),
-401/403 without a predict token (when API_TOKENS is set), 404 unknown model or version, 413 body too large,
-415 content type, 503 model not loaded, and the documented 500.
+the protocol's `{"error": "..."}` (serving/web/errors.py, shape ERROR): 400 bad request (naming the input and row,
+or the parameter), 401/403 without a predict token (when API_TOKENS is set), 404 unknown model or version or route,
+405 a route without this method, 413 body too large (also once decompressed), 415 content type or coding, 503 model
+not loaded, and the documented 500.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 import bentoml
 import numpy as np
 from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
+from starlette.routing import Match
 from starlette.responses import Response
 
 from serving.codecs import arrow
@@ -29,15 +32,8 @@ from serving.codecs.columns import ColumnsInvalid, validate_columns
 from serving.codecs.errors import CodecError
 from serving.codecs.media import ARROW_STREAM, JSON, OCTET_STREAM
 from serving.codecs.v2_schemas import ERRORS_DOC, INFER_DOC, InferenceRequest, ModelMetadata, ServerMetadata
-from serving.codecs.v2_tensors import (
-    HEADER_LENGTH,
-    SCHEMA_DATATYPES,
-    V2Invalid,
-    check_requested_outputs,
-    decode_inputs,
-    encode_response,
-    parse_request,
-)
+from serving.codecs.v2_answers import encode_response, plan_answer
+from serving.codecs.v2_tensors import HEADER_LENGTH, SCHEMA_DATATYPES, V2Invalid, decode_inputs, parse_request
 from serving.core.predictor import Predictor
 from serving.core.registry import ModelEntry, ModelUnavailable
 from serving.errors import ServingError
@@ -48,7 +44,8 @@ from serving.web.policy import Lane, Policy, Scope, declare, run_in
 logger = logging.getLogger(__name__)
 SERVER_NAME = "purchase_serving"
 EXTENSIONS = ["binary_tensor_data"]  # Triton's binary tensor data extension, in and out
-OUTPUT_TYPES = {"predict_proba": "FP64", "predicted_class": "INT64"}
+# prediction_id: one id per row for POST /v1/feedback, an output tensor (response parameters hold scalars only).
+OUTPUT_TYPES = {"predict_proba": "FP64", "predicted_class": "INT64", "prediction_id": "BYTES"}
 
 # Metadata and health are public (they carry no data and no secrets); inference takes the predict tokens and runs
 # on the bulk lane, as /batch_predict does.
@@ -60,6 +57,7 @@ INFER = {**INFER_DOC, "responses": {**INFER_DOC["responses"], **documented(ERROR
     401: "No valid bearer token (when API_TOKENS is set).", 403: "The token does not grant the predict scope."})}}
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol (V2)"], route_class=DoorRoute)
+_SHOWN_PATH = 200  # characters of an unknown path repeated in its 404
 
 
 async def current_predictor() -> Predictor:
@@ -140,6 +138,19 @@ async def model_version_ready(name: str, version: str, predictor: Predictor = De
     return {"name": entry.name, "ready": True}
 
 
+@router.get("/models/{name}/config", include_in_schema=False)
+@router.get("/models/{name}/versions/{version}/config", include_in_schema=False)
+@declare(V2_PUBLIC)
+async def model_config(name: str, version: str | None = None, predictor: Predictor = Depends(current_predictor)) -> None:
+    """Triton's model configuration extension (tritonclient's get_model_config) describes Triton's own scheduler
+    (max_batch_size, instance groups, dynamic batching): this server has none of it to describe, and a made-up
+    config would mislead Triton's tools, so it answers a 404 that points to the protocol's model metadata."""
+    entry = _entry(predictor, name, version)
+    raise ServingError(f"No model configuration: it is Triton's model configuration extension, which this server "
+                   f"does not implement. The model's inputs and outputs are its metadata: GET /v2/models/{entry.name}.",
+                       "no_model_config", 404)
+
+
 def _limit_rows(rows: int, max_rows: int) -> None:
     if rows > max_rows:
         raise V2Invalid(f"{rows} rows is over the limit of {max_rows} (MAX_RECORDS); send them in several requests.",
@@ -156,9 +167,9 @@ def _score(predictor: Predictor, entry: ModelEntry, body: bytes, headers: dict[s
         else:
             request, binary = parse_request(body, headers.get(HEADER_LENGTH))
             _limit_rows(max((t.shape[0] for t in request.inputs if t.shape), default=0), predictor.settings.max_records)
-            check_requested_outputs(request, list(OUTPUT_TYPES))
             decoded = decode_inputs(request, binary)
             columns, rank = decoded.columns, decoded.rank
+        plan = plan_answer(request, list(OUTPUT_TYPES))
         frame = validate_columns(columns, entry.model.input_schema)
     except (V2Invalid, arrow.ArrowBodyInvalid) as exc:
         raise CodecError(str(exc), exc.reason) from None
@@ -173,9 +184,9 @@ def _score(predictor: Predictor, entry: ModelEntry, body: bytes, headers: dict[s
         stream = arrow.predictions_stream(arrow.V2_COLUMNS, scored.proba, scored.classes, entry.name, entry.version,
                                           scored.ids)
         return Response(stream, media_type=ARROW_STREAM, headers=out_headers)
-    outputs = {"predict_proba": ("FP64", scored.proba), "predicted_class": ("INT64", scored.classes.astype(np.int64))}
-    payload, header_length = encode_response(outputs, entry.name, entry.version, answer_id, request, rank,
-                                             prediction_ids=scored.ids)
+    outputs = {"predict_proba": ("FP64", scored.proba), "predicted_class": ("INT64", scored.classes.astype(np.int64)),
+               "prediction_id": ("BYTES", scored.ids)}
+    payload, header_length = encode_response(outputs, entry.name, entry.version, answer_id, plan, rank)
     if header_length is None:
         return Response(payload, media_type=JSON, headers=out_headers)
     out_headers["Inference-Header-Content-Length"] = str(header_length)
@@ -206,3 +217,22 @@ async def infer_version(
 ) -> Response:
     """Predict with one version of the named model."""
     return await _infer(request, predictor, name, version)
+
+
+# Last of the router's routes: what no route above takes. BentoML mounts this app "passively" (a path matching
+# none of its routes never reaches it), so without this route an unknown /v2 path or a wrong method got BentoML's
+# plain-text 404 or FastAPI's {"detail"} 405; tritonclient then reports a JSON parse error, not the server's message.
+@router.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                  include_in_schema=False)
+@declare(V2_PUBLIC)
+async def no_route(path: str, request: Request) -> None:
+    """404 `{"error"}` for a path no V2 route has; 405 with `Allow` for a route that exists without this method."""
+    allowed = sorted({method for route in router.routes if isinstance(route, APIRoute)
+                      and route.matches(request.scope)[0] == Match.PARTIAL for method in route.methods})
+    shown = request.url.path[:_SHOWN_PATH]
+    if allowed:
+        raise ServingError(f"{request.method} is not allowed on {shown}; allowed: {', '.join(allowed)}.",
+                           "method_not_allowed", 405, headers={"Allow": ", ".join(allowed)})
+    raise ServingError(f"No V2 route is {request.method} {shown}. The routes: GET /v2, /v2/health/live, "
+                       "/v2/health/ready, /v2/models/{name}[/versions/{version}][/ready]; POST "
+                       "/v2/models/{name}[/versions/{version}]/infer.", "no_route", 404)
