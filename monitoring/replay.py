@@ -57,14 +57,16 @@ class ReplayReport:
         return asdict(self)
 
 
-def psi_of(control: np.ndarray, candidate: np.ndarray) -> float:
+def psi_of(control: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
     """Population stability index of the candidate's probabilities against control's (20 equal bins, half-count
-    floor per bin): the same measure the rollout's drift gate uses on the servers' histograms."""
-    from training.rollout.evidence import psi
+    floor per bin), and what sampling noise alone reaches at 99%: the measure the rollout's drift gate uses on the
+    servers' histograms."""
+    from training.rollout.evidence import psi, psi_noise
 
     expected = np.histogram(np.clip(control, 0, 1), bins=PSI_EDGES)[0].tolist()
     actual = np.histogram(np.clip(candidate, 0, 1), bins=PSI_EDGES)[0].tolist()
-    return float(psi(expected, actual) or 0.0)
+    bins = sum(1 for a, b in zip(expected, actual) if a + b)
+    return float(psi(expected, actual) or 0.0), psi_noise(len(control), len(candidate), bins)
 
 
 def segments(frame: pd.DataFrame, schema: dict, important: list[str]) -> list[dict]:
@@ -146,8 +148,9 @@ def replay(candidate: str, control: str, log: Path | str, *, last: int | None = 
     frame["candidate_prediction"] = model.classify(proba)
     difference = proba - frame["probability"].to_numpy(np.float64)
     report.agreement = round(float((frame["prediction"] == frame["candidate_prediction"]).mean()), 5)
+    value, noise = psi_of(frame["probability"].to_numpy(np.float64), proba)
     report.shift = {"mean": round(float(difference.mean()), 5), "mean_abs": round(float(np.abs(difference).mean()), 5),
-                    "psi": round(psi_of(frame["probability"].to_numpy(np.float64), proba), 5)}
+                    "psi": round(value, 5), "psi_noise99": round(noise, 5)}
     important = model.metadata.get("feature_importance", {}).get("important", [])
     report.segments = segments(frame, model.input_schema, important)
     if outcomes is not None and "prediction_id" in frame.columns:

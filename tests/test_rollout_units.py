@@ -260,3 +260,25 @@ def test_traffic_plan_revisions_and_audit(own_store):
     assert orjson.loads((own_store / traffic.TRAFFIC_FILE).read_bytes())["revision"] == 4
     with pytest.raises(ValueError, match="'a' is not reference=weight"):
         traffic.parse_weights("a")
+
+
+def test_psi_noise_bounds_what_two_samples_of_one_distribution_reach():
+    """The walkthrough's false alarm: 50 canary rows against thousands gave PSI 0.30 of pure noise. The noise bound
+    holds the gate at 50 rows and is exceeded by chance in about 1% of samples, at any size."""
+    from training.rollout.evidence import psi_noise
+
+    rng = np.random.default_rng(3)
+    edges = np.linspace(0, 1, 21)
+    for small in (50, 300, 3000):
+        beyond = 0
+        for _ in range(400):
+            a = np.histogram(rng.beta(2, 4, small), edges)[0].tolist()
+            b = np.histogram(rng.beta(2, 4, 5000), edges)[0].tolist()
+            bins = sum(1 for x, y in zip(a, b) if x + y)
+            beyond += psi(b, a) > psi_noise(small, 5000, bins)
+        assert beyond / 400 < 0.03, (small, beyond)
+    assert psi_noise(50, 5000, 20) > 0.25 > psi_noise(500, 5000, 20)
+    same = {f"probability:{b:.2f}": float(c) for b, c in zip(np.linspace(0.05, 1, 20), np.cumsum(np.full(20, 50)))}
+    few = {f"probability:{b:.2f}": float(c) for b, c in zip(np.linspace(0.05, 1, 20), np.cumsum(np.full(20, 3)))}
+    held = drift_gate(arms(few, same), SLO)
+    assert held.state == "hold" and "sampling noise alone" in held.summary

@@ -125,15 +125,13 @@ def observe_predictions(model: StoredModel, endpoint: str, proba: np.ndarray, cl
     observe_many(PROBABILITY.labels(model.name, model.version), proba)
 
 
-class DriftGauges:
-    """Exports the drift job's latest summary (a JSON file it writes) as gauges; polls the file's mtime."""
+class Poller:
+    """Calls `refresh` at start and then every `interval_s` seconds on a daemon thread, until `stop`."""
 
-    def __init__(self, path: Path, interval_s: float = 5.0):
-        self.path = Path(path)
+    def __init__(self, name: str, interval_s: float = 5.0):
         self.interval_s = interval_s
-        self._mtime: float | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="drift-gauges", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self.refresh()
@@ -145,6 +143,18 @@ class DriftGauges:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.refresh()
+
+    def refresh(self) -> None:
+        raise NotImplementedError
+
+
+class DriftGauges(Poller):
+    """Exports the drift job's latest summary (a JSON file it writes) as gauges; polls the file's mtime."""
+
+    def __init__(self, path: Path, interval_s: float = 5.0):
+        super().__init__("drift-gauges", interval_s)
+        self.path = Path(path)
+        self._mtime: float | None = None
 
     def refresh(self) -> None:
         try:

@@ -11,10 +11,10 @@ state.py) every few seconds and exports, per task:
 from __future__ import annotations
 
 import logging
-import threading
 
 from prometheus_client import Gauge
 
+from serving.core.metrics import Poller
 from training.rollout.state import read_all
 
 logger = logging.getLogger(__name__)
@@ -32,22 +32,9 @@ VERDICT = Gauge("serving_rollout_verdict", "Rollout verdict: -1 fail, 0 hold, 1 
                 multiprocess_mode="mostrecent")
 
 
-class RolloutGauges:
+class RolloutGauges(Poller):
     def __init__(self, interval_s: float = 5.0):
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rollout-gauges", daemon=True)
-
-    def start(self) -> None:
-        self.refresh()
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.refresh()
+        super().__init__("rollout-gauges", interval_s)
 
     def refresh(self) -> None:
         try:

@@ -148,8 +148,10 @@ def history(args) -> int:
         entries = [e for e in entries if e["kind"] in ("start", *saved.ENDED)]
     for e in entries:
         when = datetime.fromtimestamp(e["ts"], timezone.utc).isoformat(timespec="seconds")
-        detail = e.get("reason") or e.get("traffic") or (f"{e['candidate']} against {e['control']}"
-                                                          if e["kind"] == "start" else "")
+        detail = {"start": lambda: f"{e['candidate']} against {e['control']}",
+                  "controller": lambda: f"pid {e['pid']}" + (" (resumed)" if e.get("resumed") else ""),
+                  "step": lambda: f"revision {e['revision']}: {e['traffic']}",
+                  "clock": lambda: f"every server follows revision {e['revision']}"}.get(e["kind"], lambda: e.get("reason") or "")()
         gates = "; ".join(f"{g['gate']} {g['state']}" for g in e.get("gates", []))
         print(f"{when}  {e['rollout']}  {e['step']:<12} {e['kind']:<11} {detail}" + (f"  [{gates}]" if gates else ""))
     if not entries:

@@ -196,9 +196,11 @@ class Controller:
         saved.note(current, "advance", reason=why, gates=[g.__dict__ for g in current.gates])
         self._say(current, f"step {step.name}: advance ({why})")
         self._quality = None
-        # The gates stay until the next step's first look replaces them: a promotion ends with the last ones.
+        following = current.plan.steps[current.step + 1]
+        # A promotion ends with the last step's gates (what earned it); a new step starts with none.
+        gates = current.gates if following.kind == "production" else ()
         return self._save(current, step=current.step + 1, applied_revision=None, step_written=None, step_started=None,
-                          baseline=None, reason=why)
+                          baseline=None, gates=gates, reason=why)
 
     def _rollback(self, current: RolloutState, why: str) -> RolloutState:
         traffic.clear_traffic(current.task, reason=f"rollout {current.id}: rollback")

@@ -9,7 +9,8 @@ Each returns a GateView: `fail` (roll back now), `hold` (not enough evidence yet
   ROLLOUT_MAX_P99_SECONDS, and against ROLLOUT_MAX_P99_RATIO times control's where that is above a tenth of the
   SLO, on at least ROLLOUT_MIN_EVIDENCE calls.
 - drift: the population stability index of the candidate's predicted probabilities against control's on the same
-  traffic (a canary step: the split halves; the shadow step: the same records), against ROLLOUT_MAX_PSI.
+  traffic (a canary step: the split halves; the shadow step: the same records), against ROLLOUT_MAX_PSI plus what
+  sampling noise alone reaches at 99% (`psi_noise`): it holds while that noise is above ROLLOUT_MAX_PSI itself.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from training.rollout.evidence import Counts, ServerView, histogram, psi, quantile, serves
+from training.rollout.evidence import Counts, ServerView, histogram, psi, psi_noise, quantile, serves
 from training.rollout.state import GateView
 
 Z99 = 2.5758293035489004
@@ -131,11 +132,14 @@ def drift_gate(window: Window, slo: Slo) -> GateView:
     theirs = histogram(window.of(window.control), "probability")
     rows, control_rows = sum(mine), sum(theirs)
     value = psi(theirs, mine)
-    evidence = {"psi": None if value is None else round(value, 5), "candidate_rows": rows, "control_rows": control_rows,
-                "slo": slo.max_psi}
-    if value is None or min(rows, control_rows) < slo.min_evidence:
-        return GateView("drift", "hold", f"{min(rows, control_rows):.0f} rows of {slo.min_evidence} needed per arm",
-                        evidence)
-    if value > slo.max_psi:
-        return GateView("drift", "fail", f"predicted probabilities shifted: PSI {value:.3f} > {slo.max_psi}", evidence)
-    return GateView("drift", "pass", f"PSI {value:.3f} of predicted probabilities within {slo.max_psi}", evidence)
+    noise = psi_noise(rows, control_rows, sum(1 for a, b in zip(theirs, mine) if a + b > 0))
+    evidence = {"psi": None if value is None else round(value, 5), "psi_noise99": round(noise, 5),
+                "candidate_rows": rows, "control_rows": control_rows, "slo": slo.max_psi}
+    if value is None or min(rows, control_rows) < slo.min_evidence or noise > slo.max_psi:
+        return GateView("drift", "hold", f"{rows:.0f} candidate rows: sampling noise alone reaches a PSI of "
+                        f"{noise:.3f}, over the {slo.max_psi} to judge", evidence)
+    if value > slo.max_psi + noise:
+        return GateView("drift", "fail", f"predicted probabilities shifted: PSI {value:.3f} > {slo.max_psi} "
+                        f"(+{noise:.3f} sampling noise)", evidence)
+    return GateView("drift", "pass", f"PSI {value:.3f} of predicted probabilities within {slo.max_psi} "
+                    f"(+{noise:.3f} noise)", evidence)

@@ -44,9 +44,10 @@ def replay_gate(report, slo: Slo) -> GateView:
         return GateView("replay", "fail", f"the candidate failed on logged traffic: {report.error}", evidence)
     if report.agreement is None:
         return GateView("replay", "n/a", f"nothing to replay ({report.window}): the live steps decide", evidence)
-    if report.shift["psi"] > slo.max_psi:
+    if report.shift["psi"] > slo.max_psi + report.shift["psi_noise99"]:
         return GateView("replay", "fail", f"predicted probabilities shift on logged traffic: PSI "
-                        f"{report.shift['psi']:.3f} > {slo.max_psi}", evidence)
+                        f"{report.shift['psi']:.3f} > {slo.max_psi} (+{report.shift['psi_noise99']:.3f} noise)",
+                        evidence)
     if report.quality:
         view = verdict_view("replay", report.quality["verdicts"], report.quality["rows_with_outcome"])
         if view.state != "hold":

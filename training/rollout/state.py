@@ -90,8 +90,8 @@ class RolloutState:
         data = self.as_dict()
         data.pop("baseline")
         step = self.current
-        data.update(step_name=step.name, step_kind=step.kind,
-                    weight=step.weight if step.kind == "canary" and self.applied_revision is not None else 0.0)
+        routed = self.active and step.kind == "canary" and self.applied_revision is not None
+        data.update(step_name=step.name, step_kind=step.kind, weight=step.weight if routed else 0.0)
         return data
 
 
