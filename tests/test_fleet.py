@@ -33,15 +33,19 @@ def home(trained_store, bentoml_home, tmp_path_factory):
     return private_store(bentoml_home, tmp_path_factory.mktemp("fleet-store"))
 
 
-@pytest.fixture(scope="module")
-def fleet(home, tmp_path_factory):
+def start_on(home, workdir, env: dict[str, str]) -> Server:
     previous = os.environ["BENTOML_HOME"]
     os.environ["BENTOML_HOME"] = str(home)  # the harness links the server's home to this store
     try:
-        started = Server(tmp_path_factory.mktemp("fleet"), {"WORKERS": "2", "MODEL_REFRESH_SECONDS": "0.5",
-                                                             "ADMIN_TOKEN": ADMIN_TOKEN})
+        return Server(workdir, env)
     finally:
         os.environ["BENTOML_HOME"] = previous
+
+
+@pytest.fixture(scope="module")
+def fleet(home, tmp_path_factory):
+    started = start_on(home, tmp_path_factory.mktemp("fleet"), {"WORKERS": "2", "MODEL_REFRESH_SECONDS": "0.5",
+                                                                "ADMIN_TOKEN": ADMIN_TOKEN})
     yield started.wait_until_up()
     started.stop()
 
@@ -134,3 +138,29 @@ def test_a_promotion_and_its_rollback_swap_every_worker(home, fleet):
     assert {httpx.post(fleet.url + "/predict", json=RECORD, timeout=60).json()["model_version"]
             for _ in range(30)} == {gbm.split(":")[1]}
     cli(home, "-m", "training.promote", lr, "--stage", "candidate")
+
+
+def test_a_traffic_plan_that_does_not_read_keeps_the_last_one_and_aliases_still_follow(home, fleet, tmp_path):
+    path = home / "models" / ".lifecycle-traffic.json"
+    good = path.read_bytes()
+    book = orjson.loads((home / "models" / ".lifecycle-stages.json").read_bytes())["purchase"]
+    path.write_bytes(b'{"revision": 9, "tasks": {"purchase": ')  # a hand edit gone wrong
+    try:
+        cli(home, "-m", "training.promote", "purchase_lr", "--stage", "production", "--reason", "plan unreadable")
+        deadline = time.monotonic() + 30
+        while workers_saying(fleet, rf"swapped purchase@production: {book['production']} -> {book['candidate']} "
+                                    r".*plan unreadable") != {"1", "2"}:
+            assert time.monotonic() < deadline, fleet.output.read_text()[-3000:]
+            time.sleep(0.2)
+        assert workers_saying(fleet, r"cannot read the stage book's traffic plan \(keeping revision \d+\)") == {"1", "2"}
+        assert fleet.get("/readyz").status_code == 200
+        late = start_on(home, tmp_path, {"MODEL_REFRESH_SECONDS": "0.5"})  # a server started while it is unreadable
+        try:
+            assert late.wait_until_up().get("/readyz").status_code == 200
+            assert "cannot read the stage book's traffic plan; serving SERVED_MODELS" in late.output.read_text()
+        finally:
+            late.stop()
+    finally:
+        path.write_bytes(good)
+        cli(home, "-m", "training.promote", "--rollback", "purchase", "--stage", "production")
+        cli(home, "-m", "training.promote", book["candidate"], "--stage", "candidate")

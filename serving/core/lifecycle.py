@@ -103,7 +103,11 @@ class Follower:
 
     def refresh(self) -> list[Change]:
         """Follow the plan and swap every served alias whose stage moved; returns what changed."""
-        plan = traffic.read()
+        try:
+            plan = traffic.read()
+        except Exception as exc:  # noqa: BLE001 - a plan that does not read keeps the last one; aliases still follow
+            events.error("cannot read the stage book's traffic plan (keeping revision %d): %s", self.plan.revision, exc)
+            plan = self.plan
         with self._lock:
             changes = self._sync(plan)
             for alias in list(self.registry.resolved):

@@ -66,7 +66,12 @@ class Predictor:
         self.door_task = task_of(settings.default_purchase_model)
         # Shadow models are served too (they follow the store like any alias), but only ever scored in the background.
         configured = [*settings.served_models, *settings.shadow_models]
-        self.registry = Registry(Follower.initial(configured, traffic.read()))
+        try:
+            plan = traffic.read()
+        except Exception:  # noqa: BLE001 - an unreadable plan must not stop the start: the follower retries it
+            logger.exception("cannot read the stage book's traffic plan; serving SERVED_MODELS until it reads")
+            plan = traffic.Plan()
+        self.registry = Registry(Follower.initial(configured, plan))
         self.router = ABRouter(settings.ab_weights, settings.default_purchase_model)
         self.shadow = ShadowScorer(settings.shadow_models, self.registry.get, self._score_shadow, settings.shadow_queue)
         self.log = PredictionLog.from_settings(settings, on_failure=self._log_failed) if settings.prediction_log else None

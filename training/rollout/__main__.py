@@ -82,7 +82,8 @@ def start(args) -> int:
             break
         time.sleep(0.1)
     if process.poll() is not None:
-        raise Refused(f"the controller exited {process.returncode} at once: see {log}")
+        raise Refused(f"the controller exited {process.returncode} at once (see {log}); the rollout is saved: "
+                      f"`python -m training.rollout resume --task {args.task}` or `abort`")
     print(f"rollout {rollout.id} started: {candidate} against production {control}; {plan.describe()}; "
           f"controller pid {process.pid} (log {log}); `python -m training.rollout status --task {args.task}`")
     return 0
