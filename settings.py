@@ -64,14 +64,16 @@ class Settings(BaseSettings):
     )
     prediction_log_path: Path = Field(
         default=Path("prediction_log.jsonl"),
-        description="PREDICTION_LOG_PATH: the live JSONL prediction log (default STATE_DIR/prediction_log.jsonl); "
-        "one file per server: on a shared volume give each replica its own file name.",
+        description="PREDICTION_LOG_PATH: names the prediction log (default STATE_DIR/prediction_log.jsonl); its "
+        "segments are PATH.<stamp>.<pid>.arrows and .parquet beside it (docs/prediction-log.md). One name per server: "
+        "on a shared volume give each replica its own.",
     )
     prediction_log_compact: bool = Field(
-        default=True, description="PREDICTION_LOG_COMPACT: compact each rotated segment into Parquet after rotation."
+        default=True,
+        description="PREDICTION_LOG_COMPACT: compact each sealed segment into Parquet (the log's maintenance process).",
     )
     prediction_log_retention: float = Field(
-        default=30.0, gt=0, description="PREDICTION_LOG_RETENTION: days a rotated segment is kept."
+        default=30.0, gt=0, description="PREDICTION_LOG_RETENTION: days a sealed segment is kept."
     )
     prediction_log_max_total_bytes: int = Field(
         default=10 * 1024**3, ge=1024,
@@ -81,10 +83,11 @@ class Settings(BaseSettings):
     prediction_log_mode: Literal["sync", "background"] = Field(
         default="sync",
         description="PREDICTION_LOG_MODE: 'sync' writes before answering (no answered prediction is lost, even "
-        "to SIGKILL); 'background' encodes and writes on a thread (lower latency for big batches).",
+        "to SIGKILL); 'background' encodes and writes on a thread (a SIGKILL loses what is queued).",
     )
     prediction_log_max_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=1024, description="PREDICTION_LOG_MAX_BYTES: rotate the log past this size."
+        default=64 * 1024 * 1024, ge=1024,
+        description="PREDICTION_LOG_MAX_BYTES: a writer seals its segment and opens another past this size.",
     )
     drift_state_path: Path = Field(
         default=Path("drift/latest.json"),

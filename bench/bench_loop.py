@@ -78,7 +78,8 @@ def bench_ingestion(requests: int, workdir: Path) -> dict:
 
 def write_log(predictions: int, outcomes: int, workdir: Path) -> tuple[Path, Path]:
     from monitoring.outcomes import Outcome, OutcomeStore
-    from monitoring.predictlog import Maintenance, PredictionLog, now_iso, to_lines
+    from monitoring.logbatch import LogBatch, LogContext
+    from monitoring.predictlog import Maintenance, PredictionLog
     from monitoring.simulate import draw_traffic
     from serving.core.ids import new_ids
     from serving.core.predictor import bound_inference_threads
@@ -101,9 +102,9 @@ def write_log(predictions: int, outcomes: int, workdir: Path) -> tuple[Path, Pat
         model = models[(start // batch) % 2]
         proba = model.predict_proba(rows[PURCHASE.columns])
         ids = new_ids(len(rows))
-        log.write(to_lines(rows[PURCHASE.columns], proba, model.classify(proba), request_id="bench",
-                           endpoint="/batch_predict", model_name=model.name, model_version=model.version,
-                           variant=model.labels.get("variant"), ts=now_iso(), per_row={"prediction_id": ids}))
+        log.append(LogBatch(rows[PURCHASE.columns], proba, model.classify(proba), ids=ids, context=LogContext(
+            endpoint="/batch_predict", model_name=model.name, model_version=model.version, request_id="bench",
+            variant=model.labels.get("variant"))))
         keep = rng.random(len(rows)) < outcome_share
         pending += [Outcome(i, int(y)) for i, y, k in zip(ids, rows[PURCHASE.label], keep) if k]
         while len(pending) >= CHUNK:
@@ -111,8 +112,7 @@ def write_log(predictions: int, outcomes: int, workdir: Path) -> tuple[Path, Pat
             pending = pending[CHUNK:]
     if pending:
         store.ingest(pending)
-    log.flush_maintenance()
-    log.close()
+    log.close()  # compacts what it sealed
     return log_path, outcome_path
 
 

@@ -1,7 +1,8 @@
 """In-process baselines: the raw /batch_predict pipeline without HTTP, the model's own work on a DataFrame, the raw
 predict time of each model, and the cost of metrics and logging per scored batch.
 
-The service's own pieces are used (serving.codecs.records, training.store, serving.core.metrics, monitoring.predictlog),
+The service's own pieces are used (serving.codecs.records, training.store, serving.core.metrics, serving.core.ids,
+monitoring.predictlog),
 so "service / raw" is what HTTP, BentoML and the service's bookkeeping add. Model calls run with the same OpenMP
 bound as the service (serving.core.predictor.bound_inference_threads).
 """
@@ -60,13 +61,16 @@ def dataframe_pipeline(model: StoredModel, frame: pd.DataFrame) -> dict[str, flo
 
 def score_breakdown(model: StoredModel, frame: pd.DataFrame, log_path, repeats: int) -> dict[str, float]:
     """Median seconds per scored batch of: the model call, our metrics (counters, probability histogram, batch
-    rows), live feature signals, encoding the log lines, and writing them. Prometheus runs in multiprocess mode
-    here (PROMETHEUS_MULTIPROC_DIR is set by bench.run), as in the server."""
-    from monitoring.predictlog import PredictionLog, to_lines
+    rows), live feature signals, the prediction ids, encoding the batch for the log (one Arrow record batch) and
+    writing it (in the kernel before the answer: the `sync` mode). Prometheus runs in multiprocess mode here
+    (PROMETHEUS_MULTIPROC_DIR is set by bench.run), as in the server."""
+    from monitoring.logbatch import LogBatch, LogContext, encode
+    from monitoring.predictlog import PredictionLog
+    from serving.core.ids import new_ids
 
     signals = metrics.FeatureSignals(model)
     log = PredictionLog(log_path, 1 << 40)
-    stages: dict[str, list[float]] = {k: [] for k in ("predict", "metrics", "signals", "log_encode", "log_write")}
+    stages: dict[str, list[float]] = {k: [] for k in ("predict", "metrics", "signals", "ids", "log_encode", "log_write")}
     request_ids = [f"r{i}" for i in range(len(frame))] if len(frame) <= 64 else "request"
     try:
         for _ in range(repeats):
@@ -81,12 +85,14 @@ def score_breakdown(model: StoredModel, frame: pd.DataFrame, log_path, repeats: 
             t2 = time.perf_counter()
             signals.observe(frame)
             t3 = time.perf_counter()
-            lines = to_lines(frame, proba, classes, request_id=request_ids, endpoint="/bench", model_name=model.name,
-                             model_version=model.version, variant=None)
+            ids = new_ids(len(frame))
             t4 = time.perf_counter()
-            log.write(lines)
+            record = encode(LogBatch(frame, proba, classes, ids=ids, context=LogContext(
+                endpoint="/bench", model_name=model.name, model_version=model.version, request_id=request_ids)))
             t5 = time.perf_counter()
-            for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            assert log.write(record)
+            t6 = time.perf_counter()
+            for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
                 stages[key].append(value)
     finally:
         log.close()

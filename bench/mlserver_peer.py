@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bench.harness import ROOT, free_port
+from bench.side_venv import SideVenv
 
 VENV = ROOT / "bench" / ".mlserver-venv"
 # uvloop 0.22 made `asyncio.get_event_loop()` raise where no loop is set, which kills MLServer 1.7.1's parallel
@@ -47,34 +47,25 @@ MAX_BATCH_TIME_S = 0.005
 PARALLEL_WORKERS = 0
 
 
+SIDE = SideVenv(VENV, MLSERVER, SHARED,
+                check="import mlserver, mlserver_sklearn, sklearn; print(mlserver.__version__, sklearn.__version__)")
+
+
 def requirements() -> list[str]:
-    return [*MLSERVER, *(f"{name}=={metadata.version(name)}" for name in SHARED)]
+    return SIDE.requirements()
 
 
 def venv_python() -> Path:
-    return VENV / "bin" / "python"
+    return SIDE.python
 
 
 def is_installed() -> bool:
-    stamp = VENV / ".installed"
-    return venv_python().exists() and stamp.exists() and stamp.read_text() == "\n".join(requirements())
+    return SIDE.is_installed()
 
 
 def install() -> Path:
-    """Create (or refresh) bench/.mlserver-venv with uv, the project's installer (its Makefile puts uv in .venv)."""
-    if is_installed():
-        (VENV / ".installed").touch()  # make's stamp: up to date
-        return venv_python()
-    uv = Path(sys.executable).parent / "uv"
-    if not uv.exists():
-        raise SystemExit(f"{uv} is missing: run `make install` first")
-    python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    subprocess.run([str(uv), "venv", "-q", "--allow-existing", "--python", python, str(VENV)], check=True)
-    subprocess.run([str(uv), "pip", "install", "-q", "--python", str(venv_python()), *requirements()], check=True)
-    check = "import mlserver, mlserver_sklearn, sklearn; print(mlserver.__version__, sklearn.__version__)"
-    subprocess.run([str(venv_python()), "-c", check], check=True)
-    (VENV / ".installed").write_text("\n".join(requirements()))
-    return venv_python()
+    """Create (or refresh) bench/.mlserver-venv (bench/side_venv.py)."""
+    return SIDE.install()
 
 
 # --- the export ------------------------------------------------------------------------------------------------------

@@ -41,9 +41,11 @@ def top_frames(collapsed: Path, limit: int = 40) -> tuple[int, int, list[tuple[s
     return total, busy, rows, [(name, n / busy) for name, n in packages.most_common(15)]
 
 
-# The frames issue 21's profile quoted (function names, matched at the start of a frame); --watch replaces them.
+# The frames issue 21's profile quoted (function names, matched at the start of a frame), and those of the log that
+# replaced its JSON lines (a batch's Arrow encoding, the segment's write, compaction); --watch replaces them.
 WATCH = ("Predictor.score", "predict_proba", "Predictor._log", "to_lines", "PredictionLog.write", "new_ids",
-         "PredictionLog._maintain")
+         "PredictionLog._maintain", "FeatureSignals.observe", "PredictionLog.append", "encode", "StreamSegment.write",
+         "compact")
 
 
 def _stacks(collapsed: Path):

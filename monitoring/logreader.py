@@ -1,8 +1,9 @@
 """The one reader of the prediction log, for every job (drift today; quality and shadow comparison next).
 
 Columnar: compacted segments are Parquet, read with pyarrow with column projection and the model/time filter pushed
-down to row-group statistics; only the live segment (and a rotated one nobody could compact) is parsed as JSONL, by
-Arrow's C++ JSON reader. A source is one log, a folder of logs (one per server) or a glob (monitoring/segments.py).
+down to row-group statistics; segments not compacted yet are Arrow IPC streams, memory-mapped (monitoring/ipc.py),
+and JSONL segments of older versions are parsed by Arrow's C++ JSON reader. A source is one log, a folder of logs
+(one per server) or a glob (monitoring/segments.py). Sealed segments nobody compacted are compacted on the way.
 
 Bounded memory: `read_window` reads the window in two passes, one segment at a time. The first pass reads only the
 time and version columns to count the window's rows; when they exceed `max_rows`, a uniform random sample of row
@@ -13,6 +14,7 @@ one segment plus the sample plus 8 bytes per window row, whatever the log's size
 from __future__ import annotations
 
 import fcntl
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from monitoring.segments import ROTATED, SKIPPED_KEY, compact_pending, discover, is_compacted, locked, parse_jsonl, read_all
+from monitoring import ipc
+from monitoring.compaction import compact_pending, parse_jsonl
+from monitoring.segments import ROTATED, SKIPPED_KEY, compacted_path, discover, is_compacted, is_stream, locked, read_all
 
 DEFAULT_MAX_ROWS = 200_000
 DEFAULT_SEED = 0
@@ -79,9 +83,11 @@ class LogReader:
         try:
             if is_compacted(path):
                 return self._read_parquet(path, columns, where)
+            if is_stream(path):
+                return self._read_stream(path, columns, where)
             return self._read_jsonl(path, columns, where)
         except FileNotFoundError:
-            compacted = path.with_name(path.name + ".parquet")
+            compacted = compacted_path(path)
             if not is_compacted(path) and compacted.exists():
                 return self._read_parquet(compacted, columns, where, counted_as=path)
             return pa.table({})
@@ -112,13 +118,12 @@ class LogReader:
                 data = read_all(fd)
         table, skipped = parse_jsonl(data)
         self._count(path, skipped)
-        if not where.columns() <= set(table.column_names):
-            return pa.table({})
-        if where.expression() is not None:
-            table = table.filter(where.expression())
-        if columns is not None:
-            table = table.select([c for c in columns if c in table.column_names])
-        return table
+        return _select(table, columns, where)
+
+    def _read_stream(self, path, columns, where) -> pa.Table:
+        table, skipped = read_stream_segment(path)
+        self._count(path, skipped)
+        return _select(table, columns, where)
 
     def table(self, columns: list[str] | None = None, *, model: str | None = None,
               since: datetime | None = None) -> pa.Table:
@@ -127,6 +132,30 @@ class LogReader:
         if not tables:
             return pa.table({})
         return pa.concat_tables(tables, promote_options="permissive")
+
+
+def read_stream_segment(path: Path) -> tuple[pa.Table, int]:
+    """An Arrow segment's rows and its torn batches (0 or 1). A sealed segment is read under a shared lock (retention
+    keeps away); a live one without (its writer holds it), and a batch in flight at its end is not torn, only not
+    there yet."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        sealed = ipc.is_sealed(fd)
+        table, torn = ipc.read_stream(fd)
+    finally:
+        os.close(fd)
+    return table, int(torn and sealed)
+
+
+def _select(table: pa.Table, columns: list[str] | None, where: Where) -> pa.Table:
+    """The rows of an in-memory segment matching `where`, projected to `columns` (those it has)."""
+    if not where.columns() <= set(table.column_names):
+        return pa.table({})
+    if where.expression() is not None:
+        table = table.filter(where.expression())
+    if columns is not None:
+        table = table.select([c for c in columns if c in table.column_names])
+    return table
 
 
 def to_frame(table: pa.Table) -> pd.DataFrame:
@@ -165,7 +194,7 @@ def read_window(
     reader = LogReader(source)
     by_model = Where(name, since=since)
     stamps: list[np.ndarray] = []
-    held: dict[int, pa.Table] = {}  # JSONL segments are read once (the live one may grow or rotate between passes)
+    held: dict[int, pa.Table] = {}  # segments not compacted are read once (a live one grows between passes)
     others: Counter[str] = Counter()
     for number, path in enumerate(reader.files):
         if is_compacted(path):

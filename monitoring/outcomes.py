@@ -1,8 +1,8 @@
 """The outcome store: true outcomes of past predictions (POST /v1/feedback), one JSON line each, beside the
 prediction log and with its guarantees.
 
-Lines are appended by the prediction log's own writer (`monitoring.predictlog.PredictionLog`): one `O_APPEND`
-write per request before the 200 leaves, size-based rotation, a torn line isolated on a line of its own (and
+Lines are appended by the JSON-lines writer the prediction log had before it wrote Arrow (`monitoring.jsonlog`): one
+`O_APPEND` write per request before the 200 leaves, size-based rotation, a torn line isolated on a line of its own (and
 skipped by readers). No retention and no compaction run from the writer: outcomes are small and the quality job
 needs all of them (a reader may still compact a rotated segment to Parquet; the index below reads both forms).
 
@@ -26,7 +26,8 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 
-from monitoring.predictlog import PredictionLog, now_iso
+from monitoring.jsonlog import JsonlLog
+from monitoring.logbatch import now_iso
 from monitoring.segments import PARQUET, family
 
 COLUMNS = ["ts", "prediction_id", "outcome", "observed_at", "correction"]
@@ -53,7 +54,7 @@ class OutcomeStore:
 
     def __init__(self, path: Path, max_bytes: int, on_failure=None):
         self.path = Path(path)
-        self.log = PredictionLog(self.path, max_bytes, on_failure=on_failure)
+        self.log = JsonlLog(self.path, max_bytes, on_failure=on_failure)
         self.lock_path = self.path.with_name(self.path.name + ".ingest.lock")
         self.known: dict[str, int] = {}  # prediction_id -> latest outcome
         self._done: set[str] = set()  # rotated segments read to their end (by JSONL name)

@@ -1,11 +1,11 @@
 """Retention of the prediction log: segments older than PREDICTION_LOG_RETENTION days go, then the oldest segments
-go until the log fits PREDICTION_LOG_MAX_TOTAL_BYTES. The live segment is never deleted, nor a segment a reader
-holds (readers keep a shared lock on a segment while they read it; retention skips any segment it cannot lock
-exclusively at once and tries again at the next rotation).
+go until the log fits PREDICTION_LOG_MAX_TOTAL_BYTES. A live segment is never deleted (its writer holds its lock),
+nor a segment a reader holds (readers keep a shared lock on a segment while they read it; retention skips any
+segment it cannot lock exclusively at once and tries again later), nor the live JSONL file of an older version.
 
-The writer that rotates runs it (monitoring/predictlog.py), once right after the rotation and again after the
-compaction, so the bound holds under load with at most the live segment's growth above it. Each server manages
-its own log's segments only: on a shared folder one server never deletes another's files.
+A writer runs it at each rotation (monitoring/predictlog.py), and the maintenance process after each pass
+(monitoring/maintenance.py), so the bound holds under load with at most the open segments' growth above it. Each
+server manages its own log's segments only: on a shared folder one server never deletes another's files.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def _try_delete(path: Path) -> bool | None:
 
 
 def enforce(live: Path, policy: RetentionPolicy, now: float | None = None) -> RetentionResult:
-    """Apply the policy to one log (`live` and its segments), oldest segments first."""
+    """Apply the policy to one log (`live` and its segments), oldest segments first: by their last write (a
+    segment's modification time, which compaction keeps), since each writer process has segments of its own and one
+    opened long ago may hold the newest rows."""
     live = Path(live)
     now = time.time() if now is None else now
     sizes: dict[Path, tuple[int, float]] = {}
@@ -79,7 +81,7 @@ def enforce(live: Path, policy: RetentionPolicy, now: float | None = None) -> Re
     total = sum(size for size, _ in sizes.values())
     result = RetentionResult(bytes_on_disk=total)
     cutoff = now - policy.max_age_days * 86_400
-    for path, (size, mtime) in sizes.items():
+    for path, (size, mtime) in sorted(sizes.items(), key=lambda item: (item[1][1], item[0].name)):
         if path == live:
             continue
         reason = "age" if mtime < cutoff else "size" if total > policy.max_total_bytes else None

@@ -1,45 +1,34 @@
-"""The prediction log's files on disk: which files make up a log, and the compaction of a rotated JSONL segment
-into Parquet.
+"""The prediction log's files on disk: which files make up a log, how they are named, and their locks.
 
-One log (one writer's PREDICTION_LOG_PATH, say `prediction_log.jsonl`) is a family of files in one folder:
-    prediction_log.jsonl                                   the live segment, appended to (JSONL)
-    prediction_log.jsonl.20261123T101500123456.4242        a rotated segment not yet compacted (JSONL, immutable)
-    prediction_log.jsonl.20261123T101500123456.4242.parquet  the same segment compacted (Parquet, immutable)
-The rotation stamp sorts the segments oldest first. Compaction writes the Parquet file beside the JSONL segment,
-then deletes the JSONL segment: a segment exists in one form or the other, never both for long.
+One log (a server's PREDICTION_LOG_PATH, say `prediction_log.jsonl`) is a family of files in one folder:
+    prediction_log.jsonl.20261123T101500123456.4242.arrows   a segment of process 4242 (Arrow IPC stream)
+    prediction_log.jsonl.20261123T101500123456.4242.parquet  a segment compacted (Parquet, immutable)
+and, from versions that wrote JSON lines (still read, never written):
+    prediction_log.jsonl                                     the live JSONL file of a server
+    prediction_log.jsonl.20261123T101500123456.4242          a rotated JSONL segment not yet compacted
+The stamp sorts the segments oldest first (an Arrow segment's stamp is when it was opened, a JSONL one's when it
+was rotated). Compaction writes the Parquet file beside a segment, then deletes the segment: should a listing
+catch both, the Parquet file stands for them (monitoring/compaction.py writes it whole before the delete).
 
-Locks (advisory `flock` on the segment file itself): a writer holds LOCK_EX on the live segment while it appends;
-compaction takes LOCK_EX on a rotated segment, so it waits out a writer that raced the rotation; readers hold
-LOCK_SH on a segment while they read it, and retention (monitoring/retention.py) never deletes a segment it cannot
-lock exclusively at once.
+Locks (advisory `flock` on the segment file itself): the writer of an Arrow segment holds LOCK_EX on it until it
+seals it (monitoring/ipc.py); compaction takes LOCK_EX without waiting, so it only ever takes sealed segments;
+readers hold LOCK_SH on a sealed segment while they read it, and retention (monitoring/retention.py) never deletes
+a segment it cannot lock exclusively at once. JSONL writers held LOCK_EX only for each append.
 """
 
 from __future__ import annotations
 
 import fcntl
 import glob
-import logging
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
-
-logger = logging.getLogger(__name__)
-
 PARQUET = ".parquet"
-ROTATED = re.compile(r"\.\d{8}T\d{12}\.\d+(\.parquet)?$")
-# Parse timestamps while reading the JSON: `ts` then filters and sorts as a timestamp, in Parquet too.
-_JSON_OPTIONS = pajson.ParseOptions(
-    explicit_schema=pa.schema([("ts", pa.timestamp("us", tz="UTC"))]), unexpected_field_behavior="infer"
-)
-ROW_GROUP_ROWS = 65_536
+ARROWS = ".arrows"
+ROTATED = re.compile(r"\.\d{8}T\d{12}\.\d+(\.parquet|\.arrows)?$")
 SKIPPED_KEY = b"prediction_log.skipped_lines"
 
 
@@ -52,24 +41,69 @@ def is_compacted(path: Path) -> bool:
     return path.name.endswith(PARQUET)
 
 
+def is_stream(path: Path) -> bool:
+    """An Arrow IPC stream segment (monitoring/ipc.py)."""
+    return path.name.endswith(ARROWS)
+
+
+def compacted_name(name: str) -> str:
+    """A segment's Parquet name: `X.arrows` -> `X.parquet`, a rotated JSONL `X` -> `X.parquet`."""
+    return name.removesuffix(ARROWS) + PARQUET
+
+
+def compacted_path(segment: Path) -> Path:
+    return segment.with_name(compacted_name(segment.name))
+
+
+def whole(names: list[str]) -> list[str]:
+    """Sorted file names (or URIs), each segment once: a segment whose Parquet form is listed too is being
+    compacted, and that Parquet file stands for it (compaction writes it whole before deleting the segment)."""
+    listed = {name.rsplit("/", 1)[-1] for name in names}
+    return sorted(n for n in names if n.endswith(PARQUET) or compacted_name(n.rsplit("/", 1)[-1]) not in listed)
+
+
+def not_a_log(path: Path) -> str | None:
+    """Why `path` cannot name a log (its segments and lock files go beside it), or None: it names a device or a
+    folder (PREDICTION_LOG_PATH=/dev/full must not fill /dev with segments)."""
+    if path.exists() and not path.is_file():
+        return f"{path} names a device or a folder, not a log"
+    return None
+
+
+def log_of(segment: Path) -> Path:
+    """The log a segment belongs to: its name without the stamp, pid and suffix."""
+    return segment.with_name(ROTATED.sub("", segment.name))
+
+
+def segment_path(live: Path, stamp: str, pid: int) -> Path:
+    """A new Arrow segment's name in the family of `live` (`stamp`: UTC `%Y%m%dT%H%M%S%f`)."""
+    return live.with_name(f"{live.name}.{stamp}.{pid}{ARROWS}")
+
+
 def family(live: Path) -> list[Path]:
-    """One writer's segments oldest first, then its live file (when it exists)."""
+    """One log's segments oldest first, then its live JSONL file (when a version that wrote JSONL left one)."""
     live = Path(live)
     prefix = live.name + "."
-    segments = sorted(
+    segments = [
         p for p in live.parent.glob(glob.escape(live.name) + ".*")
         if p.name.startswith(prefix) and ROTATED.search(p.name[len(live.name):])
-    )
-    return [*segments, *([live] if live.exists() else [])]
+    ]
+    return [*_whole(segments), *([live] if live.exists() else [])]
+
+
+def _whole(paths: list[Path]) -> list[Path]:
+    return [Path(p) for p in whole([str(p) for p in paths])]
 
 
 def discover(source: Path | str) -> list[Path]:
-    """Every segment of the logs that `source` names: one log's live path (its rotated segments included), a folder
-    (every log in it: one file per server on a shared volume) or a glob of either."""
+    """Every segment of the logs that `source` names: one log's path (its segments included), a folder (every log
+    in it: one per server on a shared volume) or a glob of either."""
     text = str(source)
     if glob.has_magic(text):
+        # What the glob matches, and the logs whose segments it names (an Arrow log has no file of its own name).
+        named = {log_of(Path(p)) for p in glob.glob(text + ".*") if ROTATED.search(p)}
         files: list[Path] = []
-        for match in sorted(glob.glob(text)):
+        for match in sorted({*map(Path, glob.glob(text)), *named}):
             files += discover(match)
         return list(dict.fromkeys(files))
     path = Path(text)
@@ -80,46 +114,21 @@ def discover(source: Path | str) -> list[Path]:
         for live in sorted(lives):
             files += family(live)
         listed = set(files)
-        return files + sorted(orphans - listed)  # segments whose live file is gone (a replica retired)
+        # Segments without a live JSONL file: every log the Arrow writer wrote, and a retired replica's segments.
+        return files + _whole(list(orphans - listed))
     return family(path)
 
 
 def _is_live(path: Path) -> bool:
-    return not ROTATED.search(path.name) and not path.name.endswith((".lock", ".tmp", PARQUET)) and (
+    return not ROTATED.search(path.name) and not path.name.endswith((".lock", ".tmp", PARQUET, ARROWS)) and (
         path.suffix == ".jsonl"
     )
 
 
-def parse_jsonl(data: bytes) -> tuple[pa.Table, int]:
-    """A JSONL segment as an Arrow table and the number of lines skipped (torn or not an object).
-
-    Arrow's JSON reader parses the whole segment in C++; only a segment holding a bad line (a writer killed mid-line)
-    takes the line-by-line path, which drops what does not parse and counts it."""
-    try:
-        return pajson.read_json(pa.py_buffer(data), parse_options=_JSON_OPTIONS), 0
-    except pa.ArrowInvalid:
-        pass
-    good: list[bytes] = []
-    skipped = 0
-    for line in data.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            valid = isinstance(orjson.loads(line), dict)
-        except orjson.JSONDecodeError:
-            valid = False
-        if valid:
-            good.append(line)
-        else:
-            skipped += 1
-    if not good:
-        return pa.table({"ts": pa.array([], pa.timestamp("us", tz="UTC"))}), skipped
-    return pajson.read_json(pa.py_buffer(b"\n".join(good) + b"\n"), parse_options=_JSON_OPTIONS), skipped
-
-
 @contextmanager
 def locked(path: Path, kind: int = fcntl.LOCK_SH) -> Iterator[int]:
-    """Open `path` and hold an advisory lock on it (FileNotFoundError when it is gone)."""
+    """Open `path` and hold an advisory lock on it (FileNotFoundError when it is gone; BlockingIOError when `kind`
+    has LOCK_NB and someone holds a conflicting lock)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, kind)
@@ -138,55 +147,3 @@ def read_all(fd: int) -> bytes:
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks)
-
-
-def compact(segment: Path) -> Path | None:
-    """Rewrite a rotated JSONL segment as Parquet beside it and delete the JSONL; returns the Parquet path, or None
-    when another process compacted it first. Rows are sorted by model and time, in row groups of 64k rows, so a
-    reader's filter on model and time skips row groups by their statistics."""
-    target = segment.with_name(segment.name + PARQUET)
-    try:
-        with locked(segment, fcntl.LOCK_EX) as fd:  # waits for a writer that raced the rotation to finish its line
-            if not segment.exists():
-                return None
-            table, skipped = parse_jsonl(read_all(fd))
-            write_segment(table, target, skipped)
-            segment.unlink()
-            return target
-    except FileNotFoundError:
-        return None
-    finally:
-        # Arrow's allocator keeps the freed pages of a segment's table (about 110 MiB resident for a 64 MiB segment)
-        # for this thread's next allocation, which in a server comes one rotation later: hand them back now.
-        pa.default_memory_pool().release_unused()
-
-
-def write_segment(table: pa.Table, target: Path, skipped: int = 0) -> None:
-    """Write a compacted segment atomically (a temporary file, fsync, rename): sorted by model and time, zstd."""
-    if table.num_rows and {"model_name", "ts"} <= set(table.column_names):
-        table = table.take(pc.sort_indices(table, [("model_name", "ascending"), ("ts", "ascending")]))
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), SKIPPED_KEY: str(skipped).encode()})
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="zstd")
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def compact_pending(files: list[Path]) -> list[Path]:
-    """Compact the rotated JSONL segments among `files` (a reader's first read does this for segments whose writer
-    died before compacting them); returns the list with each compacted segment replaced by its Parquet file. A
-    segment that cannot be compacted here (a read-only log folder) stays JSONL and is read as such."""
-    out = []
-    for path in files:
-        if ROTATED.search(path.name) and not is_compacted(path):
-            try:
-                path = compact(path) or path.with_name(path.name + PARQUET)
-            except OSError as exc:
-                logger.warning("cannot compact %s (read as JSONL): %s", path, exc)
-        out.append(path)
-    return out

@@ -23,7 +23,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from monitoring.predictlog import META_COLUMNS, OUTPUT_COLUMNS, read_log
+from monitoring.logbatch import META_COLUMNS, OUTPUT_COLUMNS
+from monitoring.predictlog import read_log
 from settings import get_settings
 
 ENDPOINTS = ("/predict", "/batch_predict")

@@ -6,15 +6,18 @@ Spark's executors and only the sample comes back to the driver (Arrow `toPandas`
 read, the filters, the counts and the sample are all Spark SQL, so they need only the Spark installation and read
 access to the log.
 
-- Sources: a local path, folder or glob (listed by `monitoring.segments.discover`, read as `file:` URIs, so on a
-  cluster the folder must be mounted at the same path on every node), or any URL Spark's Hadoop file systems read
-  (`hdfs://`, `s3a://` with the hadoop-aws connector, `file://`): a log, a folder of logs or a glob, listed with
-  the same naming rules through Hadoop's FileSystem on the driver.
+- Sources: a local path, folder or glob (read as `file:` URIs, so on a cluster the folder must be mounted at the
+  same path on every node), or any URL Spark's Hadoop file systems read (`hdfs://`, `s3a://` with the hadoop-aws
+  connector, `file://`): a log, a folder of logs or a glob (listed by monitoring/spark_listing.py).
 - Compacted segments (`*.parquet`) are read with their own physical schema (a segment where every value of a
   float column happened to be whole holds int64), the model/time filter pushed down to row-group statistics; the
-  torn-line count stored in each footer is read on the driver (footers only). JSONL segments (the live one, and a
-  rotated one nobody compacted: read as JSON, never compacted from here) are parsed with an explicit schema;
-  lines that do not parse land in `_corrupt_record` and are counted.
+  torn-line count stored in each footer is read on the driver (footers only). Arrow segments not compacted yet
+  (`*.arrows`: the ones being written, at most PREDICTION_LOG_MAX_BYTES per writer and schema, and sealed ones
+  the maintenance process has not reached) have no Spark reader: the driver reads them (monitoring/ipc.py; a URL's
+  bytes through Spark's `binaryFile` source), keeps the model's rows in the window and hands them to Spark as an
+  Arrow table; a torn batch at a segment's end is counted. JSONL segments (from versions that wrote JSON lines:
+  read as JSON, never compacted from here) are parsed with an explicit schema; lines that do not parse land in
+  `_corrupt_record` and are counted.
 - No locks: executors cannot hold the log's `flock`. A segment that vanishes under the read (compacted or
   deleted by retention meanwhile) fails the Spark job; the window is then listed and read once more.
 """
@@ -23,21 +26,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
-    BooleanType, DataType, DoubleType, FloatType, IntegerType, LongType, StringType, StructField, StructType,
-    TimestampType,
+    BooleanType, DataType, DoubleType, LongType, StringType, StructField, StructType, TimestampType,
 )
 
-from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED, LogMissing, WindowRead
-from monitoring.segments import PARQUET, ROTATED, SKIPPED_KEY, discover, is_url
 from monitoring import spark_session
+from monitoring.ipc import read_stream_bytes
+from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED, Where, WindowRead, read_stream_segment
+from monitoring.spark_listing import LogFiles, Segment, list_log
 
 CORRUPT = "_corrupt_record"
 _U = "_sample_key"
@@ -49,9 +52,9 @@ LOG_TYPES: dict[str, DataType] = {
     "probability": DoubleType(), "prediction": LongType(),
 }
 INPUT_TYPES: dict[str, DataType] = {"integer": LongType(), "number": DoubleType(), "string": StringType()}
-_PARQUET_TYPES: dict[str, DataType] = {
-    "INT64": LongType(), "INT32": IntegerType(), "DOUBLE": DoubleType(), "FLOAT": FloatType(),
-    "BOOLEAN": BooleanType(), "BINARY": StringType(),
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "timestamp": pa.timestamp("us", tz="UTC"), "string": pa.string(), "bigint": pa.int64(), "int": pa.int32(),
+    "double": pa.float64(), "float": pa.float32(), "boolean": pa.bool_(),
 }
 # Session settings the reader relies on: naive log times are UTC (as pyarrow reads them) and toPandas uses Arrow.
 SQL_CONF = {"spark.sql.session.timeZone": "UTC", "spark.sql.execution.arrow.pyspark.enabled": "true"}
@@ -63,102 +66,47 @@ def open_session(master: str, conf: dict[str, str]) -> SparkSession:
     return spark_session.start("drift", master, conf, {**SQL_CONF, "spark.ui.showConsoleProgress": "false"})
 
 
-@dataclass(frozen=True)
-class Segment:
-    """A Parquet segment's footer: its columns' Spark types and the torn lines counted when it was compacted."""
-
-    uri: str
-    types: dict[str, DataType]
-    skipped: int
-
-
-@dataclass(frozen=True)
-class LogFiles:
-    parquet: list[Segment]
-    jsonl: list[str]
-
-    def __len__(self) -> int:
-        return len(self.parquet) + len(self.jsonl)
-
-
-# --------------------------------------------------------------------------------------------- listing
-
-
-def _is_segment_name(name: str) -> bool:
-    """A file of some log: a live JSONL file or a rotated segment (monitoring/segments.py's naming)."""
-    if name.startswith("."):
-        return False
-    return bool(ROTATED.search(name)) or name.endswith(".jsonl")
-
-
-def _in_family(file_name: str, live: str) -> bool:
-    """`file_name` is the live file `live` or one of its rotated segments (monitoring.segments.family)."""
-    return file_name == live or (file_name.startswith(live + ".") and bool(ROTATED.search(file_name[len(live):])))
-
-
-def _list_url(spark: SparkSession, url: str) -> list[str]:
-    """`discover` for URLs, through Hadoop's FileSystem: a folder's logs, a log's family, or a glob of either."""
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path
-    root = hadoop_path(url)
-    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    has_magic = any(c in url.split("://", 1)[1] for c in "*?[{")
-    matches = [s.getPath() for s in (fs.globStatus(root) or [])] if has_magic else [root]
-    files: list[str] = []
-    for path in matches:
-        if fs.exists(path) and fs.getFileStatus(path).isDirectory():
-            files += sorted(s.getPath().toString() for s in fs.listStatus(path)
-                            if s.isFile() and _is_segment_name(s.getPath().getName()))
-            continue
-        parent, name = path.getParent(), path.getName()
-        if parent is None or not fs.exists(parent):
-            continue
-        family = [s.getPath().toString() for s in fs.listStatus(parent) if s.isFile()]
-        files += sorted(uri for uri in family if _in_family(uri.rsplit("/", 1)[-1], name))
-    return list(dict.fromkeys(files))
-
-
-def _footer(spark: SparkSession, uri: str) -> Segment:
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    configuration = spark.sparkContext._jsc.hadoopConfiguration()
-    source = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(path, configuration)
-    reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(source)
-    try:
-        metadata = reader.getFooter().getFileMetaData()
-    finally:
-        reader.close()
-    types: dict[str, DataType] = {}
-    for column in metadata.getSchema().getFields():
-        if not column.isPrimitive():
-            continue
-        physical = column.asPrimitiveType().getPrimitiveTypeName().name()
-        annotation = str(column.getLogicalTypeAnnotation() or "")
-        kind = TimestampType() if annotation.startswith("TIMESTAMP") else _PARQUET_TYPES.get(physical)
-        if kind is not None:
-            types[column.getName()] = kind
-    skipped = metadata.getKeyValueMetaData().get(SKIPPED_KEY.decode())
-    return Segment(uri, types, int(skipped) if skipped else 0)
-
-
-def list_log(spark: SparkSession, source: Path | str) -> LogFiles:
-    """The segments of a source, Parquet footers read. Raises LogMissing when there is none."""
-    if is_url(source):
-        uris = _list_url(spark, str(source))
-    else:
-        # Not Path.as_uri(): Hadoop's Path would take its %-escapes (a space is %20) literally.
-        uris = [f"file://{path.resolve()}" for path in discover(source)]
-    if not uris:
-        raise LogMissing(f"no prediction log at {source}")
-    parquet = [_footer(spark, uri) for uri in uris if uri.endswith(PARQUET)]
-    return LogFiles(parquet, [uri for uri in uris if not uri.endswith(PARQUET)])
-
-
 # --------------------------------------------------------------------------------------------- reading
 
 
-def _log(spark: SparkSession, files: LogFiles, wanted: dict[str, DataType]) -> DataFrame:
-    """Every segment's `wanted` columns (typed, null where a segment lacks one) and `_corrupt_record`."""
+def _streams(spark: SparkSession, files: LogFiles, where: Where) -> tuple[list[pa.Table], int]:
+    """The rows of the Arrow segments that match `where`, read on the driver, and their torn batches. A local
+    segment is read like the local reader reads it (a live one's batch in flight is not torn); a URL's bytes come
+    through Spark's `binaryFile` source, without locks, so a torn tail counts whatever its writer's state."""
+    tables, torn = [], 0
+    if files.by_url and files.streams:
+        for row in spark.read.format("binaryFile").load(files.streams).select("content").toLocalIterator():
+            table, broken = read_stream_bytes(bytes(row["content"]))
+            tables.append(table)
+            torn += int(broken)
+    elif files.streams:
+        for uri in files.streams:  # one compacted or deleted since the listing: `read_window` lists again
+            table, skipped = read_stream_segment(Path(uri.removeprefix("file://")))
+            tables.append(table)
+            torn += skipped
+    kept = [t.filter(where.expression()) for t in tables if t.num_rows and where.columns() <= set(t.column_names)]
+    return kept, torn
+
+
+def _arrow_part(spark: SparkSession, tables: list[pa.Table], wanted: dict[str, DataType]) -> DataFrame | None:
+    """Driver-side rows as a Spark frame with the `wanted` columns (typed like the other segments') and no corrupt
+    records."""
+    rows = sum(t.num_rows for t in tables)
+    if not rows:
+        return None
+    table = pa.concat_tables(tables, promote_options="permissive")
+    schema = StructType([*(StructField(c, t) for c, t in wanted.items()), StructField(CORRUPT, StringType())])
+    columns = {}
+    for column, kind in wanted.items():
+        arrow = _ARROW_TYPES[kind.simpleString()]
+        columns[column] = table[column].cast(arrow) if column in table.column_names else pa.nulls(rows, arrow)
+    columns[CORRUPT] = pa.nulls(rows, pa.string())
+    return spark.createDataFrame(pa.table(columns), schema=schema)
+
+
+def _log(spark: SparkSession, files: LogFiles, wanted: dict[str, DataType], driver: list[pa.Table]) -> DataFrame:
+    """Every segment's `wanted` columns (typed, null where a segment lacks one) and `_corrupt_record`; `driver`: the
+    Arrow segments' rows, read on the driver."""
     parts: list[DataFrame] = []
     groups: dict[tuple, list[Segment]] = {}
     for segment in files.parquet:
@@ -177,6 +125,12 @@ def _log(spark: SparkSession, files: LogFiles, wanted: dict[str, DataType]) -> D
         schema = StructType([*(StructField(c, t) for c, t in wanted.items()), StructField(CORRUPT, StringType())])
         parts.append(spark.read.schema(schema).options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT)
                      .json(files.jsonl))
+    from_driver = _arrow_part(spark, driver, wanted)
+    if from_driver is not None:
+        parts.append(from_driver)
+    if not parts:  # only Arrow segments, and none of their rows in the window
+        return spark.createDataFrame([], StructType([*(StructField(c, t) for c, t in wanted.items()),
+                                                     StructField(CORRUPT, StringType())]))
     log = parts[0]
     for part in parts[1:]:
         log = log.unionByName(part)
@@ -229,7 +183,7 @@ def read_window(
     try:
         return _read(spark, source, name, version, columns, input_types or {}, since, last, max_rows, seed)
     except Exception as exc:
-        if not any(marker in str(exc) for marker in _VANISHED):
+        if not isinstance(exc, FileNotFoundError) and not any(marker in str(exc) for marker in _VANISHED):
             raise
         # A segment was compacted or deleted by retention between the listing and the read: list again.
         return _read(spark, source, name, version, columns, input_types or {}, since, last, max_rows, seed)
@@ -239,12 +193,13 @@ def _read(spark, source, name, version, columns, input_types, since, last, max_r
     files = list_log(spark, source)
     wanted = {c: LOG_TYPES.get(c) or INPUT_TYPES.get(input_types.get(c, "string"), StringType())
               for c in dict.fromkeys(["ts", "model_name", "model_version", *columns])}
-    log = _log(spark, files, wanted)
+    driver, torn = _streams(spark, files, Where(name, since=since))
+    log = _log(spark, files, wanted, driver)
     corrupt = F.col(CORRUPT).isNotNull()
     # One pass counts the window per version and the unparseable lines of every JSONL segment.
     counts = (log.where(corrupt | _in_window(name, since))
               .groupBy(corrupt.alias("bad"), F.col("model_version")).count().collect())
-    skipped = sum(s.skipped for s in files.parquet) + sum(r["count"] for r in counts if r["bad"])
+    skipped = torn + sum(s.skipped for s in files.parquet) + sum(r["count"] for r in counts if r["bad"])
     versions = {str(r["model_version"]): r["count"] for r in counts if not r["bad"]}
     mine = versions.pop(version, 0)
     window_rows = mine if last is None else min(mine, last)

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         # Always synchronous (the summary counts rows on disk); rotated segments are compacted and retention applied
         # as a server does, and `close` waits for both.
         log = PredictionLog(settings.prediction_log_path, settings.prediction_log_max_bytes,
-                            maintenance=Maintenance.from_settings(settings))
+                            maintenance=Maintenance.from_settings(settings, job=True))
     try:
         summary = _run_engine(args, source, model, log, request_id)
     except DataError as exc:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from monitoring.predictlog import to_lines
+from monitoring.logbatch import LogBatch, LogContext
 from training.store import StoredModel, load_model
 from training.validation import REASON, DataError, missing_columns, validate_frame
 
@@ -118,14 +118,12 @@ def rejected_rows(frame: pd.DataFrame, model_schema: dict[str, Any], *, text: bo
     return validate_frame(frame, model_schema, text=text)[1].reset_index(drop=True)
 
 
-def log_lines(inputs: pd.DataFrame, probability: Any, prediction: Any, *, model: StoredModel, request_id: str) -> bytes:
-    """Scored rows in the prediction-log format, so the drift job can read a day's batch like served traffic."""
-    return to_lines(
+def log_batch(inputs: pd.DataFrame, probability: Any, prediction: Any, *, model: StoredModel, request_id: str) -> LogBatch:
+    """Scored rows for the prediction log (endpoint `scoring`), so the drift job can read a day's batch like served
+    traffic."""
+    return LogBatch(
         inputs,
         np.asarray(probability),
         np.asarray(prediction),
-        request_id=request_id,
-        endpoint=ENDPOINT,
-        model_name=model.name,
-        model_version=model.version,
+        LogContext(endpoint=ENDPOINT, model_name=model.name, model_version=model.version, request_id=request_id),
     )

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from monitoring.logbatch import LogBatch, now
 from monitoring.predictlog import PredictionLog
 from scoring import job
 from scoring.sources import Source
@@ -41,7 +42,7 @@ class ChunkResult:
     scored: pa.Table
     rejects: pa.Table
     positives: int
-    log: bytes  # prediction-log lines, empty unless the job logs
+    log: LogBatch | None  # the rows for the prediction log, when the job logs
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,9 @@ class ChunkTask:
     def __call__(self, frame: pd.DataFrame) -> ChunkResult:
         model = job.cached_model(self.tag)
         chunk = job.score_chunk(frame, model, text=self.text)
-        lines = b""
+        batch = None
         if self.request_id is not None:
-            lines = job.log_lines(
+            batch = job.log_batch(
                 chunk.inputs,
                 chunk.scored[job.PROBABILITY],
                 chunk.scored[job.PREDICTION],
@@ -71,7 +72,7 @@ class ChunkTask:
             scored=pa.Table.from_pandas(chunk.scored, schema=self.scored_schema, preserve_index=False),
             rejects=pa.Table.from_pandas(chunk.rejects, schema=self.rejects_schema, preserve_index=False),
             positives=chunk.positives,
-            log=lines,
+            log=batch,
         )
 
 
@@ -156,7 +157,10 @@ def run(
                 scored_writer.write_table(result.scored)
                 if result.rejects.num_rows:
                     rejects_writer.write_table(result.rejects)
-                if log is not None and result.log and log.write(result.log):
+                # Stamped as written, in the output's order (chunks are scored concurrently, and compaction sorts by
+                # time): the log's rows of a run come in the order of the scored file.
+                if log is not None and result.log is not None and log.append(
+                        replace(result.log, context=replace(result.log.context, ts=now()))):
                     summary.logged += result.scored.num_rows
                 summary.rows_in += result.rows_in
                 summary.scored += result.scored.num_rows

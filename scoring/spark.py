@@ -110,14 +110,14 @@ def _append_to_log(output: Path, model: StoredModel, log: PredictionLog, request
     logged = 0
     for batch in ds.dataset(output, format="parquet").to_batches(columns=columns, batch_size=chunk_rows):
         frame = batch.to_pandas()
-        lines = job.log_lines(
+        batch = job.log_batch(
             frame[list(model.input_schema["columns"])],
             frame[job.PROBABILITY],
             frame[job.PREDICTION],
             model=model,
             request_id=request_id,
         )
-        if log.write(lines):
+        if log.append(batch):
             logged += len(frame)
     return logged
 

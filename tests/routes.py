@@ -21,6 +21,13 @@ EXPECTED = {
     "/": Scope.PUBLIC, "/docs.json": Scope.PUBLIC, "/schema.json": Scope.PUBLIC, "/static_content/{path:path}": Scope.PUBLIC,
 }
 
+# Routes the service answers but leaves out of /docs.json: the protocol's model configuration (not served: a JSON 404)
+# and the catch-all that gives /v2 JSON 404/405 answers.
+UNDOCUMENTED = {
+    ("/v2/models/{name}/config", "GET"), ("/v2/models/{name}/versions/{version}/config", "GET"),
+    ("/v2/{path:path}", "GET"), ("/v2/{path:path}", "POST"),
+}
+
 
 def concrete(path: str, version: str) -> str:
     """A path to call for a route: the admin routes name a model that does not exist (nothing is loaded or

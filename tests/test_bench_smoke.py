@@ -274,3 +274,13 @@ def test_quick_bench_writes_tables_and_plots(trained_store, tmp_path):
     assert all(t["verdict"] and t["issue"] in ("10", "11", "21") for t in targets.values())
     mixed = next(t for name, t in targets.items() if name.startswith("mixed load: /predict c="))
     assert mixed["values"]["bench"] > 0 and mixed["values"]["external"] > 0  # both tools, every measured target
+
+
+def test_the_log_cost_script_measures_this_checkout(trained_store):
+    """`python bench/log_cost.py` (the log's before/after in docs/prediction-log.md) runs as typed."""
+    result = run_cli("bench/log_cost.py", "--rows", "200", "--repeats", "3", "--segment-rows", "1000")
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["log"] == "arrow" and measured["segment_rows"] == 1_000
+    for step in ("predict", "signals", "ids", "log_encode", "log_write"):
+        assert measured[step] > 0, step
+    assert measured["compaction_cpu_ms"] >= 0  # process CPU time counts in clock ticks: a small segment may show 0

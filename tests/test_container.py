@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from bench.harness import free_port
-from deploy.run import Container
+from deploy.run import Container, settings_from_environment
 from monitoring.predictlog import iter_records
 from tests.conftest import ROOT, run_cli
 from tests.test_service import SEED_RECORDS, SEED_V1, students
@@ -299,7 +299,10 @@ def test_make_container_run_serves_and_stops_on_ctrl_c(image, served_models, tmp
     import signal
 
     port = free_port()
-    env = {**os.environ, **served_models, "CONTAINER_ENGINE": "buildah", "PORT": str(port)}
+    # The suite's own settings (the fast tier sets PREDICTION_LOG_PATH to a host folder) would be passed on as the
+    # user's: the shell here holds only what this test sets.
+    shell = {k: v for k, v in os.environ.items() if k not in settings_from_environment()}
+    env = {**shell, **served_models, "CONTAINER_ENGINE": "buildah", "PORT": str(port)}
     runner = subprocess.Popen([sys.executable, "-m", "deploy.run", "--image", image, "--state", str(tmp_path / "state")],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     try:

@@ -58,7 +58,15 @@ SERVING_METRICS = {
     "serving_rollout_candidate_weight",  # {task}
     "serving_rollout_gate",  # {task, gate}
     "serving_rollout_verdict",  # {task}
+    # the quality job's state (serving/quality_gauges.py)
+    "serving_model_quality",  # {model, version, metric}
+    "serving_ab_verdict",  # {endpoint, a, b, metric}
+    "serving_model_quality_estimate",  # {model, version, metric}: label-free (CBPE)
+    "serving_model_quality_estimate_standard_error",  # {model, version, metric}
+    "serving_model_quality_estimate_rows",  # {model, version}
+    "serving_model_quality_estimation_error",  # {model, version, metric}
 }
+QUALITY_METRICS = {m for m in SERVING_METRICS if m.startswith(("serving_model_quality", "serving_ab_verdict"))}
 EXPORTED_METRICS = BENTOML_METRICS | SERVING_METRICS
 
 # The issue asks for a panel on each of these.
@@ -85,6 +93,8 @@ REQUIRED_ON_DASHBOARD = {
     "serving_rollout_verdict",
     "serving_prediction_failures_total",
     "serving_traffic_revision",
+    # issue 23: panels for the quality and estimate gauges
+    *QUALITY_METRICS,
 }
 
 _PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
@@ -191,3 +201,30 @@ def test_dashboard_promql_parses(tmp_path: Path):
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_quality_gauges_listed_here_are_the_ones_the_service_defines():
+    from serving import quality_gauges
+
+    defined = {g._name for g in vars(quality_gauges).values() if type(g).__name__ == "Gauge"}
+    assert defined == QUALITY_METRICS
+
+
+def test_quality_panels_show_three_decimals_and_points():
+    """Issue 23: an axis rounded ROC AUC 0.87 to "1" and log loss 0.42 to "0"; a gauge the job sets once must show as
+    a point, not an empty chart."""
+    panels = [p for p in query_panels(dashboard())
+              if any(metric_names(t["expr"]) & QUALITY_METRICS for t in p["targets"])]
+    assert len(panels) >= 6
+    for panel in panels:
+        defaults = panel["fieldConfig"]["defaults"]
+        if panel["type"] == "timeseries":
+            assert defaults["decimals"] >= 3 and defaults["unit"] == "none", panel["title"]
+            assert defaults["custom"]["showPoints"] == "always", panel["title"]
+        elif defaults.get("unit") == "percentunit":
+            assert defaults["decimals"] >= 1, panel["title"]
+    band = next(p for p in panels if p["title"].startswith("ROC AUC"))
+    legends = [t["legendFormat"] for t in band["targets"]]
+    assert any(legend.endswith("estimated") for legend in legends)
+    assert any(legend.endswith("realized") for legend in legends)
+    assert sum("95%" in legend for legend in legends) == 2

@@ -1,4 +1,4 @@
-"""Drift job and traffic simulator: real prediction logs written by predictlog from real model predictions.
+"""Drift job and traffic simulator: real prediction logs written by the log's writer from real model predictions.
 
 The drift CLI pays Evidently's import (~10 s) per run, so it runs for real twice (training-like traffic, then
 shifted traffic into the same workspace and state file); error paths exit before Evidently is imported and are
@@ -26,9 +26,10 @@ import pandas as pd
 import pytest
 
 from monitoring import drift, simulate
-from monitoring.predictlog import PredictionLog, to_lines
+from monitoring.predictlog import PredictionLog
 from settings import get_settings
 from tests.conftest import ROOT, run_cli
+from tests.logfiles import batch, tear, to_lines
 from training.data import generate_purchase
 from training.schema import PURCHASE
 
@@ -37,7 +38,6 @@ ROWS = 2_000  # windows of 1,000+ rows are clean on training-like traffic (see d
 START = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
 # Inside the drift job's default window (the last 24 h) when the tests run.
 RECENT = (datetime.now(timezone.utc) - timedelta(hours=3)).replace(microsecond=0)
-TORN = b'{"ts": "2026-11-22T10:00:00+00:00", "request_id": "torn", "model_name": "purchase_gbm", "student_coun'
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +48,15 @@ def model(trained_store):
 
 
 def write_log(path: Path, model, frame: pd.DataFrame, *, start: datetime, version: str | None = None,
-              name: str | None = None, batch: int = 500) -> None:
+              name: str | None = None, batch_rows: int = 500) -> None:
     """Log the model's real predictions on `frame`, a batch per second from `start`."""
     log = PredictionLog(path, max_bytes=1 << 30)
-    for number, begin in enumerate(range(0, len(frame), batch)):
-        part = frame.iloc[begin : begin + batch]
+    for number, begin in enumerate(range(0, len(frame), batch_rows)):
+        part = frame.iloc[begin : begin + batch_rows]
         proba = model.predict_proba(part)
-        log.write(to_lines(
-            part, proba, model.classify(proba), request_id=f"req-{number}", endpoint="/batch_predict",
-            model_name=name or model.name, model_version=version or model.version,
-            ts=(start + timedelta(seconds=number)).isoformat(),
-        ))
+        assert log.append(batch(part, proba, model.classify(proba), request_id=f"req-{number}",
+                                model_name=name or model.name, model_version=version or model.version,
+                                ts=start + timedelta(seconds=number)))
     log.close()
 
 
@@ -192,8 +190,7 @@ def drift_runs(model, tmp_path_factory):
     write_log(normal_log, model, simulate.draw_traffic(300, seed=12), start=RECENT, version="0ldversion")
     other = load_model("purchase_lr:latest")
     write_log(normal_log, other, simulate.draw_traffic(600, seed=13, shift=True), start=RECENT)
-    with open(normal_log, "ab") as handle:
-        handle.write(TORN)  # a worker was killed mid-write
+    tear(normal_log)  # a worker was killed mid-write
     normal = run_cli("-m", "monitoring.drift", "--model", MODEL, "--log", str(normal_log), "--out", str(out),
                      "--workspace", str(workspace), "--fail-on-drift", env=env, check=False)
     return {"root": root, "out": out, "state": state, "workspace": workspace, "one_run": one_run,
@@ -584,14 +581,17 @@ def test_rows_of_another_version_are_reported_not_mixed_in(model, tmp_path, caps
     assert f"--model {MODEL}:VERSION" in err
 
 
-def test_window_reader_counts_torn_lines_reads_rotated_files_and_applies_last_and_since(model, tmp_path):
+def test_window_reader_counts_torn_batches_reads_an_older_versions_jsonl_and_applies_last_and_since(model, tmp_path):
     log = tmp_path / "prediction_log.jsonl"
-    write_log(log, model, simulate.draw_traffic(1_000, seed=1), start=START, batch=100)
-    log.rename(tmp_path / "prediction_log.jsonl.20261120T000000000000.1")  # a rotated file
-    write_log(log, model, simulate.draw_traffic(500, seed=2), start=START + timedelta(hours=1), batch=100)
+    old = simulate.draw_traffic(1_000, seed=1)  # a rotated segment in the JSON lines an older version wrote
+    proba = model.predict_proba(old)
+    (tmp_path / "prediction_log.jsonl.20261120T000000000000.1").write_bytes(b"".join(
+        to_lines(old.iloc[b : b + 100], proba[b : b + 100], model.classify(proba[b : b + 100]), request_id=f"old-{b}",
+                 endpoint="/batch_predict", model_name=MODEL, model_version=model.version,
+                 ts=(START + timedelta(seconds=b)).isoformat()) for b in range(0, 1_000, 100)))
+    write_log(log, model, simulate.draw_traffic(500, seed=2), start=START + timedelta(hours=1), batch_rows=100)
     write_log(log, model, simulate.draw_traffic(70, seed=3), start=START, name="purchase_lr")
-    with open(log, "ab") as handle:
-        handle.write(TORN)
+    tear(log)
 
     window = drift.load_window(log, MODEL, model.version)
     assert window.rows == 1_500 and window.skipped_lines == 1 and window.other_versions == {}

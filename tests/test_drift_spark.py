@@ -1,10 +1,12 @@
 """The drift job's Spark engine against the local one, on one small fleet log, with a real Spark (`local[2]`).
 
-One Spark session serves the module; the log is two servers' logs in one folder: Parquet segments compacted by the
-writer's own compaction (one holding a torn line, one whose float column was logged as whole numbers, so its
-Parquet type is int64), a rotated JSONL segment nobody compacted (Spark reads it as JSON), live JSONL segments
-with a torn last line, rows of an old version and of another model. The local engine compacts what it reads, so
-it reads a copy made before any read.
+One Spark session serves the module; the log is two servers' logs in one folder, each upgraded from a version that
+wrote JSON lines to one that writes Arrow segments: Parquet segments compacted from JSONL (one holding a torn line,
+one whose float column was logged as whole numbers, so its Parquet type is int64), a rotated JSONL segment nobody
+compacted (Spark reads it as JSON), the old versions' live JSONL files (one with a torn last line), then an Arrow
+segment whose writer was killed mid-batch and an Arrow segment still being written (the driver reads both); rows
+of an old version and of another model. The local engine compacts what it reads, so it reads a copy made before
+any read.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import pytest
 
 from monitoring import drift, simulate
 from monitoring.logreader import LogMissing, read_window
-from monitoring.predictlog import to_lines
-from monitoring.segments import compact
+from monitoring.compaction import compact
+from monitoring.predictlog import PredictionLog
 from tests.conftest import ROOT, run_cli
+from tests.logfiles import batch, tear, to_lines
 
 spark_window = pytest.importorskip("monitoring.spark_window")
 
@@ -33,8 +36,10 @@ MODEL = "purchase_gbm"
 START = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
 BATCH = 50  # rows per logged batch; every batch of the fleet has its own second, so --last N cuts between batches
 TORN = b'{"ts": "2026-11-22T10:00:00+00:00", "request_id": "torn", "model_name": "purchase_gbm", "student_coun'
-CURRENT_ROWS = 1_000 + 800 + 500 + 600 + 800 + 500  # the fleet's rows of the model's current version
-SKIPPED = 3  # a torn line in a compacted segment, in the rotated JSONL segment and at the end of a live segment
+CURRENT_ROWS = 1_000 + 800 + 500 + 600 + 800 + 500 + 400 + 300  # the fleet's rows of the model's current version
+# A torn line in a compacted segment, in the rotated JSONL segment and at the end of a live JSONL file, and the torn
+# batch at the end of the Arrow segment whose writer was killed.
+SKIPPED = 4
 # A small log: two shuffle partitions instead of Spark's 200 keep each query well under a second.
 TEST_CONF = {"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2"}
 SPARK_CONF = ("--spark-master", "local[2]", *(a for k, v in TEST_CONF.items() for a in ("--spark-conf", f"{k}={v}")))
@@ -46,9 +51,9 @@ class Clock:
     def __init__(self) -> None:
         self.batches = 0
 
-    def next(self) -> str:
+    def next(self) -> datetime:
         self.batches += 1
-        return (START + timedelta(seconds=self.batches)).isoformat()
+        return START + timedelta(seconds=self.batches)
 
 
 def lines(model, clock: Clock, rows: int, seed: int, *, version: str | None = None, whole: bool = False,
@@ -64,8 +69,18 @@ def lines(model, clock: Clock, rows: int, seed: int, *, version: str | None = No
         proba = scorer.predict_proba(part)
         out.append(to_lines(part, proba, scorer.classify(proba), request_id=f"r{seed}-{begin}",
                             endpoint="/batch_predict", model_name=scorer.name,
-                            model_version=version or scorer.version, ts=clock.next()))
+                            model_version=version or scorer.version, ts=clock.next().isoformat()))
     return b"".join(out)
+
+
+def append(log: PredictionLog, model, clock: Clock, rows: int, seed: int) -> None:
+    """The same through the Arrow writer."""
+    frame = simulate.draw_traffic(rows, seed=seed)
+    for begin in range(0, rows, BATCH):
+        part = frame.iloc[begin : begin + BATCH]
+        proba = model.predict_proba(part)
+        assert log.append(batch(part, proba, model.classify(proba), request_id=f"r{seed}-{begin}",
+                                model_name=model.name, model_version=model.version, ts=clock.next()))
 
 
 def rotated(folder: Path, live: str, number: int) -> Path:
@@ -73,7 +88,7 @@ def rotated(folder: Path, live: str, number: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fleet(trained_store, tmp_path_factory) -> dict:
+def fleet(trained_store, tmp_path_factory):
     from training.store import load_model
 
     model = load_model(f"{MODEL}:latest")
@@ -92,9 +107,16 @@ def fleet(trained_store, tmp_path_factory) -> dict:
     since = START + timedelta(seconds=clock.batches + 1)  # the live segments' rows only
     (folder / a).write_bytes(lines(model, clock, 600, 7) + TORN)
     (folder / b).write_bytes(lines(model, clock, 500, 8) + lines(model, clock, 300, 9, other=other))
+    killed = PredictionLog(folder / a, max_bytes=1 << 30)
+    append(killed, model, clock, 400, 10)
+    killed.close()
+    tear(folder / a)
+    live = PredictionLog(folder / b, max_bytes=1 << 30)  # written by this process until the module ends
+    append(live, model, clock, 300, 11)
     copy = folder.parent / "copy"
-    shutil.copytree(folder, copy)  # for the local engine, which compacts the rotated JSONL segment it reads
-    return {"model": model, "spark_log": folder, "local_log": copy, "since": since, "live_rows": 600 + 500}
+    shutil.copytree(folder, copy)  # for the local engine, which compacts the sealed segments it reads
+    yield {"model": model, "spark_log": folder, "local_log": copy, "since": since, "live_rows": 600 + 500 + 400 + 300}
+    live.close()
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +151,7 @@ def rows_sorted(frame: pd.DataFrame) -> pd.DataFrame:
 def test_the_fleet_log_has_every_kind_of_segment(spark, fleet):
     files = spark_window.list_log(spark, fleet["spark_log"])
     assert len(files.parquet) == 3 and len(files.jsonl) == 3, "three compacted, one rotated JSONL, two live"
+    assert len(files.streams) == 2 and not files.by_url, "a killed writer's Arrow segment and a live one"
     assert sorted(s.skipped for s in files.parquet) == [0, 0, 1]
     kinds = {s.types["minutes_watched"].simpleString() for s in files.parquet}
     assert kinds == {"bigint", "double"}, "one segment holds the float column as int64"
@@ -140,7 +163,7 @@ def test_the_whole_window_is_the_same_rows_on_both_engines(whole, fleet):
     assert on_spark.rows == local.rows == CURRENT_ROWS
     assert on_spark.other_versions == local.other_versions == {"0ld": 200}, "purchase_lr's rows are another model"
     assert on_spark.skipped_lines == local.skipped_lines == SKIPPED
-    assert on_spark.segments == local.segments == 6
+    assert on_spark.segments == local.segments == 8
     assert not on_spark.sampled and not local.sampled
     assert list(on_spark.frame.columns) == list(local.frame.columns) == columns(fleet["model"])
     assert dict(on_spark.frame.dtypes) == dict(local.frame.dtypes)
@@ -181,9 +204,10 @@ def test_a_window_over_max_rows_is_an_exact_seeded_uniform_sample(spark, fleet, 
     pd.testing.assert_frame_equal(again.frame, on_spark.frame)
     other = both(spark, fleet, max_rows=1_000, seed=4)[0]
     assert not other.frame.equals(on_spark.frame)
-    # Uniform: the sample's share of the live segments' rows is the window's (1,100 of 4,200), within 4 sigma.
+    # Uniform: the sample's share of the newest rows is the window's (1,800 of 4,900), within 4 sigma.
     late = (on_spark.frame["ts"] >= pd.Timestamp(fleet["since"])).mean()
-    assert abs(late - fleet["live_rows"] / CURRENT_ROWS) < 4 * np.sqrt(0.26 * 0.74 / 1_000)
+    share = fleet["live_rows"] / CURRENT_ROWS
+    assert abs(late - share) < 4 * np.sqrt(share * (1 - share) / 1_000)
 
     on_spark, local = both(spark, fleet, last=2_000, max_rows=1_500)
     assert on_spark.rows == local.rows == 2_000 and len(on_spark.frame) == len(local.frame) == 1_500
@@ -194,7 +218,7 @@ def test_a_window_over_max_rows_is_an_exact_seeded_uniform_sample(spark, fleet, 
 def test_urls_and_globs_list_the_same_log(spark, fleet):
     model, folder = fleet["model"], fleet["spark_log"]
     types = {c: s["type"] for c, s in model.input_schema["columns"].items()}
-    server_a = 1_000 + 800 + 500 + 600
+    server_a = 1_000 + 800 + 500 + 600 + 400
     sources = ((folder.as_uri(), CURRENT_ROWS), (f"{folder.as_uri()}/prediction_log-*.jsonl", CURRENT_ROWS),
                (str(folder / "*-a.jsonl"), server_a), (f"{folder.as_uri()}/*-a.jsonl", server_a))
     for source, expected in sources:
@@ -207,7 +231,7 @@ def test_urls_and_globs_list_the_same_log(spark, fleet):
     assert spark_window.read_window(spark, spaced, model.name, model.version, columns(model), types).rows == CURRENT_ROWS
     one = spark_window.read_window(spark, (folder / "prediction_log-b.jsonl").as_uri(), model.name, model.version,
                                    columns(model), types)
-    assert one.rows == 800 + 500 and one.segments == 2, "a log's URL names its rotated segments too"
+    assert one.rows == 800 + 500 + 300 and one.segments == 3, "a log's URL names its segments too"
     with pytest.raises(LogMissing):
         spark_window.read_window(spark, (folder / "absent").as_uri(), model.name, model.version, columns(model))
 

@@ -16,6 +16,9 @@ def test_ids_are_uuid7_unique_and_time_ordered():
     assert int.from_bytes(parsed.bytes[:6], "big") == 1_795_000_000_000
     assert max(first) < min(later)  # a later millisecond sorts after
     assert new_ids(0) == []
+    # Every id of the batch (not only the first) in canonical form: the dashes of each placed right.
+    assert all(str(uuid.UUID(value)) == value and uuid.UUID(value).version == 7 for value in first)
+    assert len(new_ids(1)) == 1 and len(new_ids(3)) == 3
 
 
 def test_normalize_accepts_canonical_uuids_only():

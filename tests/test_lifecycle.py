@@ -19,9 +19,10 @@ import yaml
 
 from bench.bench_lifecycle import Hammer, book_changed, private_store, switch_seconds
 from bench.harness import Server
+from monitoring.predictlog import iter_records, read_log
 from serving.web.policy import Scope
 from tests.conftest import run_cli
-from tests.routes import EXPECTED, concrete, variants
+from tests.routes import EXPECTED, UNDOCUMENTED, concrete, variants
 from training.schema import PURCHASE
 
 ADMIN_TOKEN = "adm-7f3c9a1e5b2d4c68"
@@ -139,7 +140,7 @@ def lserver(store, tmp_path_factory) -> Server:
 
 
 def log_lines(lserver: Server) -> list[dict]:
-    return [orjson.loads(line) for line in lserver.log_path.read_bytes().splitlines() if line.strip()]
+    return list(iter_records(lserver.log_path))
 
 
 def test_aliases_in_models_listing_and_v1_predict(store, lserver):
@@ -293,6 +294,7 @@ def test_every_route_against_every_token_on_a_real_server(lserver):
     spec = lserver.get("/docs.json").json()
     routes = [(path, method.upper()) for path, item in spec["paths"].items() for method in item]
     routes += [(path, "GET") for path in ("/livez", "/healthz", "/readyz", "/metrics", "/", "/docs.json", "/schema.json")]
+    routes += sorted(UNDOCUMENTED)
     assert {path for path, _ in routes} == set(EXPECTED) - {"/static_content/{path:path}"}
     version = lserver.get("/v2/models/purchase_gbm").json()["versions"][0]
     takes = {Scope.PREDICT: API_TOKEN, Scope.FEEDBACK: API_TOKEN, Scope.ADMIN: ADMIN_TOKEN}
@@ -313,7 +315,7 @@ def test_every_route_against_every_token_on_a_real_server(lserver):
 def test_tokens_never_leak(lserver):
     lserver.post("/v1/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}x"})
     lserver.post("/predict", RECORD, headers={"Authorization": f"Bearer {API_TOKEN}x"})
-    seen = [lserver.output.read_text(), lserver.log_path.read_text(), lserver.get("/metrics").text,
+    seen = [lserver.output.read_text(), read_log(lserver.log_path).to_json(), lserver.get("/metrics").text,
             lserver.get("/v1/models").text, lserver.get("/docs.json").text,
             lserver.get("/v1/admin/history", headers=ADMIN).text, lserver.post("/v1/admin/reload", headers=ADMIN).text]
     for text in seen:

@@ -116,7 +116,8 @@ def _quality(server, *args: str, check: bool = True):
 
 
 def test_quality_job_errors_are_one_line_and_exit_2(ab_server, tmp_path):
-    for args, message in ((("--task", "purchase"), "no feedback yet"), (("--task", "churn"), "unknown task")):
+    # Before any traffic: no log yet (no outcome yet is no error: the job estimates without them, tests/test_estimate.py)
+    for args, message in ((("--task", "purchase"), "no prediction log at"), (("--task", "churn"), "unknown task")):
         result = _quality(ab_server, *args, check=False)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
@@ -173,14 +174,33 @@ def test_ab_test_closed_by_outcomes_reports_both_variants_and_a_verdict(ab_serve
     auc_line = f'serving_model_quality{{metric="roc_auc",model="purchase_gbm",version="{groups["purchase_gbm"]["version"]}"}}'
     assert auc_line in metrics, metrics[-2000:]
     assert f'serving_ab_verdict{{a="{pair["a"]}",b="{pair["b"]}",endpoint="/batch_predict",metric="roc_auc"}}' in metrics
+    # The label-free estimate beside the realized metric, and its error, per version (issue 23)
+    estimates = {e["model_name"]: e for e in summary["estimate"]["versions"]}
+    for name, group in groups.items():
+        compared = estimates[name]["on_rows_with_outcome"]["roc_auc"]
+        assert compared["realized"] == pytest.approx(group["metrics"]["roc_auc"], abs=1e-4)
+        assert abs(compared["error"]) < 0.03, (name, compared)
+        version = group["version"]
+        for gauge, value in (("serving_model_quality_estimate", estimates[name]["estimate"]["roc_auc"]["value"]),
+                             ("serving_model_quality_estimation_error", compared["error"])):
+            line = f'{gauge}{{metric="roc_auc",model="{name}",version="{version}"}} '
+            (sample,) = [x for x in metrics.splitlines() if x.startswith(line)]
+            assert float(sample.split()[-1]) == pytest.approx(value, abs=1e-6), sample
+        assert f'serving_model_quality_estimate_rows{{model="{name}",version="{version}"}} {float(group["predictions"])}' in metrics
 
 
-def test_outcomes_that_match_no_prediction_are_an_error(ab_server, tmp_path):
+def test_outcomes_that_match_no_prediction_are_counted_and_the_job_still_estimates(ab_server, tmp_path):
+    """Outcomes come weeks late: a window none of whose predictions has one yet is the normal case, not an error."""
     from monitoring.outcomes import Outcome, OutcomeStore
 
     store = OutcomeStore(tmp_path / "strangers.jsonl", max_bytes=1 << 20)
     store.ingest([Outcome(i, 1) for i in new_ids(3)])
     result = run_cli("-m", "monitoring.quality", "--task", "purchase", "--log", str(ab_server.log_path),
                      "--outcomes", str(tmp_path / "strangers.jsonl"), "--no-evidently", "--state",
-                     str(tmp_path / "state.json"), check=False)
-    assert result.returncode == 2 and "no overlap between predictions and outcomes" in result.stderr, result.stderr
+                     str(tmp_path / "state.json"), "--out", str(tmp_path), check=False)
+    assert result.returncode == 0, result.stderr
+    assert "no outcome yet for these predictions (3 outcomes in the store): estimates only" in result.stdout
+    summary = json.loads((tmp_path / "quality_purchase.json").read_text())
+    assert summary["with_outcome"] == 0 and summary["unmatched_outcomes"] == 3
+    assert {g["model_name"] for g in summary["estimate"]["groups"]} == {"purchase_gbm", "purchase_lr"}
+    assert all(g["on_rows_with_outcome"] is None for g in summary["estimate"]["groups"])

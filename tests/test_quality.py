@@ -62,6 +62,13 @@ def test_aliases_are_variants_shadow_rows_are_not_and_strangers_are_unmatched(lo
     assert all(c["verdict"] == "not yet significant" for c in pair["comparisons"])  # the same model twice
     state = json.loads((folder / "state.json").read_text())["purchase"]
     assert {v["metric"] for v in state["ab"]} == {"roc_auc", "log_loss", "brier"}
+    # The label-free estimates follow the same groups and sit beside the realized metrics (issue 23)
+    estimated = {g["alias"]: g for g in summary["estimate"]["groups"]}
+    assert set(estimated) == set(arms)
+    for alias, group in estimated.items():
+        assert (group["rows"], group["with_outcome"]) == (arms[alias]["predictions"], arms[alias]["with_outcome"])
+        assert group["on_rows_with_outcome"]["roc_auc"]["realized"] == pytest.approx(arms[alias]["metrics"]["roc_auc"], abs=1e-4)
+    assert len(state["estimates"]) == 1  # one model version under two aliases: one set of gauges
 
 
 def test_fail_on_regression_exits_1_when_live_auc_falls_below_held_out(loop_files, tmp_path):

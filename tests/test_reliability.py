@@ -195,6 +195,11 @@ def test_log_failures_are_counted_and_predictions_continue(start_server, tmp_pat
     failures = [l for l in server.get("/metrics").text.splitlines() if l.startswith("serving_prediction_log_write_failures_total")]
     assert failures and float(failures[0].split()[-1]) >= 2
     assert "prediction log write" in server.output.read_text()
+    server.stop()
+    # Nothing beside a device (segments, the maintenance lock), and nothing where the folder could not be made.
+    beside = {p for p in path.parent.iterdir() if p.name.startswith("full")} if where == "full disk" else set(tmp_path.iterdir())
+    assert beside == ({Path("/dev/full")} if where == "full disk" else {path.parent})
+    assert "Traceback" not in server.output.read_text()
 
 
 def test_short_soak_has_no_errors_and_bounded_memory(server):

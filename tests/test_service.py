@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from monitoring.predictlog import iter_records
 from tests.conftest import raw_post
 from training.data import generate_purchase
 from training.schema import PURCHASE
@@ -343,8 +344,8 @@ def test_ab_routing_is_sticky_and_split_by_weight(ab_server):
     assert 0.4 < share < 0.6, share
     batch = ab_server.post("/batch_predict", {"records": SEED_RECORDS}, headers={"X-Routing-Key": "student-42"}).json()
     assert batch["model_name"] == model_for("student-42")
-    lines = [l for l in ab_server.log_path.read_text().splitlines() if '"routing_key":"student-42"' in l]
-    assert len(lines) >= 10 + 3 and all(f'"model_name":"{batch["model_name"]}"' in l for l in lines)
+    lines = [r for r in iter_records(ab_server.log_path) if r["routing_key"] == "student-42"]
+    assert len(lines) >= 10 + 3 and all(r["model_name"] == batch["model_name"] for r in lines)
 
 
 def test_records_limit_names_the_limit(ab_server):

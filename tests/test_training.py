@@ -41,6 +41,18 @@ def test_every_model_is_read_back_whole(trained_store, name):
     assert len(reference) == 5_000 and set(model.input_schema["columns"]) | {PREDICTION} == set(reference.columns)
     # the loaded pipeline predicts exactly what the fitted one predicted before it was saved
     np.testing.assert_allclose(model.predict_proba(reference), reference[PREDICTION], rtol=0, atol=1e-12)
+    # The calibration check (training/calibration.py): its figures, the held-out sample it ran on, the calibrator
+    check = meta["calibrator"]
+    assert check["method"] in ("none", "isotonic", "platt") and check["rows"] == meta["test_rows"]
+    assert set(check["ece_out_of_fold"]) == {"isotonic", "platt"} and "criterion" in check
+    assert model.calibrator().method == check["method"]
+    if check["method"] != "none":
+        assert min(check["ece_out_of_fold"].values()) < check["ece"]
+    holdout = model.holdout()
+    assert list(holdout.columns) == ["probability", "label"] and len(holdout) == meta["test_rows"]
+    assert holdout["label"].mean() == pytest.approx(meta["metrics"]["positive_rate"], abs=1e-4)
+    assert meta["metrics"]["accuracy"] == pytest.approx(
+        ((holdout["probability"] >= model.threshold) == holdout["label"]).mean(), abs=1e-4)
     if task == "drive_stats":
         assert model.bound is not None and len(model.bound) == 1_000
         assert model.predict_proba(model.bound).shape == (1_000,)

@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from monitoring.predictlog import iter_records, read_log
 from serving.web import v2
 from serving.web.gate import Gate
 from serving.codecs.arrow import ARROW_STREAM
@@ -197,10 +198,10 @@ def test_rule_names_rows_and_limits_hold(client, frame):
     assert "Invalid inference request" in error_of(client.post(INFER, content=b"{not json"), 400)
     assert "inputs" in error_of(client.post(INFER, json={"inputs": []}), 400)
     log_path = client.app.dependency_overrides[v2.current_predictor]().settings.prediction_log_path
-    logged = log_path.read_bytes().count(b"\n")
+    logged = len(read_log(log_path))
     missing = error_of(client.post(INFER, json=v2_request(frame, outputs=[{"name": "predict"}])), 400)
     assert "'predict' do not exist" in missing
-    assert log_path.read_bytes().count(b"\n") == logged  # refused before the model ran: nothing logged
+    assert len(read_log(log_path)) == logged  # refused before the model ran: nothing logged
     assert "Content-Type" in error_of(client.post(INFER, content=b"a,b", headers={"content-type": "text/csv"}), 415)
     arrow_bad = error_of(client.post(INFER, content=b"nope", headers={"content-type": ARROW_STREAM}), 400)
     assert "not an Arrow IPC stream" in arrow_bad
@@ -348,7 +349,7 @@ def test_answer_parameters_are_scalars_and_prediction_ids_an_output(client, fram
         assert _scalars_only(answer.get("parameters")) and all(_scalars_only(o.get("parameters")) for o in answer["outputs"])
         ids = outputs_of(answer)["prediction_id"]
         assert ids["datatype"] == "BYTES" and ids["shape"] == [20, 1] and len(set(ids["data"])) == 20
-        logged = {orjson.loads(line)["prediction_id"] for line in log_path.read_bytes().splitlines()}
+        logged = {r["prediction_id"] for r in iter_records(log_path)}
         assert set(ids["data"]) <= logged
     assert outputs_of(client.post(INFER, json=v2_request(frame)).json())["prediction_id"]  # by default: every output
     only = client.post(INFER, json=v2_request(frame, outputs=[{"name": "predict_proba"}])).json()

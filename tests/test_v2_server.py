@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import orjson
 import pandas as pd
 import psutil
 import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from monitoring.predictlog import iter_records
 from serving.client import PredictionRejected, from_arrow, predict_arrow, to_arrow
 from training.data import generate_purchase
 from training.schema import PURCHASE
@@ -163,13 +163,13 @@ def test_arrow_limits_and_bodies(server):
 def test_v2_requests_are_logged_and_counted(server, triton_client, frame):
     request_id = uuid.uuid4().hex
     triton_client.infer("purchase_lr", triton_inputs(frame.head(12)), headers={"x-request-id": request_id})
-    lines = [orjson.loads(line) for line in server.log_path.read_bytes().splitlines() if request_id.encode() in line]
+    lines = [r for r in iter_records(server.log_path) if r["request_id"] == request_id]
     assert len(lines) == 12
     assert {(r["endpoint"], r["model_name"], r["request_id"]) for r in lines} == {("/v2/infer", "purchase_lr", request_id)}
     assert [r["days_on_platform"] for r in lines] == frame.head(12)["days_on_platform"].tolist()
     body_id = uuid.uuid4().hex  # without the header, the protocol's own request id names the lines
     triton_client.infer("purchase_lr", triton_inputs(frame.head(3)), request_id=body_id)
-    assert sum(body_id.encode() in line for line in server.log_path.read_bytes().splitlines()) == 3
+    assert sum(r["request_id"] == body_id for r in iter_records(server.log_path)) == 3
     bad = {"inputs": [{"name": "days_on_platform", "datatype": "INT64", "shape": [1, 1], "data": [True]}]}
     assert server.post("/v2/models/purchase_lr/infer", bad).status_code == 400
     text = server.get("/metrics").text

@@ -37,6 +37,7 @@ def evaluate(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[st
         "brier": round(float(brier_score_loss(y_true, proba)), 4),
         "precision": round(float(precision_score(y_true, predicted, zero_division=0)), 4),
         "recall": round(float(recall_score(y_true, predicted, zero_division=0)), 4),
+        "accuracy": round(float((predicted == y_true).mean()), 4),
         "threshold": round(threshold, 4),
         "positive_rate": round(float(y_true.mean()), 4),
         "calibration": calibration(y_true, proba),

@@ -5,6 +5,7 @@ and the input schema. A tag alone leads to all of it.
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 from dataclasses import dataclass, field
@@ -18,11 +19,14 @@ import pandas as pd
 import sklearn
 
 import settings  # noqa: F401  (sets the do-not-track variables before bentoml is used)
+from training.calibration import Calibrator
 from training.features import build_features
 
 MODEL_FILE = "model.joblib"
 REFERENCE_FILE = "reference.parquet"
 BOUND_FILE = "bound.parquet"
+HOLDOUT_FILE = "holdout.parquet"  # the held-out split's probabilities and labels (training/calibration.py)
+CALIBRATOR_FILE = "calibrator.json"
 PREDICTION = "prediction"  # the reference sample's column of predicted probabilities
 
 
@@ -44,8 +48,11 @@ def save_model(
     metadata: dict[str, Any],
     reference: pd.DataFrame,
     bound: pd.DataFrame | None = None,
+    holdout: pd.DataFrame | None = None,
+    calibrator: Calibrator | None = None,
 ) -> str:
-    """Save a fitted pipeline with its reference sample (and bound dataset); returns the new tag."""
+    """Save a fitted pipeline with its reference sample (and bound dataset, held-out sample, calibrator); returns
+    the new tag."""
     with bentoml.models.create(
         name,
         labels=labels,
@@ -59,6 +66,11 @@ def save_model(
         reference.to_parquet(model.path_of(REFERENCE_FILE), index=False)
         if bound is not None:
             bound.to_parquet(model.path_of(BOUND_FILE), index=False)
+        if holdout is not None:
+            holdout.to_parquet(model.path_of(HOLDOUT_FILE), index=False)
+        if calibrator is not None:
+            with open(model.path_of(CALIBRATOR_FILE), "w") as handle:
+                handle.write(calibrator.to_json())
     return str(model.tag)
 
 
@@ -101,11 +113,29 @@ class StoredModel:
     def reference(self) -> pd.DataFrame:
         return pd.read_parquet(f"{self.path}/{REFERENCE_FILE}")
 
+    def holdout(self) -> pd.DataFrame | None:
+        """The held-out split's `probability` and `label` (None for models trained before it was stored)."""
+        path = f"{self.path}/{HOLDOUT_FILE}"
+        return pd.read_parquet(path) if os.path.exists(path) else None
+
+    def calibrator(self) -> Calibrator | None:
+        """The calibrator chosen at training (method `none` when none was needed); None when the model predates
+        the check."""
+        return read_calibrator(self.path)
+
     @cached_property
     def bound(self) -> pd.DataFrame | None:
         if not self.metadata.get("has_bound_dataset"):
             return None
         return pd.read_parquet(f"{self.path}/{BOUND_FILE}")
+
+
+def read_calibrator(model_path: str) -> Calibrator | None:
+    path = f"{model_path}/{CALIBRATOR_FILE}"
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return Calibrator.from_json(handle.read())
 
 
 def load_model(tag: str, *, estimator: bool = True) -> StoredModel:

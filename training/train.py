@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from settings import get_settings
 from training.data import fingerprint, generate_drive_stats, generate_purchase, latest_fleet_day, load_dataset
+from training.calibration import check_calibration
 from training.evaluate import best_threshold, evaluate
 from training.features import build_features
 from training.schema import DRIVE_STATS, PURCHASE, TASKS, Task, input_schema
@@ -187,6 +188,7 @@ def fit_variant(variant: Variant, rows: Split, data: pd.DataFrame, seed: int, so
         pipeline.fit(build_features(task.name, raw_train), y_train)
     proba = pipeline.predict_proba(build_features(task.name, raw_test))[:, 1]
     metrics = evaluate(y_test, proba, threshold)
+    calibration = check_calibration(y_test, proba, seed)
     importance = input_importance(pipeline, task, raw_test, y_test, seed)
 
     reference = raw_train.sample(n=min(REFERENCE_ROWS, len(raw_train)), random_state=seed).reset_index(drop=True)
@@ -206,11 +208,15 @@ def fit_variant(variant: Variant, rows: Split, data: pd.DataFrame, seed: int, so
             "seed": seed,
             "algorithm": type(pipeline[-1]).__name__,
             "feature_importance": importance,
+            "calibrator": calibration.metadata(),
         },
         reference=reference,
         bound=bound,
+        holdout=pd.DataFrame({"probability": proba, "label": y_test.astype(np.int64)}),
+        calibrator=calibration.calibrator,
     )
-    return {"tag": tag, **{k: v for k, v in metrics.items() if k != "calibration"}, "ece": metrics["calibration"]["ece"]}
+    return {"tag": tag, **{k: v for k, v in metrics.items() if k != "calibration"}, "ece": metrics["calibration"]["ece"],
+            "calibrator": calibration.method}
 
 
 def task_data(task: Task, seed: int, data_path: str | None) -> tuple[pd.DataFrame, str]:
@@ -223,7 +229,8 @@ def task_data(task: Task, seed: int, data_path: str | None) -> tuple[pd.DataFram
 
 
 def print_table(rows: list[dict]) -> None:
-    columns = ["tag", "roc_auc", "log_loss", "brier", "precision", "recall", "threshold", "ece", "positive_rate"]
+    columns = ["tag", "roc_auc", "log_loss", "brier", "precision", "recall", "threshold", "ece", "calibrator",
+               "positive_rate"]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
     for row in rows:

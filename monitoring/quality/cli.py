@@ -33,6 +33,18 @@ from monitoring.quality.errors import QualityError
 from settings import get_settings
 
 
+def _chunk(text: str) -> str:
+    import pandas as pd
+
+    if text != "auto":
+        try:
+            if pd.Timedelta(text) <= pd.Timedelta(0):
+                raise ValueError
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 15min, 1h or 1D") from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m monitoring.quality", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -49,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit 1 when a variant's live ROC AUC fell below its held-out ROC AUC")
     parser.add_argument("--tolerance", type=float, default=0.02,
                         help="ROC AUC drop tolerated by --fail-on-regression (default 0.02)")
+    parser.add_argument("--chunk", default="auto", type=_chunk,
+                        help="time chunk of the label-free estimates: 15min, 1h, 1D... (default auto: the shortest of "
+                             "1min, 5min, 15min, 1h, 6h, 1D, 7D giving at most 24 chunks over the window)")
     return parser
 
 
@@ -70,12 +85,17 @@ def main(argv: list[str] | None = None) -> int:
             args.workspace or Path(settings.drift_state_path).parent / "workspace")
         summary, found = run(
             Path(args.log or settings.prediction_log_path), Path(args.outcomes or settings.outcome_log_path),
-            args.task, since, out_dir, state, workspace, args.tolerance,
+            args.task, since, out_dir, state, workspace, args.tolerance, args.chunk,
         )
     except (QualityError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(summary))
+    from monitoring.quality.window_estimates import format_estimates
+
+    print(format_estimates(summary["estimate"]))
+    if summary["note"]:
+        print(f"note: {summary['note']}")
     print(f"summary {out_dir / f'quality_{args.task}.json'}")
     for line in found:
         print(f"regression: {line}")

@@ -15,8 +15,10 @@ import pandas as pd
 
 from monitoring.abtest import VERDICT_CODES, compare
 from monitoring.quality.errors import QualityError
+from monitoring.quality.estimate_html import write_estimate_html
 from monitoring.quality.groups import GROUP_KEYS, arm_names, group_quality, regressions, store_info
 from monitoring.quality.join import Joined, join
+from monitoring.quality.window_estimates import AUTO, state_entries, window_estimates
 from training.schema import TASKS
 
 
@@ -56,16 +58,13 @@ def ab_pairs(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return results
 
 
-def measure(joined: Joined, task: str, since: datetime | None = None) -> dict[str, Any]:
+def measure(joined: Joined, task: str, since: datetime | None = None, chunk: str = AUTO) -> dict[str, Any]:
     if task not in TASKS:
         raise QualityError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
     frame, missing = _task_rows(joined, task)
-    with_outcome = int(frame["outcome"].notna().sum()) if len(frame) else 0
-    if not with_outcome:
-        raise QualityError(
-            f"no overlap between predictions and outcomes for task {task!r}: {joined.outcomes} outcomes, "
-            f"{len(frame)} {task} predictions in the window, none with an outcome"
-        )
+    if not len(frame):
+        raise QualityError(f"no {task} predictions in the window: nothing to measure or estimate")
+    with_outcome = int(frame["outcome"].notna().sum())
     keyed = frame.assign(alias=frame["alias"].where(frame["alias"].notna(), ""),
                          variant=frame["variant"].where(frame["variant"].notna(), ""))
     groups = []
@@ -90,6 +89,10 @@ def measure(joined: Joined, task: str, since: datetime | None = None) -> dict[st
         "models_not_in_store": missing,
         "groups": groups,
         "ab": ab_pairs(frame),
+        # Before outcomes arrive (and beside them after): monitoring/quality/window_estimates.py
+        "estimate": window_estimates(frame, chunk),
+        "note": None if with_outcome else (
+            f"no outcome yet for these predictions ({joined.outcomes} outcomes in the store): estimates only"),
     }
 
 
@@ -108,11 +111,12 @@ def state_entry(summary: dict[str, Any]) -> dict[str, Any]:
          "verdict": c["verdict"], "code": VERDICT_CODES[c["verdict"]]}
         for pair in summary["ab"] for c in pair["comparisons"]
     ]
-    return {"ts": summary["ts"], "models": models, "ab": verdicts}
+    return {"ts": summary["ts"], "models": models, "ab": verdicts,
+            "estimates": state_entries(summary["estimate"])}
 
 
 def run(log: Path, outcomes: Path, task: str, since: datetime | None, out_dir: Path, state_path: Path,
-        workspace: Path | None, tolerance: float) -> tuple[dict[str, Any], list[str]]:
+        workspace: Path | None, tolerance: float, chunk: str = AUTO) -> tuple[dict[str, Any], list[str]]:
     """The whole job; returns the summary and the regressions found."""
     from monitoring.drift.state import update_state  # the drift job's locked, atomic state writer
 
@@ -123,15 +127,19 @@ def run(log: Path, outcomes: Path, task: str, since: datetime | None, out_dir: P
     joined = join(log, outcomes, since)
     timings["read_and_join"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    summary = measure(joined, task, since)
-    timings["metrics_and_verdicts"] = time.perf_counter() - mark
+    summary = measure(joined, task, since, chunk)
+    timings["metrics_and_verdicts"] = time.perf_counter() - mark - summary["estimate"]["seconds"]
     out_dir.mkdir(parents=True, exist_ok=True)
+    mark = time.perf_counter()
+    summary["estimate"]["html"] = str(write_estimate_html(summary, out_dir / f"quality_{task}_estimate.html"))
+    timings["estimate"] = summary["estimate"]["seconds"] + time.perf_counter() - mark
     if workspace is not None:
         from monitoring.quality.report import evidently_reports
 
         mark = time.perf_counter()
         labelled = joined.predictions[joined.predictions["outcome"].notna()]
-        summary["reports"] = evidently_reports(labelled, summary["groups"], out_dir, workspace)
+        summary["reports"] = evidently_reports(labelled, summary["groups"], out_dir, workspace,
+                                               summary["estimate"]["groups"])
         timings["evidently"] = time.perf_counter() - mark
     summary["seconds"] = {k: round(v, 3) for k, v in timings.items()}
     found = regressions(summary["groups"], tolerance)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from monitoring.logreader import LogMissing, LogReader, to_frame
@@ -29,14 +30,16 @@ class Joined:
 
 
 def read_outcomes(path: Path | str) -> tuple[pd.DataFrame, int]:
-    """Each id's latest outcome (the store appends in ingestion order), and the lines skipped."""
+    """Each id's latest outcome (the store appends in ingestion order), and the lines skipped; none yet (no store,
+    or an empty one) is no error: the job then estimates quality without outcomes."""
+    none_yet = pd.DataFrame({"outcome": pd.Series(dtype=np.float64)}, index=pd.Index([], name="prediction_id"))
     try:
         reader = LogReader(path)
     except LogMissing:
-        raise QualityError(f"no feedback yet: no outcome store at {path} (POST /v1/feedback fills it)") from None
+        return none_yet, 0
     table = reader.table(OUTCOME_COLUMNS)
     if not table.num_rows or "prediction_id" not in table.column_names:
-        raise QualityError(f"no feedback yet: the outcome store at {path} holds no outcome")
+        return none_yet, reader.skipped
     frame = table.select(["prediction_id", "outcome"]).to_pandas()
     frame = frame.drop_duplicates("prediction_id", keep="last")
     return frame.set_index("prediction_id"), reader.skipped

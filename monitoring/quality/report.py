@@ -1,5 +1,6 @@
 """Evidently's classification report per model version (HTML and JSON) and its snapshot in the Evidently workspace,
-one project per model beside the drift projects, so quality over time shows in `make dashboard` with drift.
+one project per model beside the drift projects, so quality over time shows in `make dashboard` with drift (its
+panels: monitoring/quality/dashboard.py).
 Evidently is imported here only: it takes seconds to import and never enters the serving path."""
 
 from __future__ import annotations
@@ -9,37 +10,40 @@ from typing import Any
 
 import pandas as pd
 
-# Evidently's metric names for the dashboard panels (ClassificationPreset computes all of them).
-PANELS = {"RocAuc": "ROC AUC", "LogLoss": "Log loss", "Precision": "Precision at the threshold",
-          "Recall": "Recall at the threshold"}
-
-
 def _project(workspace, name: str):
-    from evidently.sdk.models import PanelMetric
-    from evidently.sdk.panels import line_plot_panel
-
     found = workspace.search_project(name)
     if found:
         return found[0]
-    project = workspace.create_project(name, description="Quality of the served model on true outcomes (POST /v1/feedback)")
-    project.dashboard.add_tab("Quality")
-    for metric, title in PANELS.items():  # panels without tab=: add_panel(tab=...) duplicates panels (0.7.23)
-        project.dashboard.add_panel(line_plot_panel(title=title, size="half",
-                                                    values=[PanelMetric(legend=title, metric=metric)]))
-    return project
+    return workspace.create_project(name, description="Quality of the served model on true outcomes (POST /v1/feedback) "
+                                                      "and estimated before they arrive")
 
 
 def evidently_reports(labelled: pd.DataFrame, groups: list[dict[str, Any]], out_dir: Path,
-                      workspace_path: Path) -> list[dict[str, Any]]:
-    """One ClassificationPreset report per model version that has outcomes of both classes."""
+                      workspace_path: Path, estimates: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One ClassificationPreset report per model version that has outcomes of both classes; every group's run in
+    its model's workspace project carries its label-free estimate and held-out values (monitoring/quality/dashboard.py),
+    also before any outcome."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.presets import ClassificationPreset
     from evidently.ui.workspace import Workspace
 
+    from monitoring.quality.dashboard import describe, run_metrics, save_dashboard
+
     workspace = Workspace.create(str(workspace_path))  # opens an existing workspace too
+    by_key = {(e["model_name"], e["model_version"], e["alias"], e["variant"]): e for e in estimates or []}
     written = []
+    lines: dict[str, tuple[Any, list[str]]] = {}
     for group in groups:
+        estimate = by_key.get((group["model"], group["version"], group["alias"], group["variant"]))
+        extra = run_metrics(estimate, group["held_out"], group["metrics"])
+        project = _project(workspace, f"{group['model']} quality")
+        lines.setdefault(group["model"], (project, []))[1].append(describe(group, estimate))
         if group["metrics"] is None:
+            if extra:  # no outcome yet: the estimate alone
+                snapshot = Report(extra, include_tests=False).run(
+                    current_data=Dataset.from_pandas(pd.DataFrame({"prediction": [0.0]})), reference_data=None)
+                workspace.add_run(project.id, snapshot, include_data=False,
+                                  name=f"{group['arm']} (estimate, {group['predictions']} predictions)")
             continue
         rows = labelled[(labelled["model_name"] == group["model"]) & (labelled["model_version"] == group["version"])]
         if group["alias"]:
@@ -50,13 +54,14 @@ def evidently_reports(labelled: pd.DataFrame, groups: list[dict[str, Any]], out_
             classification=[BinaryClassification(target="target", prediction_probas="prediction")],
             numerical_columns=["prediction"],
         )
-        snapshot = Report([ClassificationPreset(probas_threshold=group["threshold"])], include_tests=False).run(
+        snapshot = Report([ClassificationPreset(probas_threshold=group["threshold"]), *extra], include_tests=False).run(
             current_data=Dataset.from_pandas(frame, data_definition=definition), reference_data=None)
         stem = f"quality_{group['model']}_{group['version']}" + (f"_{group['alias']}" if group["alias"] else "")
         snapshot.save_html(str(out_dir / f"{stem}.html"))
         snapshot.save_json(str(out_dir / f"{stem}.json"))
-        project = _project(workspace, f"{group['model']} quality")
         workspace.add_run(project.id, snapshot, include_data=False, name=f"{group['arm']} ({len(frame)} outcomes)")
         written.append({"arm": group["arm"], "html": str(out_dir / f"{stem}.html"),
                         "json": str(out_dir / f"{stem}.json"), "project": str(project.id)})
+    for project, described in lines.values():
+        save_dashboard(workspace, project.id, described)
     return written

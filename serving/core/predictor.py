@@ -1,5 +1,5 @@
 """Scoring a validated batch with one served model, and what every scored batch leaves behind: metrics, live
-feature signals and prediction-log lines. The HTTP layer (service.py) only parses, routes and answers.
+feature signals and its rows in the prediction log. The HTTP layer (service.py) only parses, routes and answers.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
-from monitoring.predictlog import PredictionLog, encode_inputs, now_iso, to_lines
+from monitoring.logbatch import LogBatch, LogContext, now
+from monitoring.predictlog import PredictionLog
 from serving.core import metrics
 from serving.core.ids import new_ids
 from serving.core.lifecycle import Follower
@@ -76,8 +76,6 @@ class Predictor:
         self.shadow = ShadowScorer(settings.shadow_models, self.registry.get, self._score_shadow, settings.shadow_queue)
         self.log = PredictionLog.from_settings(settings, on_failure=self._log_failed) if settings.prediction_log else None
         self.signals: dict[str, metrics.FeatureSignals] = {}
-        self._shared: tuple[pd.DataFrame, list[bytes]] | None = None
-        self._shared_lock = threading.Lock()
         for entry in self.registry.entries:
             self._track(entry, None)
         self.follower = Follower(self.registry, settings.model_refresh_seconds, configured, on_change=self._track,
@@ -142,7 +140,7 @@ class Predictor:
     ) -> Scored:
         """Predict, then count, observe and log the batch; logging problems never fail the prediction.
 
-        `shared_inputs`: other models score this same frame object (/v1/predict), so its log encoding is shared."""
+        `shared_inputs`: other models score this same frame object (/v1/predict), so the log converts it once."""
         model = entry.model
         assert model is not None, "registry.get only returns loaded models"
         started = time.perf_counter()
@@ -161,7 +159,7 @@ class Predictor:
         if signals is not None:
             signals.observe(frame)
         context = {"prediction_id": ids, "row_keys": row_keys or {}, "request_id": request_id,
-                   "routing_key": routing_key, "endpoint": endpoint, "ts": now_iso()}
+                   "routing_key": routing_key, "endpoint": endpoint, "ts": now()}
         self._log(entry, frame, proba, classes, context, shadow=False, shared_inputs=shared_inputs)
         if self.shadow.shadows and endpoint in SHADOWED_ENDPOINTS:
             # The primary's prediction ids go into `context` and reach the shadow lines unchanged.
@@ -174,26 +172,14 @@ class Predictor:
             return
         model = entry.model
         assert model is not None
-        encode = partial(
-            to_lines,
-            frame,
-            proba,
-            classes,
-            request_id=context["request_id"],
-            endpoint=context["endpoint"],
-            model_name=model.name,
-            model_version=model.version,
-            routing_key=context["routing_key"],
-            variant=model.labels.get("variant"),
-            ts=context["ts"],  # the prediction's time, even when a background thread encodes it later
-            alias=entry.alias,
-            shadow=shadow,
-            # The primary's ids on shadow lines too (the `shadow` flag tells them apart); row_keys: a bound row's serial_number.
-            per_row={"prediction_id": context["prediction_id"], **context["row_keys"]},
-        )
-        if shared_inputs:
-            encode = partial(self._with_shared_inputs, encode, frame)
-        self.log.submit(encode, len(frame))
+        # The primary's ids and time on shadow rows too (the `shadow` flag tells them apart); row_keys: a bound
+        # row's serial_number.
+        self.log.append(LogBatch(frame, proba, classes, ids=context["prediction_id"], shared_inputs=shared_inputs,
+                                 context=LogContext(
+                                     endpoint=context["endpoint"], model_name=model.name, model_version=model.version,
+                                     request_id=context["request_id"], routing_key=context["routing_key"],
+                                     variant=model.labels.get("variant"), alias=entry.alias, shadow=shadow,
+                                     ts=context["ts"], row_keys=context["row_keys"])))
 
     def _score_shadow(self, entry: ModelEntry, frame: pd.DataFrame, context: dict) -> tuple[np.ndarray, np.ndarray]:
         """A shadow model's predictions for the primary's records: logged (shadow: true), never answered."""
@@ -206,14 +192,6 @@ class Predictor:
         classes = entry.model.classify(proba)
         self._log(entry, frame, proba, classes, context, shadow=True)
         return proba, classes
-
-    def _with_shared_inputs(self, encode: partial, frame: pd.DataFrame) -> bytes:
-        # The last shared frame and its encoded inputs; holding the frame keeps its identity from being reused.
-        with self._shared_lock:
-            if self._shared is None or self._shared[0] is not frame:
-                self._shared = (frame, encode_inputs(frame))
-            encoded = self._shared[1]
-        return encode(encoded_inputs=encoded)
 
     def close(self) -> None:
         self.follower.stop()

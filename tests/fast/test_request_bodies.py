@@ -12,6 +12,7 @@ import orjson
 import pandas as pd
 import pytest
 
+from monitoring.predictlog import iter_records
 from serving.codecs.arrow import ARROW_STREAM
 from serving.client import from_arrow, to_arrow
 from tests.test_service import SEED_RECORDS
@@ -146,7 +147,7 @@ def test_v2_404_and_405_are_the_protocols_json(server, method, path, status, nee
 def test_v2_prediction_ids_reach_the_log(server):
     body = v2_request(pd.DataFrame(SEED_RECORDS), outputs=[{"name": "prediction_id"}])
     [ids] = server.post(V2_INFER, body).json()["outputs"]
-    logged = {r["prediction_id"]: r for r in map(orjson.loads, server.log_path.read_bytes().splitlines())}
+    logged = {r["prediction_id"]: r for r in iter_records(server.log_path)}
     assert ids["datatype"] == "BYTES" and len(ids["data"]) == 3 and set(ids["data"]) <= set(logged)
     assert {logged[i]["endpoint"] for i in ids["data"]} == {"/v2/infer"}
 

@@ -1,5 +1,5 @@
-"""/v1/predict with shared inputs encodes the inputs' log fields once for every model: each model's lines must
-still carry the same inputs and its own predictions."""
+"""/v1/predict with shared inputs: the log converts the inputs to its columns once for every model, and each
+model's rows must still carry the same inputs and its own predictions."""
 
 from __future__ import annotations
 
