@@ -173,7 +173,8 @@ class Settings(BaseSettings):
     )
     rollout_min_evidence: int = Field(
         default=50, ge=1,
-        description="ROLLOUT_MIN_EVIDENCE: candidate rows (error rate, drift) or model calls (latency) a gate needs.",
+        description="ROLLOUT_MIN_EVIDENCE: candidate rows (error rate, drift, estimate) or model calls (latency) a gate "
+        "needs; rows with an outcome per arm before the quality gate judges realized metrics instead of the estimate.",
     )
 
     @model_validator(mode="after")

@@ -1,6 +1,7 @@
 """Rollout figures on a real server (issue 22): time from start to verdict for a worse and a better candidate at a
-stated traffic rate, the requests a candidate that raises on every call answered before its rollback, and the
-controller's cost on the server's throughput.
+stated traffic rate (every outcome posted at once), and for a worse one before any outcome (the estimate decides);
+the requests a candidate that raises on every call answered before its rollback; and the controller's cost on the
+server's throughput.
 
     .venv/bin/python bench/bench_rollout.py [--seconds 20] [--tick 1]
 
@@ -91,10 +92,10 @@ def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> str:
 
 
 def make_versions(home: Path) -> dict[str, str]:
-    """The production purchase_gbm and its variants (degraded, raising, copy), saved in the store at `home`."""
+    """The production purchase_gbm and its variants (bench/rollout_models.py), saved in the store at `home`."""
     gbm = orjson.loads((home / "models" / ".lifecycle-stages.json").read_bytes())["purchase"]["production"]
     made = {"gbm": gbm}
-    for kind in ("degraded", "raising", "copy"):
+    for kind in ("degraded", "uninformed", "raising", "copy"):
         made[kind] = cli(home, "-m", "bench.rollout_models", kind, gbm).strip().splitlines()[-1]
     return made
 
@@ -147,9 +148,11 @@ def main() -> int:
         return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
     try:
-        for case, (production, candidate) in {"worse": ("gbm", "degraded"), "better": ("degraded", "gbm")}.items():
+        cases = {"worse": ("gbm", "degraded", True), "better": ("degraded", "gbm", True),
+                 "worse_before_outcomes": ("gbm", "uninformed", False)}
+        for case, (production, candidate, outcomes) in cases.items():
             stage(home, versions[production], versions[candidate])
-            with Driver(server.url) as driver:
+            with Driver(server.url, outcomes=outcomes) as driver:
                 time.sleep(3)
                 started = time.monotonic()
                 rollout("--steps", "shadow,5,25,50", *budget)
@@ -159,7 +162,8 @@ def main() -> int:
             results[case] = {"status": state["status"], "seconds_to_verdict": round(took, 1), "reason": state["reason"],
                              "records_per_second": round(driver.rate()), "non_200": non_200, "loadavg": load()}
             print(f"{case}: {state['status']} {took:.1f} s after start at {driver.rate():.0f} records/s "
-                  f"(4 clients, 40 records a request, every outcome posted at once); non-200 {non_200}; "
+                  f"(4 clients, 40 records a request, {'every outcome posted at once' if outcomes else 'no outcome'}); "
+                  f"non-200 {non_200}; "
                   f"load {load()}: {state['reason'][:160]}")
 
         stage(home, versions["gbm"], versions["raising"])

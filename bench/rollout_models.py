@@ -8,6 +8,11 @@ there; never in a store a user serves from elsewhere).
 - `degraded`: the same pipeline, but every other row of a batch gets its neighbour's probability: the predicted
   probabilities keep their distribution exactly (no drift to see), while their ranking gets much worse (ROC AUC
   about 0.87 -> 0.68 on the purchase data). A single row is scored as is, so its warm-up passes.
+- `uninformed`: the same pipeline, but every tenth row of a batch gets the score whose calibrated probability is
+  the reference sample's mean: still calibrated (a row picked by position has the base rate's chance), but a tenth
+  of the rows ranked by nothing, so its ROC AUC drops (about 0.87 -> 0.85) while its predicted probabilities shift
+  less than a rollout's drift gate fails on; the label-free estimate (CBPE) sees it before any outcome. Every
+  variant keeps the original's calibrator (training/calibration.py).
 - `raising`: raises on every call except its warm-up (the first row of its own reference sample, which the
   registry scores before it serves a version): a model that loads and then fails all traffic.
 """
@@ -31,6 +36,24 @@ class Degraded:
         return proba
 
 
+class Uninformed:
+    def __init__(self, inner, score: float):
+        self.inner, self.score = inner, score
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        proba = self.inner.predict_proba(features)
+        mixed = np.arange(len(proba)) % 10 == 9  # a single row (the warm-up) is scored as is
+        proba[mixed] = [1 - self.score, self.score]
+        return proba
+
+
+def base_rate_score(estimator, features: pd.DataFrame, calibrator) -> float:
+    """The model's score on `features` whose calibrated probability is closest to their mean calibrated one."""
+    scores = np.sort(estimator.predict_proba(features)[:, 1])
+    calibrated = calibrator.apply(scores) if calibrator is not None else scores
+    return float(scores[np.argmin(np.abs(calibrated - calibrated.mean()))])
+
+
 class Raising:
     def __init__(self, inner, warm_up: pd.DataFrame):
         self.inner = inner
@@ -50,6 +73,9 @@ def make(kind: str, tag: str) -> str:
     estimator = original.estimator
     if kind == "degraded":
         estimator = Degraded(estimator)
+    elif kind == "uninformed":
+        features = build_features(original.task, original.reference()[list(original.input_schema["columns"])])
+        estimator = Uninformed(estimator, base_rate_score(estimator, features, original.calibrator()))
     elif kind == "raising":
         warm_up = original.reference()[list(original.input_schema["columns"])].head(1)
         estimator = Raising(estimator, build_features(original.task, warm_up))
@@ -57,7 +83,8 @@ def make(kind: str, tag: str) -> str:
         raise ValueError(f"unknown kind {kind!r}")
     metadata = {k: v for k, v in original.metadata.items() if k not in ("has_bound_dataset", "versions")}
     return save_model(original.name, estimator, labels={**original.labels, "stage": "archived", "test_kind": kind},
-                      metadata=metadata, reference=original.reference(), bound=original.bound)
+                      metadata=metadata, reference=original.reference(), bound=original.bound,
+                      calibrator=original.calibrator())
 
 
 if __name__ == "__main__":

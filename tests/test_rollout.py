@@ -1,5 +1,6 @@
 """Guarded rollouts on a real server (WORKERS=2) with simulated traffic and outcomes (issue 22): a worse candidate is
-rolled back with zero non-200 answers, a better one reaches production, a candidate that raises on every call is
+rolled back with zero non-200 answers (on outcomes, or before any on the label-free estimate), a better one reaches
+production, a candidate that raises on every call is
 caught by the replay step before any traffic and, without it, rolled back within a bound, a controller killed
 mid-rollout resumes, and a second controller is refused. The controller runs as the user runs it: `python -m
 training.rollout start` as a process of its own.
@@ -45,7 +46,7 @@ def env_of(home, **more) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def versions(home) -> dict[str, str]:
-    """The production purchase_gbm and three variants of it (bench/rollout_models.py), saved in the private store."""
+    """The production purchase_gbm and its variants (bench/rollout_models.py), saved in the private store."""
     return make_versions(home)
 
 
@@ -104,7 +105,7 @@ def test_a_worse_candidate_is_rolled_back_with_zero_non_200_answers(home, versio
         took = time.monotonic() - started
     print(f"worse candidate: rolled back {took:.1f} s after start; {len(driver.statuses)} requests answered")
     assert state["status"] == "rolled_back", state["reason"]
-    assert state["reason"].startswith("quality: candidate worse on "), state["reason"]
+    assert state["reason"].startswith("quality: realized: candidate worse on "), state["reason"]
     assert [s for s in driver.statuses if s != 200] == [] and len(driver.statuses) > 50
     assert book(home) == {"production": versions["gbm"]}, "the candidate must leave its stage, production stay"
     assert "purchase" not in run_cli("-m", "training.traffic", env=env_of(home)).stdout.split("revision")[1].split(
@@ -116,6 +117,7 @@ def test_a_worse_candidate_is_rolled_back_with_zero_non_200_answers(home, versio
     assert server.get("/v1/rollouts/purchase/gate", params={"expect": "fail"}).status_code == 200
     refused = server.post("/v1/rollouts/purchase/gate?expect=pass", {"name": "podinfo", "phase": "Promoting"})
     assert refused.status_code == 412 and refused.json()["verdict"] == "fail" and "not pass" in refused.json()["detail"]
+    assert ("quality", "realized") in {(g["gate"], g.get("judged")) for g in refused.json()["gates"]}
     assert server.get("/v1/rollouts/drive_stats/gate").status_code == 404
     canary = [line for line in server.output.read_text().splitlines()
               if f"A/B weights: {versions['gbm']}=1 -> " in line and f"rollout {state['id']}: step canary-50)" in line]
@@ -123,6 +125,29 @@ def test_a_worse_candidate_is_rolled_back_with_zero_non_200_answers(home, versio
     assert all(f"{versions['degraded']}=0.5" in line and f"{versions['gbm']}=0.5" in line for line in canary)
     decisions = rollout("history", "--task", "purchase", "--rollout", state["id"]).stdout
     assert " shadow " in decisions and "advance" in decisions and "rolled_back" in decisions
+
+
+def test_before_any_outcome_the_estimate_rolls_back_a_candidate_that_ranks_worse(home, versions, server, rollout):
+    stage(home, versions["gbm"], versions["uninformed"])
+    with Driver(server.url, outcomes=False) as driver:
+        rollout("start", "--task", "purchase", "--steps", "50", *BUDGET)
+        state = ended(home)
+    assert state["status"] == "rolled_back", state["reason"]
+    assert state["reason"].startswith("quality: estimate: candidate worse: estimated ROC AUC "), state["reason"]
+    assert [s for s in driver.statuses if s != 200] == [] and len(driver.statuses) > 10
+    gates = {g["gate"]: g for g in server.get("/v1/rollouts").json()["rollouts"][0]["gates"]}
+    assert gates["drift"]["state"] != "fail", "a shift the drift gate lets through: only the estimate sees the harm"
+    quality = gates["quality"]
+    print(f"uninformed candidate, no outcomes: {quality['summary']}; drift: {gates['drift']['summary']}")
+    assert quality["evidence"]["judged"] == "estimate" and quality["evidence"]["rows_with_outcome"] == {
+        versions["uninformed"]: 0, versions["gbm"]: 0}
+    auc = {tag: e["estimate"]["roc_auc"] for tag, e in quality["evidence"]["estimates"].items()}
+    assert auc[versions["uninformed"]]["ci95"][1] < auc[versions["gbm"]]["ci95"][0], auc
+    assert quality["evidence"]["calibrators"][versions["gbm"]]["calibrator"] != "not checked"
+    assert book(home) == {"production": versions["gbm"]}
+    verdict = server.get("/v1/rollouts/purchase/gate").json()
+    assert verdict["verdict"] == "fail" and {(g["gate"], g.get("judged")) for g in verdict["gates"]} >= {
+        ("quality", "estimate")}
 
 
 def test_a_better_candidate_reaches_production(home, versions, server, rollout):

@@ -4,6 +4,7 @@ lock, and the traffic plan's file (in a store of its own, never the session's)."
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ import orjson
 import pytest
 
 from training.rollout.controller import decide, verdict_of
-from training.rollout.evidence import ServerView, histogram, parse_metrics, psi, quantile, window
+from training.rollout.evidence import ServerView, above, histogram, parse_metrics, psi, quantile, window
 from training.rollout.gates import Slo, Window, drift_gate, errors_gate, latency_gate, serving_gate
 from training.rollout.plan import Budget, make_plan, parse_steps
 from training.rollout.quality import verdict_view
@@ -173,6 +174,22 @@ def test_latency_gate():
     three_times = {"latency:0.001": 0.0, "latency:0.1": 0.0, "latency:0.25": 100.0, "latency:+Inf": 100.0}
     assert latency_gate(arms(three_times, middling), SLO).state == "fail"  # ~0.25 s > 3 x control's ~0.05 s
     assert latency_gate(arms({"latency:0.01": 10.0, "latency:+Inf": 10.0}, fast), SLO).state == "hold"
+    # One call of 32 the machine delayed is their p99, far over the limit, but no evidence of a slower model.
+    one_slow = {"latency:0.001": 0.0, "latency:0.0025": 31.0, "latency:0.1": 31.0, "latency:0.25": 32.0,
+                "latency:+Inf": 32.0}
+    few = dataclasses.replace(SLO, min_evidence=20)  # as tests/test_rollout.py runs
+    held_up = latency_gate(arms(one_slow, fast), few)
+    assert held_up.state == "pass" and held_up.evidence["candidate_p99_seconds"] > 0.1, held_up
+    two_of_32 = {**one_slow, "latency:0.0025": 30.0, "latency:0.1": 30.0}
+    assert latency_gate(arms(two_of_32, fast), few).state == "fail"
+
+
+def test_calls_above_a_threshold_interpolate_inside_the_bucket():
+    counts = {"latency:0.1": 10.0, "latency:0.25": 40.0, "latency:+Inf": 50.0}
+    assert above(counts, "latency", 0.05) == 45.0
+    assert above(counts, "latency", 0.175) == 25.0
+    assert above(counts, "latency", 0.25) == 10.0 and above(counts, "latency", 7.0) == 10.0
+    assert above({}, "latency", 0.1) == 0.0
 
 
 def test_drift_gate_reads_shadow_probabilities_at_the_shadow_step():
@@ -282,3 +299,59 @@ def test_psi_noise_bounds_what_two_samples_of_one_distribution_reach():
     few = {f"probability:{b:.2f}": float(c) for b, c in zip(np.linspace(0.05, 1, 20), np.cumsum(np.full(20, 3)))}
     held = drift_gate(arms(few, same), SLO)
     assert held.state == "hold" and "sampling noise alone" in held.summary
+
+
+# --- the quality gate: realized outcomes when they are there, the label-free estimate before ---------------------
+
+def write_served(path, rows: dict[str, np.ndarray], start: float) -> dict[str, list[str]]:
+    """A prediction log of each tag's served probabilities (primary predictions, one id each); returns the ids."""
+    from datetime import datetime, timezone
+
+    ids, lines = {}, []
+    for tag, probabilities in rows.items():
+        name, version = tag.split(":")
+        ids[tag] = [f"{version}-{i}" for i in range(len(probabilities))]
+        for i, p in enumerate(probabilities):
+            ts = datetime.fromtimestamp(start + 1 + i / 1000, timezone.utc).isoformat()
+            lines.append(orjson.dumps({"ts": ts, "endpoint": "/batch_predict", "model_name": name,
+                                       "model_version": version, "alias": None, "variant": version, "shadow": False,
+                                       "prediction_id": ids[tag][i], "probability": float(p),
+                                       "prediction": int(p >= 0.5)}))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return ids
+
+
+def identity_calibration(name: str, version: str):
+    from monitoring.quality.estimate import ModelCalibration
+
+    return ModelCalibration(threshold=0.5)
+
+
+def test_the_quality_gate_estimates_before_outcomes_and_judges_realized_once_they_arrive(tmp_path):
+    from training.rollout.quality import quality_gate
+
+    rng = np.random.default_rng(7)
+    sharp = np.concatenate([rng.uniform(0.02, 0.2, 300), rng.uniform(0.8, 0.98, 300)])  # a confident ranking
+    vague = rng.uniform(0.35, 0.65, 600)  # the same traffic, ranked with little confidence: estimated ROC AUC ~0.55
+    log, outcomes, start = tmp_path / "log.jsonl", tmp_path / "outcomes.jsonl", 1_790_000_000.0
+    ids = write_served(log, {CANDIDATE: vague, CONTROL: sharp}, start)
+
+    worse = quality_gate(str(log), str(outcomes), start, CANDIDATE, CONTROL, 50, identity_calibration)
+    assert worse.state == "fail" and worse.evidence["judged"] == "estimate", worse
+    assert worse.summary.startswith("estimate: candidate worse: estimated ROC AUC "), worse.summary
+    assert worse.evidence["rows_with_outcome"] == {CANDIDATE: 0, CONTROL: 0}
+    auc = {tag: e["estimate"]["roc_auc"] for tag, e in worse.evidence["estimates"].items()}
+    assert auc[CANDIDATE]["ci95"][1] < auc[CONTROL]["ci95"][0] and auc[CONTROL]["value"] > 0.9
+    better = quality_gate(str(log), str(outcomes), start, CONTROL, CANDIDATE, 50, identity_calibration)
+    assert (better.state, better.evidence["judged"]) == ("better", "estimate"), better
+    few = quality_gate(str(log), str(outcomes), start, CANDIDATE, CONTROL, 700, identity_calibration)
+    assert few.state == "hold" and "600 served rows of 700 needed" in few.summary
+
+    # Outcomes arrive (drawn from the control's probabilities for both arms' rows): the A/B verdict judges instead.
+    truth = {tag: rng.random(600) < sharp for tag in ids}
+    outcomes.write_bytes(b"\n".join(orjson.dumps({"ts": "2026-09-21T00:00:00+00:00", "prediction_id": i,
+                                                  "outcome": int(y)})
+                                    for tag in ids for i, y in zip(ids[tag], truth[tag])) + b"\n")
+    realized = quality_gate(str(log), str(outcomes), start, CANDIDATE, CONTROL, 50, identity_calibration)
+    assert realized.evidence["judged"] == "realized" and realized.summary.startswith("realized: "), realized
+    assert realized.evidence["rows_with_outcome"] == {CANDIDATE: 600, CONTROL: 600}

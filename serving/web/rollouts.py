@@ -3,7 +3,8 @@ every server on that store sees it. Public like /v1/models: model names, steps a
 
     GET /v1/rollouts                      every task's current or last rollout
     GET|POST /v1/rollouts/{task}/gate     the task's rollout verdict, for Kubernetes progressive delivery:
-        no `expect`:      200 {"verdict": "pass"|"hold"|"fail", ...} (an Argo Rollouts `web` metric reads it)
+        no `expect`:      200 {"verdict": "pass"|"hold"|"fail", ...} (an Argo Rollouts `web` metric reads it); the
+                          quality gate's entry says what it judged: "judged": "realized" (outcomes) or "estimate"
         ?expect=pass:     200 when the verdict is pass, else 412 (Flagger's confirm-promotion webhook)
         ?expect=fail:     200 when the verdict is fail, else 412 (Flagger's rollback webhook)
     404 when the task has never had a rollout. POST takes (and ignores) Flagger's JSON payload.
@@ -52,7 +53,8 @@ def _verdict(task: str) -> dict:
     return {"task": task, "rollout": current.id, "status": current.status, "step": summary["step_name"],
             "weight": summary["weight"], "verdict": current.verdict, "reason": current.reason,
             "candidate": current.candidate, "control": current.control,
-            "gates": [{"gate": g.gate, "state": g.state, "summary": g.summary} for g in current.gates]}
+            "gates": [{"gate": g.gate, "state": g.state, "summary": g.summary,
+                       **({"judged": g.evidence["judged"]} if "judged" in g.evidence else {})} for g in current.gates]}
 
 
 @router.api_route("/v1/rollouts/{task}/gate", methods=["GET", "POST"], responses=documented(ROLLOUTS.errors, {

@@ -27,7 +27,7 @@ from training.rollout import state as saved
 from training.rollout.evidence import look, snapshot, window
 from training.rollout.gates import Slo, Window, drift_gate, errors_gate, latency_gate, serving_gate
 from training.rollout.plan import Plan, Step
-from training.rollout.quality import ab_gate, replay_gate
+from training.rollout.quality import quality_gate, replay_gate
 from training.rollout.state import GateView, RolloutState
 
 logger = logging.getLogger("training.rollout")
@@ -179,8 +179,8 @@ class Controller:
             return GateView("quality", "n/a", "shadow predictions are never answered, so no outcome names them")
         now = time.monotonic()
         if self._quality is None or now - self._quality[0] >= self.quality_seconds:
-            self._quality = (now, ab_gate(current.log, current.outcomes, current.canary_started, current.candidate,
-                                          current.control))
+            self._quality = (now, quality_gate(current.log, current.outcomes, current.canary_started, current.candidate,
+                                          current.control, Slo(**current.slo).min_evidence))
         return self._quality[1]
 
     def _write_step(self, current: RolloutState, step: Step) -> traffic.Plan:

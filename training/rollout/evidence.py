@@ -121,6 +121,22 @@ def quantile(counts: Counts, prefix: str, q: float) -> float | None:
     return lower_bound
 
 
+def above(counts: Counts, prefix: str, threshold: float) -> float:
+    """How many observations of one histogram exceed `threshold`, linear inside its bucket (as `quantile`)."""
+    cumulative = buckets(counts, prefix)
+    if not cumulative:
+        return 0.0
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in cumulative:
+        if threshold < bound:
+            if math.isinf(bound):
+                return cumulative[-1][1] - lower_count
+            below = lower_count + (count - lower_count) * (threshold - lower_bound) / (bound - lower_bound)
+            return cumulative[-1][1] - below
+        lower_bound, lower_count = bound, count
+    return 0.0
+
+
 def histogram(counts: Counts, prefix: str) -> list[float]:
     """Per-bucket (not cumulative) counts of one histogram, in bound order."""
     cumulative = [count for _, count in buckets(counts, prefix)]

@@ -5,9 +5,12 @@ Each returns a GateView: `fail` (roll back now), `hold` (not enough evidence yet
 - errors: the candidate's share of rows whose model call raised, against ROLLOUT_MAX_ERROR_RATE (and control's):
   fails when the Wilson lower bound (99%) of the candidate's rate is above both, so a model that raises on every
   call fails on its first few rows, while one rare failure does not.
-- latency: the p99 of the candidate's model call (serving_inference_seconds, per version) against
-  ROLLOUT_MAX_P99_SECONDS, and against ROLLOUT_MAX_P99_RATIO times control's where that is above a tenth of the
-  SLO, on at least ROLLOUT_MIN_EVIDENCE calls.
+- latency: the p99 of the candidate's model call (serving_inference_seconds, per version) against a limit:
+  ROLLOUT_MAX_P99_SECONDS, and ROLLOUT_MAX_P99_RATIO times control's p99 where that is above a tenth of the SLO.
+  A p99 of a few dozen calls is their slowest one (one call the machine delayed), so the gate fails when the share
+  of the candidate's calls slower than the limit is above 1% with 99% confidence (Wilson, as the errors gate), on
+  at least ROLLOUT_MIN_EVIDENCE calls: a model slower on every call fails on its first calls, one slow call does
+  not fail a step.
 - drift: the population stability index of the candidate's predicted probabilities against control's on the same
   traffic (a canary step: the split halves; the shadow step: the same records), against ROLLOUT_MAX_PSI plus what
   sampling noise alone reaches at 99% (`psi_noise`): it holds while that noise is above ROLLOUT_MAX_PSI itself.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from training.rollout.evidence import Counts, ServerView, histogram, psi, psi_noise, quantile, serves
+from training.rollout.evidence import Counts, ServerView, above, histogram, psi, psi_noise, quantile, serves
 from training.rollout.state import GateView
 
 Z99 = 2.5758293035489004
@@ -116,13 +119,17 @@ def latency_gate(window: Window, slo: Slo) -> GateView:
     if control_p99 is not None:
         # Ratios of a few milliseconds are noise (and an algorithm change): the ratio holds above a tenth of the SLO.
         limit = min(limit, max(slo.max_p99_ratio * control_p99, slo.max_p99_seconds / 10))
+    slower = above(mine, "latency", limit)
+    low, _ = wilson(slower, calls)
     evidence = {"candidate_calls": calls, "candidate_p99_seconds": p99, "control_p99_seconds": control_p99,
-                "limit_seconds": limit, "slo_seconds": slo.max_p99_seconds, "slo_ratio": slo.max_p99_ratio}
+                "limit_seconds": limit, "slo_seconds": slo.max_p99_seconds, "slo_ratio": slo.max_p99_ratio,
+                "calls_slower_than_limit": round(slower, 2), "slower_share_low99": round(low, 6)}
     if calls < slo.min_evidence or p99 is None:
         return GateView("latency", "hold", f"{calls:.0f} candidate model calls of {slo.min_evidence} needed", evidence)
-    if p99 > limit:
-        return GateView("latency", "fail", f"candidate p99 {p99 * 1000:.1f} ms > {limit * 1000:.1f} ms "
-                        f"(control {control_p99 * 1000 if control_p99 else float('nan'):.1f} ms)", evidence)
+    if low > 0.01:
+        return GateView("latency", "fail", f"candidate p99 {p99 * 1000:.1f} ms > {limit * 1000:.1f} ms: {slower:.0f} of "
+                        f"{calls:.0f} calls slower (99% lower bound {low:.1%} > 1%; control p99 "
+                        f"{control_p99 * 1000 if control_p99 else float('nan'):.1f} ms)", evidence)
     return GateView("latency", "pass", f"candidate p99 {p99 * 1000:.1f} ms within {limit * 1000:.1f} ms", evidence)
 
 
