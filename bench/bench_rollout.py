@@ -3,7 +3,7 @@ stated traffic rate (every outcome posted at once), and for a worse one before a
 the requests a candidate that raises on every call answered before its rollback; and the controller's cost on the
 server's throughput.
 
-    .venv/bin/python bench/bench_rollout.py [--seconds 20] [--tick 1]
+    .venv/bin/python bench/bench_rollout.py [--seconds 20] [--tick 1] [--only verdicts|cost]
 
 It works on a private copy of the store BENTOML_HOME points at (trained: `make train`), so no alias of yours
 moves; the candidates are variants of the production purchase_gbm (bench/rollout_models.py). Traffic: `Driver`,
@@ -123,6 +123,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="each throughput window")
     parser.add_argument("--tick", type=float, default=1.0, help="ROLLOUT_TICK_SECONDS of the rollouts")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "rollout.json"))
+    parser.add_argument("--only", choices=("verdicts", "cost"), help="run one part: the rollouts, or the controller's cost")
     args = parser.parse_args()
     from bench.harness import Server
 
@@ -148,68 +149,77 @@ def main() -> int:
         return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
     try:
-        cases = {"worse": ("gbm", "degraded", True), "better": ("degraded", "gbm", True),
-                 "worse_before_outcomes": ("gbm", "uninformed", False)}
-        for case, (production, candidate, outcomes) in cases.items():
-            stage(home, versions[production], versions[candidate])
-            with Driver(server.url, outcomes=outcomes) as driver:
-                time.sleep(3)
-                started = time.monotonic()
-                rollout("--steps", "shadow,5,25,50", *budget)
-                state = wait_ended(home)
-                took = time.monotonic() - started
-            non_200 = sum(1 for s in driver.statuses if s != 200)
-            results[case] = {"status": state["status"], "seconds_to_verdict": round(took, 1), "reason": state["reason"],
-                             "records_per_second": round(driver.rate()), "non_200": non_200, "loadavg": load()}
-            print(f"{case}: {state['status']} {took:.1f} s after start at {driver.rate():.0f} records/s "
-                  f"(4 clients, 40 records a request, {'every outcome posted at once' if outcomes else 'no outcome'}); "
-                  f"non-200 {non_200}; "
-                  f"load {load()}: {state['reason'][:160]}")
+        if args.only != "cost":
+            cases = {"worse": ("gbm", "degraded", True), "better": ("degraded", "gbm", True),
+                     "worse_before_outcomes": ("gbm", "uninformed", False)}
+            for case, (production, candidate, outcomes) in cases.items():
+                stage(home, versions[production], versions[candidate])
+                with Driver(server.url, outcomes=outcomes) as driver:
+                    time.sleep(3)
+                    started = time.monotonic()
+                    rollout("--steps", "shadow,5,25,50", *budget)
+                    state = wait_ended(home)
+                    took = time.monotonic() - started
+                non_200 = sum(1 for s in driver.statuses if s != 200)
+                results[case] = {"status": state["status"], "seconds_to_verdict": round(took, 1), "reason": state["reason"],
+                                 "records_per_second": round(driver.rate()), "non_200": non_200, "loadavg": load()}
+                print(f"{case}: {state['status']} {took:.1f} s after start at {driver.rate():.0f} records/s "
+                      f"(4 clients, 40 records a request, {'every outcome posted at once' if outcomes else 'no outcome'}); "
+                      f"non-200 {non_200}; "
+                      f"load {load()}: {state['reason'][:160]}")
 
-        stage(home, versions["gbm"], versions["raising"])
-        hammer = Hammer(server.url + "/predict", RECORD, concurrency=16).start()
-        time.sleep(3)
-        rollout("--steps", "5", *budget)
-        state = wait_ended(home)
-        time.sleep(1)
-        answers = hammer.stop()
-        failed = sorted(a.started for a in answers if a.status != 200)
-        rate = len(answers) / (answers[-1].ended - answers[0].started)
-        results["raising"] = {"status": state["status"], "answered_500": len(failed), "requests": len(answers),
-                              "requests_per_second": round(rate), "weight": 0.05,
-                              "failing_seconds": round(failed[-1] - failed[0], 2) if failed else 0.0, "loadavg": load()}
-        print(f"raising: {len(failed)} requests answered 500 over {results['raising']['failing_seconds']} s at "
-              f"{rate:.0f} /predict requests/s with 5% routed to it, then {state['status']}; load {load()}")
+            stage(home, versions["gbm"], versions["raising"])
+            hammer = Hammer(server.url + "/predict", RECORD, concurrency=16).start()
+            time.sleep(3)
+            rollout("--steps", "5", *budget)
+            state = wait_ended(home)
+            time.sleep(1)
+            answers = hammer.stop()
+            failed = sorted(a.started for a in answers if a.status != 200)
+            rate = len(answers) / (answers[-1].ended - answers[0].started)
+            results["raising"] = {"status": state["status"], "answered_500": len(failed), "requests": len(answers),
+                                  "requests_per_second": round(rate), "weight": 0.05,
+                                  "failing_seconds": round(failed[-1] - failed[0], 2) if failed else 0.0, "loadavg": load()}
+            print(f"raising: {len(failed)} requests answered 500 over {results['raising']['failing_seconds']} s at "
+                  f"{rate:.0f} /predict requests/s with 5% routed to it, then {state['status']}; load {load()}")
 
-        stage(home, versions["gbm"], versions["copy"])
-        windows: dict[str, list] = {"off": [], "on": []}
-        for _ in range(2):  # alternate, so both see the same neighbours' load
-            for mode in ("off", "on"):
-                if mode == "on":
-                    rollout("--steps", "50", "--min-seconds", "10000", "--max-seconds", "20000", "--min-rows", "1",
-                            "--max-rows", "100000000")
-                    while saved_state(home)["step_started"] is None:
-                        time.sleep(0.2)
-                hammer = Hammer(server.url + "/predict", RECORD, concurrency=32).start()
-                time.sleep(args.seconds)
-                windows[mode].append(hammer.stop())
-                if mode == "on":
-                    cli(home, "-m", "training.rollout", "abort", "--task", "purchase", env=env)
-                    wait_ended(home)
-                    stage(home, versions["gbm"], versions["copy"])
-        on = [a for w in windows["on"] for a in w]
-        off = [a for w in windows["off"] for a in w]
-        ratio = len(on) / len(off)
-        results["controller_cost"] = {"throughput_on_over_off": round(ratio, 3), "p99_on_ms": round(p99(on) * 1000, 1),
-                                      "p99_off_ms": round(p99(off) * 1000, 1), "seconds_per_window": args.seconds,
-                                      "windows": 2, "loadavg": load()}
-        print(f"controller on/off (a canary step at 50%, tick {args.tick} s, quality gate every {args.tick} s): /predict "
-              f"throughput {ratio:.3f}x, p99 {p99(on) * 1000:.1f}/{p99(off) * 1000:.1f} ms at concurrency 32; load {load()}")
+        if args.only != "verdicts":
+            stage(home, versions["gbm"], versions["copy"])
+            windows: dict[str, list] = {"off": [], "on": []}
+            for _ in range(2):  # alternate, so both see the same neighbours' load
+                for mode in ("off", "on"):
+                    if mode == "off":  # the same 50% split, written by hand: the difference is the controller alone
+                        cli(home, "-m", "training.traffic", "--task", "purchase", "--weights",
+                            f"{versions['gbm']}=0.5,{versions['copy']}=0.5", "--reason", "bench: split without controller")
+                        time.sleep(3 * refresh)
+                    if mode == "on":
+                        rollout("--steps", "50", "--min-seconds", "10000", "--max-seconds", "20000", "--min-rows", "1",
+                                "--max-rows", "100000000")
+                        while saved_state(home)["step_started"] is None:
+                            time.sleep(0.2)
+                    hammer = Hammer(server.url + "/predict", RECORD, concurrency=32).start()
+                    time.sleep(args.seconds)
+                    windows[mode].append(hammer.stop())
+                    if mode == "off":
+                        cli(home, "-m", "training.traffic", "--task", "purchase", "--clear", "--reason", "bench")
+                    if mode == "on":
+                        cli(home, "-m", "training.rollout", "abort", "--task", "purchase", env=env)
+                        wait_ended(home)
+                        stage(home, versions["gbm"], versions["copy"])
+            on = [a for w in windows["on"] for a in w]
+            off = [a for w in windows["off"] for a in w]
+            ratio = len(on) / len(off)
+            results["controller_cost"] = {"throughput_on_over_off": round(ratio, 3), "p99_on_ms": round(p99(on) * 1000, 1),
+                                          "p99_off_ms": round(p99(off) * 1000, 1), "seconds_per_window": args.seconds,
+                                          "windows": 2, "loadavg": load()}
+            print(f"controller on/off (the same 50% split both ways; tick {args.tick} s, quality gate every {args.tick} s): /predict "
+                  f"throughput {ratio:.3f}x, p99 {p99(on) * 1000:.1f}/{p99(off) * 1000:.1f} ms at concurrency 32; load {load()}")
     finally:
         server.stop()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    earlier = json.loads(out.read_text()) if args.only and out.exists() else {}  # one part updates its own keys
+    out.write_text(json.dumps({**earlier, **results}, indent=2))
     print(f"wrote {out}")
     return 0
 
