@@ -204,7 +204,7 @@ def test_dashboard_promql_parses(tmp_path: Path):
 
 
 def test_quality_gauges_listed_here_are_the_ones_the_service_defines():
-    from serving import quality_gauges
+    from serving.core import quality_gauges
 
     defined = {g._name for g in vars(quality_gauges).values() if type(g).__name__ == "Gauge"}
     assert defined == QUALITY_METRICS

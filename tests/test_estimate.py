@@ -13,15 +13,16 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
 
 from monitoring.outcomes import Outcome, OutcomeStore
-from monitoring.predictlog import PredictionLog, to_lines
+from monitoring.predictlog import PredictionLog
 from monitoring.quality.cbpe import METRICS, estimate_segments, realized_segments
 from monitoring.quality.cli import main
 from monitoring.quality.estimate import GroupEstimate, ModelCalibration, estimate_quality
-from serving.ids import new_ids
+from serving.core.ids import new_ids
 from training.calibration import Calibrator, check_calibration, expected_calibration_error, fit_isotonic
 from training.data import generate_purchase
 from training.schema import PURCHASE
 from training.store import load_model
+from tests.logfiles import batch
 
 SKLEARN = {"roc_auc": lambda y, p, d: roc_auc_score(y, p), "precision": lambda y, p, d: precision_score(y, d),
            "recall": lambda y, p, d: recall_score(y, d), "accuracy": lambda y, p, d: accuracy_score(y, d)}
@@ -183,20 +184,20 @@ def drifted_students(rows: int, seed: int) -> pd.DataFrame:
     return region.iloc[:rows].reset_index(drop=True)
 
 
-def write_log(path, model, frame: pd.DataFrame, start: str, seconds: float, batch: int = 200,
+def write_log(path, model, frame: pd.DataFrame, start: str, seconds: float, batch_rows: int = 200,
               alias: str = "purchase@production") -> list[str]:
     """Log the model's real predictions on `frame` with the service's own writer, batches spread over `seconds`
     from `start`; returns the prediction ids."""
     ids = new_ids(len(frame))
     log = PredictionLog(path, max_bytes=1 << 30)
-    begins = range(0, len(frame), batch)
+    begins = range(0, len(frame), batch_rows)
     for number, begin in enumerate(begins):
-        part = frame[PURCHASE.columns].iloc[begin : begin + batch]
+        part = frame[PURCHASE.columns].iloc[begin : begin + batch_rows]
         proba = model.predict_proba(part)
-        log.write(to_lines(part, proba, model.classify(proba), request_id=f"req-{number}", endpoint="/batch_predict",
-                           model_name=model.name, model_version=model.version, variant=model.labels["variant"],
-                           alias=alias, per_row={"prediction_id": ids[begin : begin + batch]},
-                           ts=(pd.Timestamp(start) + pd.Timedelta(seconds=seconds * number / len(begins))).isoformat()))
+        log.append(batch(part, proba, model.classify(proba), request_id=f"req-{number}", endpoint="/batch_predict",
+                         model_name=model.name, model_version=model.version, variant=model.labels["variant"],
+                         alias=alias, ids=ids[begin : begin + batch_rows],
+                         ts=(pd.Timestamp(start) + pd.Timedelta(seconds=seconds * number / len(begins))).to_pydatetime()))
     log.close()
     return ids
 
