@@ -57,14 +57,30 @@ def _verdict(task: str) -> dict:
                        **({"judged": g.evidence["judged"]} if "judged" in g.evidence else {})} for g in current.gates]}
 
 
-@router.api_route("/v1/rollouts/{task}/gate", methods=["GET", "POST"], responses=documented(ROLLOUTS.errors, {
-    404: "The task has never had a rollout.", 412: "`expect` was given and the verdict is another one."}))
-@declare(ROLLOUTS)
-async def gate(request: Request, task: str, expect: Literal["pass", "fail"] | None = Query(None)) -> Response:
-    """The task's rollout verdict: pass (promoted, or better and unharmed at this step), hold, or fail (rolled
-    back, aborted, or a gate failing). With `expect`, the status code says whether the verdict is that one."""
+GATE_ANSWERS = documented(ROLLOUTS.errors, {404: "The task has never had a rollout.",
+                                            412: "`expect` was given and the verdict is another one."})
+
+
+async def _gate(request: Request, task: str, expect: str | None) -> Response:
     body = await run_in(ROLLOUTS.lane, _verdict, task)
     if expect is not None and body["verdict"] != expect:
         detail = f"verdict is {body['verdict']}, not {expect}: {body['reason'] or body['status']}"
         return json_response(412, {**body, "detail": detail}, request_id(request))
     return json_response(200, body, request_id(request))
+
+
+# One route per method: a route of two methods gives both operations one OpenAPI operationId.
+@router.get("/v1/rollouts/{task}/gate", responses=GATE_ANSWERS)
+@declare(ROLLOUTS)
+async def gate(request: Request, task: str, expect: Literal["pass", "fail"] | None = Query(None)) -> Response:
+    """The task's rollout verdict: pass (promoted, or better and unharmed at this step), hold, or fail (rolled
+    back, aborted, or a gate failing). With `expect`, the status code says whether the verdict is that one."""
+    return await _gate(request, task, expect)
+
+
+@router.post("/v1/rollouts/{task}/gate", responses=GATE_ANSWERS)
+@declare(ROLLOUTS)
+async def gate_webhook(request: Request, task: str, expect: Literal["pass", "fail"] | None = Query(None)) -> Response:
+    """The same verdict for a webhook that POSTs (Flagger's confirm-promotion and rollback hooks; their JSON payload
+    is ignored)."""
+    return await _gate(request, task, expect)
