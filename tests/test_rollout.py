@@ -157,6 +157,9 @@ def test_a_better_candidate_reaches_production(home, versions, server, rollout):
         rollout("start", "--task", "purchase", "--steps", "shadow,20,50", *BUDGET)
         wait_for(lambda: metric(server.get("/metrics").text, "serving_rollout_active", task="purchase") == 1, 30,
                  "the rollout gauges")
+        wait_for(lambda: metric(server.get("/metrics").text, "serving_rollout_step", task="purchase") >= 2
+                 and metric(server.get("/metrics").text, "serving_rollout_candidate_weight", task="purchase") > 0, 60,
+                 "a canary step's step and weight gauges")
         state = ended(home)
         took = time.monotonic() - started
     print(f"better candidate: promoted {took:.1f} s after start; {len(driver.statuses)} requests answered")
@@ -198,6 +201,8 @@ def test_a_raising_candidate_is_caught_by_replay_and_rolled_back_live_within_a_b
     assert state["status"] == "rolled_back" and state["reason"].startswith("errors: "), state["reason"]
     failed = sorted(a.started for a in answers if a.status != 200)
     assert failed, "the raising candidate never got traffic"
+    assert metric(server.get("/metrics").text, "serving_prediction_failures_total", model="purchase_gbm",
+                  version=versions["raising"].split(":")[1], endpoint="/predict") >= len(failed)
     assert {a.status for a in answers if a.status != 200} == {500}
     window = failed[-1] - failed[0]
     rate = len(answers) / (answers[-1].ended - answers[0].started)
