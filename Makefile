@@ -52,6 +52,7 @@ bench: install bench-tools $(MLSERVER_VENV)/.installed
 	$(BIN)/python -m bench.run --out bench/results $(BENCH_ARGS)
 	$(BIN)/python bench/bench_scoring.py $(BENCH_SCORING_ARGS)
 	$(BIN)/python bench/bench_drift.py $(BENCH_DRIFT_ARGS)
+	$(BIN)/python bench/bench_loop.py $(BENCH_LOOP_ARGS)
 
 # py-spy of the service's worker: PROFILE_SCENARIO=predict (/predict at c=32; bench/results/profile/top.md) or
 # v2-10k (back-to-back 10,000-row /v2 calls; bench/results/profile-v2-10k/top.md)
@@ -62,8 +63,11 @@ bench-profile: install
 	$(BIN)/python -m bench.profile --scenario $(PROFILE_SCENARIO) --out bench/results/profile$(if $(filter-out predict,$(PROFILE_SCENARIO)),-$(PROFILE_SCENARIO)) $(PROFILE_ARGS)
 
 DRIFT_MODEL ?= purchase_gbm
+# GNU make exits 2 whenever a recipe fails, whatever code the recipe returned: the job's own exit code (0 done,
+# 1 drift with --fail-on-drift, 2 could not run) goes to DRIFT_STATUS when set (docs/monitoring.md).
 drift: install
-	$(BIN)/python -m monitoring.drift --model $(DRIFT_MODEL) $(DRIFT_ARGS)
+	@$(if $(DRIFT_STATUS),rm -f "$(DRIFT_STATUS)")
+	$(BIN)/python -m monitoring.drift --model $(DRIFT_MODEL) $(if $(DRIFT_STATUS),--status-file "$(DRIFT_STATUS)") $(DRIFT_ARGS)
 
 QUALITY_TASK ?= purchase
 quality: install

@@ -18,15 +18,16 @@ from fastapi import APIRouter, FastAPI
 from starlette.responses import Response
 
 from serving.codecs import arrow
+from serving.core.explanations import Explanations
 from serving.core.metrics import DriftGauges
 from serving.core.predictor import Predictor
 from serving.core.quality_gauges import QualityGauges
 from serving.core.rollout_gauges import RolloutGauges
 from serving.seam import AdmittedInput, BatchedInput, BatchedOutput, document, schema_of, signature_once
-from serving.web import admin, feedback, purchase, rollouts, v2
+from serving.web import admin, explain, feedback, purchase, rollouts, v2
 from serving.web.errors import DETAIL, documented, json_response
 from serving.web.gate import DoorRoute, Gate
-from serving.web.multimodel import V1_PREDICT, V1Input, predict_many
+from serving.web.multimodel import V1_PREDICT, V1Input, dump, predict_many
 from serving.web.policy import Policy, Scope, declare, run_in
 from serving.web.schemas import BatchPredictRequest as BatchPredictBody
 from serving.web.schemas import BatchPredictResponse, ModelsResponse, PredictResponse as PredictPayload
@@ -89,6 +90,7 @@ models_app.include_router(admin.router)
 models_app.include_router(feedback.router)  # POST /v1/feedback
 models_app.include_router(rollouts.router)  # GET /v1/rollouts, the rollout gate URL (serving/web/rollouts.py)
 models_app.include_router(v2.router)  # the Open Inference Protocol (KServe V2): serving/web/v2.py
+models_app.include_router(explain.router)  # POST /v1/explain, GET /v1/predictions/{id}/explanation: serving/web/explain.py
 
 
 @bentoml.asgi_app(models_app, path="/")
@@ -109,6 +111,7 @@ class PurchaseService:
     def __init__(self) -> None:
         # Models load here, not as BentoModel attributes: a missing model must be reported, not abort serving.
         self.predictor = Predictor(settings)
+        self.explanations = Explanations(self.predictor, settings)
         self.drift_gauges = DriftGauges(settings.drift_state_path)
         self.drift_gauges.start()
         self.quality_gauges = QualityGauges(settings.quality_state_path)
@@ -153,8 +156,8 @@ class PurchaseService:
     @signature_once
     async def v1_predict(self, v1: V1Input) -> Response:
         """Predict with several models at once (ensembles, A/B tests); one failing item never fails the others."""
-        result = await predict_many(v1.body, self.predictor, v1.request_id)
-        return json_response(200, result.model_dump(mode="json"), v1.request_id)
+        result = await predict_many(v1.body, self.predictor, v1.request_id, self.explanations)
+        return json_response(200, dump(result), v1.request_id)
 
 
 PurchaseService.add_asgi_middleware(Gate, service=PurchaseService, settings=settings)
@@ -166,6 +169,8 @@ Predictions from scikit-learn models kept in the BentoML model store.
   Concurrent calls share one model call (adaptive batching).
 * **POST /batch_predict**: `{"records": [...]}` (up to MAX_RECORDS), predictions in input order.
 * **POST /v1/predict**: several models in one request (ensembles, A/B tests); one failing item never fails the others.
+* **POST /v1/explain**, **GET /v1/predictions/{prediction_id}/explanation**: each input's contribution to a
+  prediction (exact Shapley values), for records or for a past prediction by its id; `?format=html` draws them.
 * **GET /v1/models**: the served models, their versions, metrics, input schemas and load status.
 
 Errors: 422 names the record and the field (`loc`) or the broken rule; 413 and 415 for bodies that are too big or

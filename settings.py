@@ -56,6 +56,19 @@ class Settings(BaseSettings):
     max_predict_items: int = Field(default=16, ge=1, description="MAX_PREDICT_ITEMS: most items in /v1/predict.")
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="MAX_BODY_BYTES: larger bodies get 413.")
     workers: int = Field(default=1, ge=1, description="WORKERS: BentoML worker processes.")
+    model_threads: int | None = Field(
+        default=None, ge=1,
+        description="MODEL_THREADS: the cores a server's model calls share (default: the CPUs the server may use, "
+        "its affinity and cgroup quota). A big batch takes the free ones, a small one one (docs/performance.md).",
+    )
+    core_tokens_dir: Path | None = Field(
+        default=None,
+        description="CORE_TOKENS_DIR: the folder of the core tokens a server's workers share (default: one of the "
+        "server's own, made by `bentoml serve`); servers on one host given the same folder share their cores.",
+    )
+    omp_num_threads: str | None = Field(
+        default=None, description="OMP_NUM_THREADS: OpenMP's own; when set, every model call uses that many threads.",
+    )
     # --- monitoring data (issue 14): where the log and drift artifacts live, compaction, retention
     state_dir: Path = Field(
         default_factory=default_state_dir,
@@ -114,6 +127,27 @@ class Settings(BaseSettings):
         default=[], description="FEEDBACK_TOKENS: comma-separated bearer tokens of POST /v1/feedback; unset, API_TOKENS "
         "are taken. Feedback is open only while no token at all is configured.",
     )
+    # Explanations (issue 25): POST /v1/explain, /v1/predict items with `explain`, GET /v1/predictions/{id}/explanation.
+    max_explain_records: int = Field(
+        default=1_000, ge=1, description="MAX_EXPLAIN_RECORDS: most records explained in one call with a model of up to 7 "
+        "inputs; halved for each input more (a record costs 2^k coalitions times the background rows of model calls)."
+    )
+    explain_background_rows: int = Field(
+        default=100, ge=1, description="EXPLAIN_BACKGROUND_ROWS: rows of the model's reference sample that stand in "
+        "for an absent input (seeded: the same record always gets the same explanation)."
+    )
+    explain_nice: int = Field(
+        default=19, ge=0, le=19, description="EXPLAIN_NICE: the explanation thread's nice value (Linux), so "
+        "explanations take the CPU that /predict leaves idle (0: the same priority as /predict)."
+    )
+    explain_queue: int = Field(
+        default=4, ge=0, description="EXPLAIN_QUEUE: most explanation calls waiting behind the running one; the next "
+        "is answered 503 at once."
+    )
+    explain_queue_seconds: float = Field(
+        default=60.0, gt=0, le=110, description="EXPLAIN_QUEUE_SECONDS: an explanation call that has waited this long "
+        "without starting is answered 503 and never run (below the 120 s request timeout, so it can still run)."
+    )
     # Request path (HOTPATH, issue 10).
     access_log: bool = Field(
         default=False,
@@ -132,7 +166,20 @@ class Settings(BaseSettings):
     # --- the experiment loop (issue 13): outcome feedback and the quality job
     outcome_log_path: Path = Field(
         default=Path("outcomes.jsonl"),
-        description="OUTCOME_LOG_PATH: the outcome store written by POST /v1/feedback (default STATE_DIR/outcomes.jsonl).",
+        description="OUTCOME_LOG_PATH: the outcome store written by POST /v1/feedback (default STATE_DIR/outcomes.jsonl); "
+        "its index is <path>.index.sqlite beside it. Servers on one host share a store by sharing this path.",
+    )
+    outcome_retention: float = Field(
+        default=30.0, gt=0,
+        description="OUTCOME_RETENTION: days an outcome is kept, in the log's rotated segments and in the index "
+        "(a re-sent outcome counts as a duplicate within this window).",
+    )
+    outcome_max_total_bytes: int = Field(
+        default=2 * 1024**3, ge=1024,
+        description="OUTCOME_MAX_TOTAL_BYTES: most bytes of the outcome log on disk (index apart); oldest segments go first.",
+    )
+    outcome_index_cache_mb: int = Field(
+        default=8, ge=1, description="OUTCOME_INDEX_CACHE_MB: SQLite page cache of the outcome index, per process."
     )
     quality_state_path: Path = Field(
         default=Path("quality/latest.json"),

@@ -2,13 +2,14 @@
 predict time of each model, and the cost of metrics and logging per scored batch.
 
 The service's own pieces are used (serving.codecs.records, training.store, serving.core.metrics, serving.core.ids,
-monitoring.predictlog),
-so "service / raw" is what HTTP, BentoML and the service's bookkeeping add. Model calls run with the same OpenMP
-bound as the service (serving.core.predictor.bound_inference_threads).
+monitoring.predictlog), so "service / raw" is what HTTP, BentoML and the service's bookkeeping add. Model calls get
+their OpenMP threads as the service's do (serving/core/threads.py: the cores free when the call starts, as many as
+its rows can use).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -16,9 +17,11 @@ import orjson
 import pandas as pd
 
 from serving.core import metrics
-from serving.core.predictor import bound_inference_threads
+from serving.core.threads import ModelThreads
 from serving.codecs.records import RecordsValidator
 from training.store import StoredModel
+
+THREADS = ModelThreads.from_settings(None, None, os.environ.get("OMP_NUM_THREADS"))  # this process's own budget
 
 
 def raw_pipeline(model: StoredModel, validator: RecordsValidator, body: bytes) -> dict[str, float]:
@@ -27,8 +30,8 @@ def raw_pipeline(model: StoredModel, validator: RecordsValidator, body: bytes) -
     t0 = time.perf_counter()
     frame = validator.batch_body(body)
     t1 = time.perf_counter()
-    bound_inference_threads()
-    proba = model.predict_proba(frame)
+    with THREADS.call(len(frame)):
+        proba = model.predict_proba(frame)
     classes = model.classify(proba)
     t2 = time.perf_counter()
     payload = {
@@ -49,8 +52,8 @@ def dataframe_pipeline(model: StoredModel, frame: pd.DataFrame) -> dict[str, flo
     """The model's own work on rows already in a DataFrame: features + predict_proba + classes (issue 11's
     "raw pipeline on a DataFrame", the floor of any columnar door)."""
     t0 = time.perf_counter()
-    bound_inference_threads()
-    proba = model.predict_proba(frame)
+    with THREADS.call(len(frame)):
+        proba = model.predict_proba(frame)
     classes = model.classify(proba)
     t1 = time.perf_counter()
     assert len(classes) == len(frame)
@@ -75,8 +78,8 @@ def score_breakdown(model: StoredModel, frame: pd.DataFrame, log_path, repeats: 
     try:
         for _ in range(repeats):
             t0 = time.perf_counter()
-            bound_inference_threads()
-            proba = model.predict_proba(frame)
+            with THREADS.call(len(frame)):
+                proba = model.predict_proba(frame)
             t1 = time.perf_counter()
             metrics.INFERENCE.labels(model.name, model.version).observe(t1 - t0)
             classes = model.classify(proba)
@@ -101,6 +104,6 @@ def score_breakdown(model: StoredModel, frame: pd.DataFrame, log_path, repeats: 
 
 def predict_time(model: StoredModel, frame: pd.DataFrame) -> float:
     started = time.perf_counter()
-    bound_inference_threads()
-    model.predict_proba(frame)
+    with THREADS.call(len(frame)):
+        model.predict_proba(frame)
     return time.perf_counter() - started

@@ -63,8 +63,8 @@ def header(meta: dict) -> list[str]:
         f"**Load average** (1, 5, 15 min) at the start: {', '.join(f'{x:.2f}' for x in start)}; at the end: "
         f"{', '.join(f'{x:.2f}' for x in end)}. The machine may be shared: read the ratios, measured side by side "
         "in this run, not the absolute numbers.", "",
-        "Peers at their defaults, in the same environment: the service (`bentoml serve`, one worker; it binds one "
-        "OpenMP thread per model call) and MLServer 1.7.1 (libgomp's default threads, its GZip middleware on), "
+        "Peers at their defaults, in the same environment: the service (`bentoml serve`, one worker; a model call takes "
+        "the OpenMP threads free on its cores, and waiting threads sleep) and MLServer 1.7.1 (libgomp's default threads, its GZip middleware on), "
         "serving the same exported `purchase_gbm` pipeline, answers checked equal; MLServer with the settings issue "
         "21 measured it with: adaptive batching 256 / 5 ms (and a second copy of the model without), "
         f"`parallel_workers: {_workers(meta)}`.",
@@ -85,7 +85,8 @@ def target_lines(judged: list[Judged], quick: bool, busy: str | None = None) -> 
         lines += [f"> **WARNING: the machine was busy**: {busy}. MLServer runs its model with libgomp's default "
                   "threads (one per core, its default), and an OpenMP barrier waits for every thread: with the cores "
                   "taken, its figures are not what it does on a quiet machine, and every comparison with it flatters "
-                  "the service (the service binds one thread per call). Those verdicts are marked not trusted; re-run "
+                  "the service (whose waiting threads sleep). So do the in-process baselines, which run in the "
+                  "bench's own process with libgomp's default policy. Those verdicts are marked not trusted; re-run "
                   "on a quiet machine.", ""]
     if quick:
         lines += ["**Quick mode**: a seconds-long smoke of the suite (tiny samples, small sizes); its verdicts are not "
@@ -235,7 +236,7 @@ def markdown(results: dict, judged: list[Judged], cfg) -> list[str]:
     if "threads" in results:
         t = results["threads"]
         lines += [f"OpenMP threads per model call, in process ({cfg.focus_size:,} rows): libgomp's default "
-                  f"{t['default']:.1f} ms, the service's bound of one thread {t['bounded']:.1f} ms.", ""]
+                  f"{t['default']:.1f} ms, one thread {t['bounded']:.1f} ms.", ""]
     lines += core_use_lines(results.get("core_use", {}), results.get("scenario_load", {}))
     lines += ["## Start-up and memory", "",
               "Ready = from process start to ready (all models loaded). RSS = sum over the process tree, right after "

@@ -46,10 +46,11 @@ class Where:
     model: str | None = None
     version: str | None = None
     since: datetime | None = None
+    prediction_id: str | None = None  # one prediction: ids are time-ordered (UUIDv7), so row-group statistics prune
 
     def columns(self) -> set[str]:
-        return {c for c, v in (("model_name", self.model), ("model_version", self.version), ("ts", self.since))
-                if v is not None}
+        return {c for c, v in (("model_name", self.model), ("model_version", self.version), ("ts", self.since),
+                               ("prediction_id", self.prediction_id)) if v is not None}
 
     def expression(self) -> pc.Expression | None:
         parts = []
@@ -59,6 +60,8 @@ class Where:
             parts.append(pc.field("model_version") == self.version)
         if self.since is not None:
             parts.append(pc.field("ts") >= pa.scalar(self.since, type=_TS))
+        if self.prediction_id is not None:
+            parts.append(pc.field("prediction_id") == self.prediction_id)
         expression = None
         for part in parts:
             expression = part if expression is None else expression & part

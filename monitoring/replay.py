@@ -93,14 +93,17 @@ def segments(frame: pd.DataFrame, schema: dict, important: list[str]) -> list[di
 
 def outcomes_of(outcomes: Path | str, ids: pd.Series) -> pd.Series:
     """Each prediction id's latest outcome from the outcome store (NaN while none came, or with no store)."""
-    from monitoring.quality.errors import QualityError
-    from monitoring.quality.join import read_outcomes
+    import pyarrow as pa
 
-    try:
-        known, _ = read_outcomes(outcomes)
-    except QualityError:
-        return pd.Series(np.nan, index=ids.index)
-    return ids.map(known["outcome"]).astype(float)
+    from monitoring.quality.join import read_outcomes
+    from monitoring.quality.keys import keys_of
+
+    known = read_outcomes(outcomes)
+    positions = known.index.positions(keys_of(pa.array(ids.to_numpy(object), pa.string())))
+    found = positions >= 0
+    values = np.full(len(ids), np.nan)
+    values[found] = known.values[positions[found]]
+    return pd.Series(values, index=ids.index)
 
 
 def quality(frame: pd.DataFrame, candidate: str, control: str, thresholds: tuple[float, float]) -> dict | None:

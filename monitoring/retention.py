@@ -65,10 +65,12 @@ def _try_delete(path: Path) -> bool | None:
         os.close(fd)
 
 
-def enforce(live: Path, policy: RetentionPolicy, now: float | None = None) -> RetentionResult:
+def enforce(live: Path, policy: RetentionPolicy, now: float | None = None, *, gauge: Gauge = LOG_BYTES
+            ) -> RetentionResult:
     """Apply the policy to one log (`live` and its segments), oldest segments first: by their last write (a
     segment's modification time, which compaction keeps), since each writer process has segments of its own and one
-    opened long ago may hold the newest rows."""
+    opened long ago may hold the newest rows. `gauge` gets its bytes on disk (the outcome log,
+    monitoring/outcomes.py, has a gauge of its own)."""
     live = Path(live)
     now = time.time() if now is None else now
     sizes: dict[Path, tuple[int, float]] = {}
@@ -96,7 +98,7 @@ def enforce(live: Path, policy: RetentionPolicy, now: float | None = None) -> Re
             result.deleted.append((path, reason))
             SEGMENTS_DELETED.labels(reason).inc()
     result.bytes_on_disk = total
-    LOG_BYTES.set(total)
+    gauge.set(total)
     if result.deleted:
         logger.info("prediction log retention deleted %d segment(s) of %s; %d bytes on disk",
                     len(result.deleted), live, total)

@@ -9,6 +9,7 @@ from serving.web.policy import Scope
 EXPECTED = {
     "/predict": Scope.PREDICT, "/batch_predict": Scope.PREDICT, "/v1/predict": Scope.PREDICT,
     "/v2/models/{name}/infer": Scope.PREDICT, "/v2/models/{name}/versions/{version}/infer": Scope.PREDICT,
+    "/v1/explain": Scope.PREDICT, "/v1/predictions/{prediction_id}/explanation": Scope.PREDICT,
     "/v1/feedback": Scope.FEEDBACK,
     "/v1/admin/reload": Scope.ADMIN, "/v1/admin/models/{name}/load": Scope.ADMIN,
     "/v1/admin/models/{name}/unload": Scope.ADMIN, "/v1/admin/history": Scope.ADMIN,
@@ -31,9 +32,10 @@ UNDOCUMENTED = {
 
 def concrete(path: str, version: str) -> str:
     """A path to call for a route: the admin routes name a model that does not exist (nothing is loaded or
-    unloaded), the others the served purchase_gbm."""
+    unloaded), the others the served purchase_gbm; a prediction id that no log holds."""
     model = "matrix_no_such_model" if "/admin/" in path else "purchase_gbm"
-    return path.replace("{task}", "purchase").replace("{name}", model).replace("{version}", version).replace("{path:path}", "favicon.ico")
+    return (path.replace("{task}", "purchase").replace("{name}", model).replace("{version}", version).replace("{path:path}", "favicon.ico")
+            .replace("{prediction_id}", "01a00000-0000-7000-8000-000000000000"))
 
 
 def variants(path: str) -> tuple[str, str]:

@@ -205,11 +205,13 @@ def test_a_verdict_needs_both_tools_to_agree():
     assert "**TOOLS DISAGREE**" in lines and "**holds**" in lines
 
 
-def test_a_busy_machine_marks_every_comparison_with_mlserver_not_trusted():
+def test_a_busy_machine_marks_every_comparison_with_a_spinning_peer_not_trusted():
+    """MLServer and the in-process baselines (the bench's own process: libgomp's default policy) both spin."""
     from bench.targets import busy_machine, targets
 
     cfg = SimpleNamespace(focus_concurrency=32, focus_size=10_000, mixed_concurrency=8)
-    medians = {"service_v2": {"bench": 80.0, "external": 79.0}, "mlserver_v2": {"bench": 90.0, "external": 91.0}}
+    medians = {"service_v2": {"bench": 80.0, "external": 79.0}, "mlserver_v2": {"bench": 90.0, "external": 91.0},
+               "service_arrow": {"bench": 70.0, "external": 71.0}, "raw_dataframe": {"bench": 300.0}}
     quiet = {"meta": {"cpus": 2, "load_average_start_end": [[0.8, 1, 1], [1.9, 1, 1]]},
              "threads": {"default": 27.0, "bounded": 48.0}, "batch": {"median_ms": medians}}
     assert busy_machine(quiet) is None
@@ -220,6 +222,10 @@ def test_a_busy_machine_marks_every_comparison_with_mlserver_not_trusted():
     assert "19.6x slower" in busy_machine(busy)
     v2 = targets(busy, cfg)[0]
     assert (v2.verdict, v2.ok) == ("holds on a busy machine: not trusted", None)
+    [arrow_raw] = [t for t in targets(busy, cfg) if "raw pipeline on a DataFrame" in t.target]
+    assert (arrow_raw.verdict, arrow_raw.ok) == ("holds on a busy machine: not trusted", None)
+    [arrow_raw] = [t for t in targets(quiet, cfg) if "raw pipeline on a DataFrame" in t.target]
+    assert (arrow_raw.verdict, arrow_raw.ok) == ("holds", True)
     loaded = {**quiet, "meta": {"cpus": 2, "load_average_start_end": [[17.1, 16, 14], [14, 16, 15]]}}
     assert "load average was 17.1 at the start on 2 CPUs" in busy_machine(loaded)
 
@@ -276,6 +282,26 @@ def test_quick_bench_writes_tables_and_plots(trained_store, tmp_path):
     assert mixed["values"]["bench"] > 0 and mixed["values"]["external"] > 0  # both tools, every measured target
 
 
+@pytest.mark.slow
+def test_loop_bench_runs_small_and_states_its_figures(trained_store, tmp_path):
+    out = tmp_path / "results"
+    result = run_cli("bench/bench_loop.py", "--predictions", "30000", "--outcomes", "6000", "--requests", "1",
+                     "--out", str(out), env={"BENCH_LOOP_CACHE": str(tmp_path / "cache")}, timeout=900)
+    results = json.loads((out / "loop.json").read_text())
+    quality = results["quality"]
+    for label in ("with_evidently", "without_evidently"):
+        assert quality[label]["predictions"] == 30_000 and 5_000 < quality[label]["with_outcome"] < 7_000
+        assert quality[label]["wall_s"] > 0 and quality[label]["peak_rss_mb"] > 100
+    assert {r["sample"]["seed"] for r in quality["with_evidently"]["reports"]} == {0}
+    assert "evidently" in quality["with_evidently"]["phases_cpu_s"]
+    ingestion = results["ingestion"]
+    assert ingestion["http_new_outcomes_per_s"] > 0 and ingestion["store_bytes_per_outcome"] > 0
+    assert ingestion["curl_new_outcomes_per_s"] > 0  # Debian's curl: installed wherever the suite runs
+    markdown = (out / "loop.md").read_text()
+    assert "## Quality job: 30,000 predictions" in markdown and "load average" in markdown
+    assert "Evidently's reports, its import included" in markdown and result.stdout.startswith("# The experiment loop")
+
+
 def test_the_log_cost_script_measures_this_checkout(trained_store):
     """`python bench/log_cost.py` (the log's before/after in docs/prediction-log.md) runs as typed."""
     result = run_cli("bench/log_cost.py", "--rows", "200", "--repeats", "3", "--segment-rows", "1000")
@@ -284,3 +310,35 @@ def test_the_log_cost_script_measures_this_checkout(trained_store):
     for step in ("predict", "signals", "ids", "log_encode", "log_write"):
         assert measured[step] > 0, step
     assert measured["compaction_cpu_ms"] >= 0  # process CPU time counts in clock ticks: a small segment may show 0
+
+
+def test_the_request_cpu_script_times_every_step_of_a_request(trained_store):
+    """`python -m bench.request_cpu` (the CPU of each step of a big request, docs/performance.md) runs as typed."""
+    result = run_cli("-m", "bench.request_cpu", "--rows", "300", "--reps", "3")
+    rows = [line.split("|")[1:3] for line in result.stdout.splitlines() if line.startswith("| ") and "CPU ms" not in line]
+    steps = {name.strip(): float(ms) for name, ms in rows}
+    assert "model call (features, predict_proba)" in steps and "V2 JSON: parse and decode the tensors" in steps
+    assert len(steps) == 11 and all(ms >= 0 for ms in steps.values())
+    assert steps["model call (features, predict_proba)"] > 0
+
+
+def test_the_openmp_policies_script_measures_each_policy_in_its_own_process(trained_store):
+    """`python -m bench.openmp_policies` (the wait policies behind serving/core/threads.py) runs as typed."""
+    result = run_cli("-m", "bench.openmp_policies", "--rows", "300", "--reps", "2")
+    rows = [line.split("|")[1:3] for line in result.stdout.splitlines() if line.startswith("| ") and "wait policy" not in line]
+    seen = {(policy.strip(), threads.strip()) for policy, threads in rows}
+    assert {policy for policy, _ in seen} >= {"default", "passive"}
+    assert {threads for _, threads in seen} == {"1 thread", "2 threads", "2 Python threads x 1"}
+
+
+@pytest.mark.slow
+def test_the_cpu_per_call_script_reads_a_real_servers_cpu_per_body(trained_store):
+    """`python -m bench.cpu_per_call` (the CPU a big request costs each server, docs/performance.md) runs as typed;
+    MLServer left out, as CI has no MLServer virtualenv."""
+    result = run_cli("-m", "bench.cpu_per_call", "--no-mlserver", "--rows", "200", "--reps", "1")
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in result.stdout.splitlines()
+            if line.startswith("| the service")]
+    assert [row[1] for row in rows] == ["V2 JSON", "records JSON", "Arrow"]
+    for row in rows:
+        cpu, bench, curl = (cell.split(" / ") for cell in row[2:])
+        assert float(cpu[0]) > 0 and float(bench[0]) > 0 and float(curl[0]) > 0, row

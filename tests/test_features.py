@@ -52,3 +52,25 @@ def test_batch_equals_rows_one_by_one():
         singles = pd.concat([build_features(task, frame.iloc[[i]]) for i in range(len(frame))])
         pd.testing.assert_frame_equal(batch, singles)
         assert batch.index.equals(frame.index)
+
+
+def test_each_feature_is_made_of_the_inputs_declared_for_it():
+    """training/features.py INPUTS: the explainer builds its hybrid rows feature by feature from it, so a feature
+    must change with none but its declared inputs, and with each of them. Every input of a row is replaced in turn
+    by the same input of another row (a shuffle of the column), on rows drawn as the models see them."""
+    from training.features import INPUTS
+
+    for task, frame in (("purchase", generate_purchase(2_000, seed=5)), ("drive_stats", generate_drive_stats(2_000, seed=5))):
+        made = build_features(task, frame)
+        assert list(INPUTS[task]) == list(made.columns), "one declaration per feature, in the model's order"
+        inputs = sorted({c for used in INPUTS[task].values() for c in used})
+        rng = np.random.default_rng(0)
+        for column in inputs:
+            moved = frame.copy()
+            moved[column] = rng.permutation(moved[column].to_numpy())
+            changed = build_features(task, moved) != made
+            for feature, used in INPUTS[task].items():
+                if column in used:
+                    assert changed[feature].any(), f"{task}: {feature} is declared to use {column}, which never moves it"
+                else:
+                    assert not changed[feature].any(), f"{task}: {feature} moves with {column}, not declared for it"

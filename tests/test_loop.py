@@ -132,7 +132,8 @@ def test_ab_test_closed_by_outcomes_reports_both_variants_and_a_verdict(ab_serve
     assert answer.json()["accepted"] == 5
 
     out = tmp_path / "report"
-    result = _quality(ab_server, "--task", "purchase", "--since", "1h", "--out", str(out))
+    result = _quality(ab_server, "--task", "purchase", "--since", "1h", "--out", str(out), "--report-rows", "3000",
+                      "--seed", "5")
     summary = json.loads((out / "quality_purchase.json").read_text())
     groups = {g["model"]: g for g in summary["groups"]}
     assert set(groups) == {"purchase_gbm", "purchase_lr"}, result.stdout
@@ -155,9 +156,17 @@ def test_ab_test_closed_by_outcomes_reports_both_variants_and_a_verdict(ab_serve
         low, high = c["always_valid"]
         assert low <= c["difference"] <= high and c["ci95"][0] >= low
     print(result.stdout)
-    # One Evidently report per version (and alias, when the traffic named one: the default serves purchase@production).
+    # One Evidently report per version (and alias, when the traffic named one: the default serves purchase@production),
+    # on a seeded sample of its outcomes that the JSON, the page and the printed table state.
     (report,) = out.glob(f"quality_purchase_gbm_{groups['purchase_gbm']['version']}*.html")
     assert report.stat().st_size > 10_000
+    for written in summary["reports"]:
+        group = next(g for g in summary["groups"] if g["arm"] == written["arm"])
+        assert written["sample"] == {"rows": 3000, "of": group["with_outcome"], "seed": 5}
+        assert f"{written['html']}: 3000 of {group['with_outcome']} outcomes of {written['arm']} (seeded sample, " \
+               f"--report-rows 3000, --seed 5)" in result.stdout
+    page = report.read_text()
+    assert 'id="quality-report-header"' in page and "3,000 of the" in page and "seed 5" in page
     from evidently.ui.workspace import Workspace
 
     workspace = Workspace.create(str(ab_server.state / "workspace"))

@@ -40,10 +40,20 @@ def loop_files(trained_store, tmp_path_factory):
     candidate = _write(log, gbm, frame.iloc[3_000:], alias="purchase@candidate")  # the same version, other alias
     _write(log, gbm, frame.iloc[:3_000], shadow=True)  # shadow copies of the production rows: no outcome names them
     _write(log, gbm, frame.iloc[:100], ids=False)  # logged before prediction ids existed
+    leftover = _write(log, load_model("purchase_lr"), frame.iloc[:2], alias="purchase@production")  # a promotion's rest
     half = [Outcome(i, int(y)) for i, y in zip(production + candidate, labels) if int(i[-1], 16) % 2 == 0]
-    store.ingest(half)
+    store.ingest(half + [Outcome(i, int(y)) for i, y in zip(leftover, labels[:2])])
     store.ingest([Outcome(i, 1) for i in new_ids(7)])  # ids no prediction has
     return folder, log, folder / "outcomes.jsonl", len(half)
+
+
+def _run(loop_files, capsys, *args):
+    folder, log, outcomes, _ = loop_files
+    code = main(["--task", "purchase", "--log", str(log), "--outcomes", str(outcomes), "--out", str(folder / "out"),
+                 "--state", str(folder / "state.json"), "--no-evidently", *args])
+    out = capsys.readouterr()
+    assert code == 0, out
+    return json.loads((folder / "out" / "quality_purchase.json").read_text()), out.out
 
 
 def test_aliases_are_variants_shadow_rows_are_not_and_strangers_are_unmatched(loop_files, capsys):
@@ -52,13 +62,13 @@ def test_aliases_are_variants_shadow_rows_are_not_and_strangers_are_unmatched(lo
                  "--state", str(folder / "state.json"), "--no-evidently"])
     assert code == 0, capsys.readouterr()
     summary = json.loads((folder / "out" / "quality_purchase.json").read_text())
-    arms = {g["alias"]: g for g in summary["groups"]}
+    arms = {g["alias"]: g for g in summary["groups"] if g["model"] == "purchase_gbm"}
     assert set(arms) == {"purchase@production", "purchase@candidate"}
     assert all(g["predictions"] == 3_000 for g in arms.values())
     assert sum(g["with_outcome"] for g in arms.values()) == matched and 0.4 < arms["purchase@production"]["outcome_share"] < 0.6
     assert summary["unmatched_outcomes"] == 7 and summary["predictions_without_id"] == 100
     (pair,) = summary["ab"]
-    assert pair["a"].endswith("@purchase@candidate") and pair["b"].endswith("@purchase@production")
+    assert pair["a"].endswith(" (purchase@candidate)") and pair["b"].endswith(" (purchase@production)")
     assert all(c["verdict"] == "not yet significant" for c in pair["comparisons"])  # the same model twice
     state = json.loads((folder / "state.json").read_text())["purchase"]
     assert {v["metric"] for v in state["ab"]} == {"roc_auc", "log_loss", "brier"}
@@ -80,3 +90,48 @@ def test_fail_on_regression_exits_1_when_live_auc_falls_below_held_out(loop_file
             str(tmp_path), "--state", str(tmp_path / "state.json"), "--no-evidently"]
     assert main(args) == 0
     assert main([*args, "--fail-on-regression"]) == 1
+
+
+def test_the_table_names_each_variant_with_one_at_sign_and_its_columns_line_up(loop_files, capsys):
+    summary, out = _run(loop_files, capsys)
+    assert all(g["arm"].count("@") == 1 for g in summary["groups"]), [g["arm"] for g in summary["groups"]]
+    assert all(pair[side].count("@") == 1 for pair in summary["ab"] for side in ("a", "b"))
+    header, *rows = [line for line in out.splitlines()][:3]
+    assert header.split() == ["variant", "rows", "outcomes", "share", "auc", "held", "logloss", "brier", "prec",
+                              "recall"]
+    assert len(rows) == 2 and all(" (purchase@" in row for row in rows)
+    for name in ("rows", "outcomes", "auc", "recall"):  # right-aligned under their headers
+        end = header.index(name) + len(name)
+        for row in rows:
+            assert row[end - 1] != " " and (end == len(row) or row[end] == " "), (name, header, row)
+            value = row[:end].split()[-1]
+            assert row[end - len(value):end] == value
+
+
+def test_leftover_variants_under_the_minimum_rows_are_named_once_not_tabled(loop_files, capsys):
+    summary, out = _run(loop_files, capsys)
+    (leftover,) = [g for g in summary["groups"] if g["model"] == "purchase_lr"]
+    assert leftover["predictions"] == 2 and leftover["below_min_rows"] and leftover["metrics"] is None
+    assert leftover["note"] == "fewer than 100 predictions (--min-rows): no metrics"
+    assert "-" not in " ".join(out.splitlines()[1].split()[1:])  # no row of dashes
+    assert f"left out: 1 variant(s) under 100 predictions (--min-rows): {leftover['arm']} (2 rows, 2 outcomes)" in out
+    assert all(leftover["arm"] not in (pair["a"], pair["b"]) for pair in summary["ab"])
+    state = json.loads((loop_files[0] / "state.json").read_text())["purchase"]
+    assert {m["model"] for m in state["models"]} == {"purchase_gbm"}
+    summary, out = _run(loop_files, capsys, "--min-rows", "1")  # the rule is a setting: at 1 it is tabled
+    assert "left out" not in out and any(line.startswith(leftover["arm"]) for line in out.splitlines())
+
+
+def test_an_id_logged_twice_joins_its_outcome_once(loop_files, tmp_path, capsys):
+    folder, log, outcomes, matched = loop_files
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    (twice / "a.jsonl").write_bytes(log.read_bytes())
+    (twice / "b.jsonl").write_bytes(log.read_bytes())  # the same log under another name: every line twice
+    code = main(["--task", "purchase", "--log", str(twice), "--outcomes", str(outcomes), "--out", str(tmp_path),
+                 "--state", str(tmp_path / "state.json"), "--no-evidently"])
+    assert code == 0, capsys.readouterr()
+    summary = json.loads((tmp_path / "quality_purchase.json").read_text())
+    gbm = [g for g in summary["groups"] if g["model"] == "purchase_gbm"]
+    assert sum(g["with_outcome"] for g in gbm) == matched
+    assert summary["repeated_prediction_ids"] == matched + 2  # the leftover's two, too

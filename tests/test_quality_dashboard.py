@@ -111,7 +111,7 @@ def test_after_one_run_every_chart_shows_its_points_on_a_readable_axis(ui, brows
     folder, gbm = workspaces
     cards, marks = _load(browser, f"{ui['url']}/projects/{ui['one_run']}", tmp_path / "quality_one_run.png")
     text = cards["Quality (last run)"]["text"]
-    assert f"{gbm.name}:{gbm.version}@purchase@production: 4000 predictions, 0 with an outcome" in text
+    assert f"{gbm.name}:{gbm.version} (purchase@production): 4000 predictions, 0 with an outcome" in text
     assert "estimated 0.8" in text and "held-out 0.8" in text
     auc = cards["ROC AUC"]
     assert [item["label"] for item in auc["legend"]] == LEGENDS[1:]  # no outcome yet: no realized series

@@ -35,11 +35,12 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(server, tmp_path
         [str(Path(sys.executable).parent / "schemathesis"), "run", f"{server.url}/docs.json",
          "--checks", "all", "--exclude-checks", "positive_data_acceptance",
          "--max-examples", "30", "--seed", "20261123", "--request-timeout", "30",
-         "--include-path-regex", "^/(predict|batch_predict|v1/predict|v1/models|v1/feedback)$"],
+         "--include-path-regex",
+         "^/(predict|batch_predict|v1/predict|v1/models|v1/feedback|v1/explain|v1/predictions/[^/]+/explanation)$"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-6000:]
-    assert "Tested: 5" in result.stdout, result.stdout[-3000:]
+    assert "Tested: 7" in result.stdout, result.stdout[-3000:]
 
 
 def _nested(depth: int) -> bytes:

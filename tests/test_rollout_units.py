@@ -307,10 +307,12 @@ def write_served(path, rows: dict[str, np.ndarray], start: float) -> dict[str, l
     """A prediction log of each tag's served probabilities (primary predictions, one id each); returns the ids."""
     from datetime import datetime, timezone
 
+    import uuid
+
     ids, lines = {}, []
-    for tag, probabilities in rows.items():
+    for arm, (tag, probabilities) in enumerate(rows.items()):
         name, version = tag.split(":")
-        ids[tag] = [f"{version}-{i}" for i in range(len(probabilities))]
+        ids[tag] = [str(uuid.UUID(int=(arm + 1) << 64 | i)) for i in range(len(probabilities))]  # ids are UUIDs
         for i, p in enumerate(probabilities):
             ts = datetime.fromtimestamp(start + 1 + i / 1000, timezone.utc).isoformat()
             lines.append(orjson.dumps({"ts": ts, "endpoint": "/batch_predict", "model_name": name,

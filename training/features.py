@@ -53,6 +53,29 @@ FEATURES: dict[str, Callable[[pd.DataFrame], pd.DataFrame]] = {
     "drive_stats": drive_features,
 }
 
+# The raw inputs each feature is computed from: the explainer (training/explain) builds its hybrid rows feature by
+# feature from them; tests/test_features.py holds every function to its declaration.
+INPUTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "purchase": {
+        "student_country": ("student_country",),
+        "days_on_platform": ("days_on_platform",),
+        "log_minutes_watched": ("minutes_watched",),
+        "courses_started": ("courses_started",),
+        "practice_exams_started": ("practice_exams_started",),
+        "exam_pass_rate": ("practice_exams_passed", "practice_exams_started"),
+        "log_minutes_per_day": ("minutes_watched", "days_on_platform"),
+        "log_minutes_per_exam": ("minutes_spent_on_exams", "practice_exams_started"),
+    },
+    "drive_stats": {
+        "drive_model": ("drive_model",),
+        **{f"log_{c}": (c,) for c in ("smart_5", "smart_187", "smart_188", "smart_197", "smart_198")},
+        "capacity_tb": ("capacity_tb",),
+        "age_years": ("power_on_hours",),
+        "any_uncorrectable": ("smart_187",),
+        "temperature_c": ("temperature_c",),
+    },
+}
+
 
 def build_features(task: str, raw: pd.DataFrame) -> pd.DataFrame:
     return FEATURES[task](raw)

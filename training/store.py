@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -21,6 +22,7 @@ import sklearn
 import settings  # noqa: F401  (sets the do-not-track variables before bentoml is used)
 from training.calibration import Calibrator
 from training.features import build_features
+from training.inference import direct_predict_proba
 
 MODEL_FILE = "model.joblib"
 REFERENCE_FILE = "reference.parquet"
@@ -28,6 +30,7 @@ BOUND_FILE = "bound.parquet"
 HOLDOUT_FILE = "holdout.parquet"  # the held-out split's probabilities and labels (training/calibration.py)
 CALIBRATOR_FILE = "calibrator.json"
 PREDICTION = "prediction"  # the reference sample's column of predicted probabilities
+CHECK_ROWS = 1_000  # reference rows on which a direct predict_proba must answer like the pipeline
 
 
 def library_versions() -> dict[str, str]:
@@ -84,6 +87,8 @@ class StoredModel:
     metadata: dict[str, Any]
     path: str
     estimator: Any = field(repr=False)
+    # The estimator's predict_proba without scikit-learn's per-call machinery, when it answers alike (training/inference.py).
+    direct: Callable[[pd.DataFrame], np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def tag(self) -> str:
@@ -105,7 +110,8 @@ class StoredModel:
         """Probability of the positive class for validated raw inputs."""
         if raw.empty:
             return np.empty(0)
-        return self.estimator.predict_proba(build_features(self.task, raw))[:, 1]
+        predict_proba = self.direct or self.estimator.predict_proba
+        return predict_proba(build_features(self.task, raw))[:, 1]
 
     def classify(self, proba: np.ndarray) -> np.ndarray:
         return (proba >= self.threshold).astype(np.int64)
@@ -142,7 +148,7 @@ def load_model(tag: str, *, estimator: bool = True) -> StoredModel:
     """Load one model version by tag (`name`, `name:latest` or `name:version`) from the configured store; without
     its fitted pipeline (`estimator=False`) for jobs that read only its metadata and reference sample."""
     model = bentoml.models.get(tag)
-    return StoredModel(
+    stored = StoredModel(
         name=model.tag.name,
         version=str(model.tag.version),
         labels=dict(model.info.labels),
@@ -150,6 +156,18 @@ def load_model(tag: str, *, estimator: bool = True) -> StoredModel:
         path=model.path,
         estimator=joblib.load(model.path_of(MODEL_FILE)) if estimator else None,
     )
+    if estimator:
+        stored.direct = _direct(stored)
+    return stored
+
+
+def _direct(model: StoredModel) -> Callable[[pd.DataFrame], np.ndarray] | None:
+    """The direct predict_proba, checked on the model's reference sample (None without one)."""
+    try:
+        sample = model.reference()[list(model.input_schema["columns"])].iloc[:CHECK_ROWS]
+    except (OSError, KeyError):
+        return None
+    return direct_predict_proba(model.estimator, build_features(model.task, sample))
 
 
 def has_model(name: str) -> bool:

@@ -37,30 +37,45 @@ For logs beyond one machine, `--engine spark` reads the window on Spark (the sco
 --spark-conf): the log is read, filtered, counted and sampled by Spark's executors and only the sample comes back
 to Evidently here. --log may then also be a URL Spark reads (hdfs://, s3a://); see monitoring/spark_window.py.
 
+What the model relies on (monitoring/drift/attribution.py): each input's mean absolute contribution to the
+predicted probability (exact Shapley values) on --attribution-rows rows of the reference and of the window, side by
+side in the summary (`attribution`) and as a bar chart at the top of the report.
+
 Verdict (monitoring/drift/verdict.py): `drift` when the predicted probability drifts, when one of the model's most
 important inputs drifts (permutation importance saved at training time) or when the share rule fires; `warning`
 when only other inputs drift; `ok` otherwise.
 
+Recent windows (monitoring/drift/recent.py): a day of normal traffic averages a fresh shift away, so the verdict
+also judges the window's last --recent-since (default 1h) and its last --recent-rows rows (default 5,000), and
+says which window fired; --no-recent judges the main window only.
+
 Exit codes: 0 done (also when drift is found, unless --fail-on-drift), 1 verdict `drift` with --fail-on-drift
-(or `warning` with --strict too),
-2 the job could not run (no log, unknown model, too few rows, ...), with a one-line message.
+(or `warning` with --strict too), 2 the job could not run (no log, unknown model, too few rows, a bad option, ...),
+with a one-line message. Through `make drift` both 1 and 2 become make's own 2 (GNU make exits 0 or 2, whatever the
+recipe returned): --status-file PATH (`make drift DRIFT_STATUS=PATH`) writes the job's own code, what it means, the
+verdict and the window(s) that fired to PATH as JSON on every run, failed runs included.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from monitoring.drift.errors import DriftError
 from monitoring.drift.job import run
+from monitoring.drift.recent import add_arguments as add_recent_arguments
 from monitoring.drift.report import DEFAULT_DRIFT_SHARE
-from monitoring.drift.window import DEFAULT_SINCE
+from monitoring.drift.state import write_json_atomic
+from monitoring.drift.window import DEFAULT_SINCE, parse_since
 from monitoring.logreader import DEFAULT_MAX_ROWS, DEFAULT_SEED
 from monitoring.spark_session import default_master
 
 # Measured on the purchase models (5 windows each of training-like traffic): at 200 rows 3 of 5 windows crossed the
 # 0.3 dataset-drift share (one flagged 6 of 8 columns), at 500 one window flagged 2 columns, from 1,000 rows none.
 DEFAULT_MIN_ROWS = 1_000
+ATTRIBUTION_ROWS = 100  # per side: about 2 s of CPU for purchase_gbm on one core, a tenth of the drift job
+EXIT_CODES = {0: "done", 1: "drift found (--fail-on-drift)", 2: "the job could not run"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,12 +108,40 @@ def build_parser() -> argparse.ArgumentParser:
                         "k8s://...")
     parser.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
                         help="with --engine spark: an extra Spark setting (repeatable)")
+    parser.add_argument("--attribution-rows", type=int, default=ATTRIBUTION_ROWS, metavar="N",
+                        help="explain N rows of the reference and of the window for the report's mean absolute "
+                        f"contribution per input, side by side (default {ATTRIBUTION_ROWS}; 0: leave it out)")
+    add_recent_arguments(parser)
+    parser.add_argument("--status-file", metavar="PATH",
+                        help="write the exit code, its meaning and the verdict to PATH as JSON, whatever happens "
+                        "(for CI behind make, which turns every failure into its own exit status 2)")
     parser.add_argument("--workspace", help="Evidently workspace folder (default: <out>/workspace)")
     parser.add_argument("--state", help="drift state file read by the service (default: DRIFT_STATE_PATH)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    status = argparse.ArgumentParser(add_help=False)
+    status.add_argument("--status-file")
+    status_file = status.parse_known_args(argv)[0].status_file
+    try:
+        args = _parse(argv)
+    except SystemExit as exc:  # a bad option: argparse has printed why
+        if status_file and exc.code:
+            write_status(Path(status_file), 2, None, "bad command-line option (see stderr)", False)
+        raise
+    summary, error = None, None
+    try:
+        summary, code = run(args)
+    except (DriftError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code, error = 2, str(exc)
+    if args.status_file:
+        write_status(Path(args.status_file), code, summary, error, args.strict)
+    return code
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.last is not None and args.last < 1:
@@ -107,17 +150,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--min-rows must be at least 1")
     if args.max_rows < args.min_rows:
         parser.error("--max-rows must be at least --min-rows")
+    if args.attribution_rows < 0:
+        parser.error("--attribution-rows must be at least 0")
     if not 0 < args.drift_share <= 1:
         parser.error("--drift-share must be in (0, 1]")
     if any("=" not in item for item in args.spark_conf):
         parser.error("--spark-conf takes KEY=VALUE")
+    if args.recent_rows < 1:
+        parser.error("--recent-rows must be at least 1")
     try:
-        _, code = run(args)
-    except DriftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return code
+        parse_since(args.recent_since)
+    except DriftError:
+        parser.error(f"--recent-since {args.recent_since!r}: expected a duration such as 30m, 1h, 6h (or an ISO time)")
+    return args
 
+
+def write_status(path: Path, code: int, summary: dict | None, error: str | None, strict: bool) -> None:
+    """What CI needs to tell drift from a failure when make stands in between."""
+    verdict = (summary or {}).get("verdict") or {}
+    meaning = EXIT_CODES[code] if code != 1 or not strict else "drift or warning found (--fail-on-drift --strict)"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {
+        "exit_code": code, "meaning": meaning, "level": verdict.get("level"), "windows": verdict.get("windows", []),
+        "message": verdict.get("message"), "error": error,
+        "summary": str(Path(summary["report_html"]).with_suffix(".json")) if summary else None,
+    })

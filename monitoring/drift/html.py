@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from monitoring.drift.report import verdict
+from training.explain.chart import comparison_svg
 
 HEADER_ID = "drift-report-header"
+ATTRIBUTION_ID = "drift-report-attribution"
 
 
 def header_facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -32,10 +34,20 @@ def header_facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("Column drift", methods),
         ("Dataset drift", f"when the share of drifted columns reaches {summary['drift_share_threshold']:g}"),
         ("Left out", "; ".join(left_out) or "nothing"),
+        *([("Windows", window_lines(summary["windows"]))] if len(summary.get("windows", [])) > 1 else []),
         ("Log", summary["log"]),
         ("Generated", summary["generated_at"]),
     ]
     return facts
+
+
+def window_lines(windows: list[dict[str, Any]]) -> str:
+    """Each window the verdict looked at (monitoring/drift/recent.py), its rows and its level or why it was skipped;
+    the charts below are the first one's."""
+    return "; ".join(
+        f"{w['description']}: {w['rows']:,} rows, "
+        + (w["verdict"]["level"].upper() if w["verdict"] else f"skipped ({w['skipped']})") for w in windows
+    ) + " (the charts show the first)"
 
 
 def render_header(summary: dict[str, Any]) -> str:
@@ -55,10 +67,27 @@ def render_header(summary: dict[str, Any]) -> str:
     )
 
 
+def render_attribution(attribution: dict[str, Any] | None) -> str:
+    """The global view (monitoring/drift/attribution.py) as a section: reference and window bars per input."""
+    if not attribution:
+        return ""
+    features = attribution["features"]
+    chart = comparison_svg({c: f["reference"] for c, f in features.items()}, {c: f["window"] for c, f in features.items()})
+    rows = attribution["rows"]
+    return (
+        f'<section id="{ATTRIBUTION_ID}" style="font-family:Roboto,Helvetica,Arial,sans-serif;font-size:14px;'
+        'padding:16px 24px;border-bottom:1px solid #ddd">'
+        '<h2 style="font-size:18px;margin:0 0 6px">What the model relies on: mean absolute contribution per input</h2>'
+        f'<p style="margin:0 0 8px;color:#555">To the predicted {escape(attribution["output"])}, on '
+        f'{rows["reference"]} reference rows and {rows["window"]} window rows. Method: {escape(attribution["method"])}.</p>'
+        f"{chart}</section>"
+    )
+
+
 def save_html(snapshot, path: Path, summary: dict[str, Any]) -> None:
     """Write the snapshot's page with the header at the top and a title naming the model and window."""
     page = snapshot.get_html_str(as_iframe=False)
     title = f"Data drift of {summary['model']}:{summary['model_version']}, {summary['window']['description']}"
     page = page.replace("<head>", f"<head>\n<title>{escape(title)}</title>", 1)
-    page = page.replace("<body>", f"<body>\n{render_header(summary)}", 1)
+    page = page.replace("<body>", f"<body>\n{render_header(summary)}{render_attribution(summary.get('attribution'))}", 1)
     Path(path).write_text(page, encoding="utf-8")

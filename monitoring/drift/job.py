@@ -15,6 +15,7 @@ from monitoring.drift.inputs import ReadRequest, read_inputs
 from monitoring.drift.report import column_threshold, extract, run_report
 from monitoring.drift.state import state_entry, update_state, write_json_atomic
 from monitoring.drift.outputs import link_latest, run_files
+from monitoring.drift.recent import combine, judge_recent, main_window
 from monitoring.drift.verdict import exit_code, important_inputs, judge
 from monitoring.drift.window import Engine, choose_window
 from monitoring.drift.workspace import add_to_workspace
@@ -44,6 +45,17 @@ def format_table(summary: dict[str, Any]) -> str:
                      f"rows (--max-rows {sample['max_rows']}, --seed {sample['seed']})")
     if summary["lines_skipped"]:
         lines.append(f"{summary['lines_skipped']} unparseable log line(s) skipped")
+    windows = summary.get("windows", [])
+    if len(windows) > 1:
+        lines.append("windows (the verdict is the worst of them):")
+        width = max(len(w["description"]) for w in windows)
+        for w in windows:
+            if w["verdict"] is None:
+                said = f"skipped: {w['skipped']}"
+            else:
+                said = (f"share {w['drift_share']:.3f}  {w['verdict']['level'].upper()}"
+                        + (f" ({', '.join(w['drifted_columns'])})" if w["drifted_columns"] else ""))
+            lines.append(f"  {w['description'].ljust(width)}  {w['rows']:>8} rows  {said}")
     verdict = summary.get("verdict")
     if verdict:
         lines.append(f"verdict: {verdict['level'].upper()}: {verdict['message']}")
@@ -76,6 +88,17 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         raise DriftError(f"Evidently could not compare the data: {exc}") from None
     verdict = judge(result, important_inputs(model.metadata))
     timings["report"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    windows = [main_window(inputs, result, verdict, choice.description), *judge_recent(args, request, inputs)]
+    verdict = combine(windows)
+    timings["recent_windows"] = time.perf_counter() - mark
+    attribution = None
+    if getattr(args, "attribution_rows", 0):
+        from monitoring.drift.attribution import global_view  # the model store and the pipeline: only when asked
+
+        mark = time.perf_counter()
+        attribution = global_view(model.tag, inputs.reference, inputs.current, rows=args.attribution_rows)
+        timings["attribution"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     files = run_files(inputs.out_dir, model.name, run_at)
@@ -101,7 +124,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             "last_ts": last_ts,
         },
         **result,
+        "windows": [w.as_dict() for w in windows],
         "verdict": verdict.as_dict(),
+        "attribution": attribution,
         "report_html": str(files.html),
     }
     save_html(snapshot, files.html, summary)

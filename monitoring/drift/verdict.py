@@ -28,6 +28,7 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)  # codes from REASONS
     message: str = ""
     important_inputs: list[str] = field(default_factory=list)
+    windows: list[str] = field(default_factory=list)  # the windows at this level (monitoring/drift/recent.py)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,2 +1,2 @@
 class QualityError(RuntimeError):
-    """The quality job cannot run (no feedback, no overlap, unknown task, ...): one line, exit 2."""
+    """The quality job cannot run (no log, no prediction of the task in the window, unknown task, ...): one line, exit 2."""

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from monitoring.quality.cbpe import METRICS, Segments, estimate_segments
-from monitoring.quality.keys import Factorized, chunk_codes, segment_codes
+from monitoring.quality.segment_codes import Factorized, chunk_codes, segment_codes
 from training.calibration import Calibrator
 
 DEFAULT_BY = ("model_name", "model_version")

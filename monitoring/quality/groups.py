@@ -39,11 +39,10 @@ def store_info(name: str, version: str) -> StoreInfo | None:
     return StoreInfo(metadata.get("task"), float(metadata.get("threshold", 0.5)), metadata.get("metrics"))
 
 
-def arm_names(frame: pd.DataFrame) -> pd.Series:
-    """How variants are named in verdicts: name:version, and @alias when served under one (vectorized)."""
-    names = frame["model_name"].astype(str) + ":" + frame["model_version"].astype(str)
-    alias = frame["alias"].where(frame["alias"].notna() & (frame["alias"].astype(str) != ""), None)
-    return names.where(alias.isna(), names + "@" + alias.astype(str))
+def arm_name(name: str, version: str, alias: str | None) -> str:
+    """How a variant is named in the table and the verdicts: name:version, and the stage alias it was served under
+    in parentheses (an alias is task@stage itself, so `@` stays the alias's own)."""
+    return f"{name}:{version}" + (f" ({alias})" if alias else "")
 
 
 def live_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any] | None:
@@ -58,31 +57,52 @@ def live_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, An
     return metrics
 
 
-def group_quality(frame: pd.DataFrame, info: StoreInfo) -> dict[str, Any]:
-    first = frame.iloc[0]
-    labelled = frame[frame["outcome"].notna()]
-    y = labelled["outcome"].to_numpy(dtype=np.int64)
-    p = labelled["probability"].to_numpy(dtype=np.float64)
-    metrics = live_metrics(y, p, info.threshold)
+@dataclass(frozen=True)
+class GroupKey:
+    model: str
+    version: str
+    alias: str | None
+    variant: str | None
+
+    @property
+    def arm(self) -> str:
+        return arm_name(self.model, self.version, self.alias)
+
+
+def group_quality(key: GroupKey, rows: pd.DataFrame, endpoints: list[str], info: StoreInfo,
+                  min_rows: int) -> dict[str, Any]:
+    """One variant's quality: `rows` are its predictions (ts, probability, outcome: 0, 1 or NaN while none came).
+    A variant with fewer than `min_rows` predictions (a leftover of a promotion) gets counts, no metrics."""
+    labelled = rows["outcome"].notna().to_numpy()
+    y = rows["outcome"].to_numpy()[labelled].astype(np.int64)
+    p = rows["probability"].to_numpy()[labelled]
+    below = len(rows) < min_rows
+    metrics = None if below else live_metrics(y, p, info.threshold)
     held = info.held_out or {}
     degradation = None
     if metrics is not None and held:
         degradation = {m: round(metrics[m] - held[m], 4) for m in COMPARED if m in held and m in metrics}
+    note = None
+    if below:
+        note = f"fewer than {min_rows} predictions (--min-rows): no metrics"
+    elif metrics is None:
+        note = "needs outcomes of both classes"
     return {
-        "arm": arm_names(frame.iloc[:1]).iloc[0],
-        "model": first["model_name"],
-        "version": first["model_version"],
-        "alias": first["alias"] if isinstance(first["alias"], str) else None,
-        "variant": first["variant"] if isinstance(first["variant"], str) else None,
-        "endpoints": sorted(str(e) for e in frame["endpoint"].dropna().unique()),
-        "predictions": int(len(frame)),
-        "with_outcome": int(len(labelled)),
-        "outcome_share": round(len(labelled) / len(frame), 4) if len(frame) else 0.0,
+        "arm": key.arm,
+        "model": key.model,
+        "version": key.version,
+        "alias": key.alias,
+        "variant": key.variant,
+        "endpoints": endpoints,
+        "predictions": int(len(rows)),
+        "with_outcome": int(labelled.sum()),
+        "outcome_share": round(float(labelled.mean()), 4) if len(rows) else 0.0,
+        "below_min_rows": below,
         "threshold": info.threshold,
         "metrics": metrics,
         "held_out": held or None,
         "live_minus_held_out": degradation,
-        "note": None if metrics is not None else "needs outcomes of both classes",
+        "note": note,
     }
 
 

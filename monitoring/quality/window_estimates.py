@@ -19,8 +19,8 @@ from monitoring.quality.cbpe import METRICS, Segments, realized_segments
 from monitoring.quality.estimate import (CHUNK_COLUMN, DEFAULT_BY, Z95, ModelCalibration, estimate_codes,
                                          group_estimates, score_rows)
 from monitoring.quality.errors import QualityError
-from monitoring.quality.groups import GROUP_KEYS, arm_names
-from monitoring.quality.keys import Factorized, chunk_codes, segment_codes
+from monitoring.quality.groups import GROUP_KEYS, arm_name
+from monitoring.quality.segment_codes import Factorized, chunk_codes, segment_codes
 
 METHOD = ("CBPE (confidence-based performance estimation, as NannyML 0.13): the expected confusion matrix and ROC "
           "curve of the calibrated probabilities; standard error of the metric on as many rows")
@@ -85,11 +85,13 @@ def trust(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def window_estimates(frame: pd.DataFrame, chunk: str = AUTO) -> dict[str, Any]:
+def window_estimates(frame: pd.DataFrame, chunk: str = AUTO, columns: Factorized | None = None) -> dict[str, Any]:
     """The summary's `estimate` block for the task's rows of the window (the job's frame: model_name,
-    model_version, alias, variant, ts, probability, outcome NaN where none yet)."""
+    model_version, alias, variant, ts, probability, outcome NaN where none yet). `columns`: the group keys
+    already factorized over the frame's rows (the job's, monitoring/quality/variants.py: then the frame needs only
+    ts, probability and outcome)."""
     started = time.perf_counter()
-    columns = Factorized(frame)
+    columns = columns if columns is not None else Factorized(frame)
     _, version_keys = segment_codes(columns, DEFAULT_BY)
     calibrations = {(str(n), str(v)): ModelCalibration.from_store(str(n), str(v))
                     for n, v in version_keys.itertuples(index=False)}
@@ -114,9 +116,8 @@ def window_estimates(frame: pd.DataFrame, chunk: str = AUTO) -> dict[str, Any]:
         entry["end"] = (pd.Timestamp(entry[CHUNK_COLUMN]) + length).isoformat()
         by_group.setdefault(tuple(entry[c] for c in GROUP_KEYS), []).append(
             {k: v for k, v in entry.items() if k not in GROUP_KEYS})
-    names = arm_names(pd.DataFrame(groups)[GROUP_KEYS])
-    for entry, arm in zip(groups, names):
-        entry["arm"] = arm
+    for entry in groups:
+        entry["arm"] = arm_name(str(entry["model_name"]), str(entry["model_version"]), entry["alias"] or None)
         entry["chunks"] = by_group[tuple(entry[c] for c in GROUP_KEYS)]
         entry["trust"] = trust(entry["chunks"])
         for column in ("alias", "variant"):
@@ -165,7 +166,7 @@ def format_estimates(block: dict[str, Any]) -> str:
     metric on those rows and, in brackets, the estimate's error there."""
     labels = [g["arm"] for g in block["groups"]]
     labels += [f"  realized, {g['with_outcome']} with an outcome" for g in block["groups"] if g["with_outcome"]]
-    width = max(len("variant"), *map(len, labels))
+    width = max([len("variant"), *map(len, labels)])
     lines = [f"estimated without outcomes (CBPE, chunks of {block['chunk']}; ± is the 95% interval; under it the "
              "realized metric and the estimate's error):",
              f"{'variant':<{width}} {'rows':>9}  " + "  ".join(f"{m:<14}" for m in METRICS)]

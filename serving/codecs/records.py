@@ -103,7 +103,6 @@ class RecordsValidator:
             records=(list[record], Field(min_length=1, max_length=max_records)),
         )
         self.many = TypeAdapter(list[record])
-        self.keys = set(self.columns)
         self.schema = columns_schema(record, rules)
 
     def batch_body(self, body: bytes) -> pd.DataFrame:
@@ -140,11 +139,17 @@ class RecordsValidator:
         """A frame when `records` is a valid list of complete records; None for pydantic to report on."""
         if type(records) is not list or not 1 <= len(records) <= self.max_records:
             return None
-        keys = self.keys
-        if not all(type(r) is dict and r.keys() == keys for r in records):
-            return None  # a record with a missing, unknown or repeated field: pydantic names it
+        # Every record a dict of exactly len(columns) keys, each column found in each: then its keys are the columns.
+        # A missing or unknown field goes to pydantic, which names it. (At C speed: comparing each
+        # record's keys with a set cost 1.9 ms of a 10,000-record body, more than the columns' extraction.)
+        if set(map(type, records)) != {dict} or set(map(len, records)) != {len(self.columns)}:
+            return None
         try:
-            return validate_columns({c: [r[c] for r in records] for c in self.columns}, self.schema)
+            columns = {c: [r[c] for r in records] for c in self.columns}
+        except KeyError:
+            return None
+        try:
+            return validate_columns(columns, self.schema)
         except ColumnsInvalid:
             return None
 

@@ -48,6 +48,10 @@ INFERENCE = Histogram(
 PREDICTION_FAILURES = Counter(
     "serving_prediction_failures", "Rows whose model call raised", ["model", "version", "endpoint"]
 )
+MODEL_THREADS = Histogram(
+    "serving_model_call_threads", "OpenMP threads per model call (serving/core/threads.py)", ["endpoint"],
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 VALIDATION_FAILURES = Counter("serving_validation_failures", "Rejected requests or items", ["endpoint", "reason"])
 MODEL_LOADED = Gauge(
     "serving_model_loaded", "1 if the configured model loaded, 0 if it failed", ["model", "version"], multiprocess_mode="min"

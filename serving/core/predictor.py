@@ -5,14 +5,12 @@ feature signals and its rows in the prediction log. The HTTP layer (service.py) 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import ThreadpoolController
 
 from monitoring.logbatch import LogBatch, LogContext, now
 from monitoring.predictlog import PredictionLog
@@ -23,33 +21,13 @@ from serving.core.readiness import Readiness, readiness
 from serving.core.registry import ModelEntry, Registry
 from serving.core.routing import ABRouter
 from serving.core.shadow import ShadowScorer
+from serving.core.threads import ModelThreads
 from settings import Settings
 from training import traffic
 from training.store import task_of
 
 logger = logging.getLogger(__name__)
 SHADOWED_ENDPOINTS = ("/predict", "/batch_predict")
-
-# OpenMP threads per model call (HistGradientBoosting predicts with OpenMP). libgomp's default, one thread per
-# core, spin-waits at its barriers: with the event loop, the batcher's thread, concurrent /v1/predict model calls
-# and noisy neighbours on the same 2 cores, a 10,000-row predict measured 1.4 s instead of 50 ms here and
-# /predict at concurrency 32 lost 5x of its throughput (bench/results: "OpenMP threads before/after"). So model
-# calls use one OpenMP thread, as BentoML's runner strategy pins OMP_NUM_THREADS per worker; an explicit
-# OMP_NUM_THREADS in the environment is respected instead. The setting is per thread (omp_set_num_threads), so it
-# is made once in each thread that calls a model (our threads are pooled and reused); it changes no prediction.
-_OPENMP_THREADS = None if os.environ.get("OMP_NUM_THREADS") else 1
-_OPENMP = ThreadpoolController().select(user_api="openmp") if _OPENMP_THREADS else None
-_bounded = threading.local()
-
-
-def bound_inference_threads() -> None:
-    """Bound the calling thread's OpenMP threads for model calls (once per thread)."""
-    if _OPENMP is None or getattr(_bounded, "done", False):
-        return
-    for library in _OPENMP.lib_controllers:
-        library.set_num_threads(_OPENMP_THREADS)
-    _bounded.done = True
-
 
 @dataclass
 class Scored:
@@ -72,6 +50,9 @@ class Predictor:
             logger.exception("cannot read the stage book's traffic plan; serving SERVED_MODELS until it reads")
             plan = traffic.Plan()
         self.registry = Registry(Follower.initial(configured, plan))
+        # Each model call's OpenMP threads: what is free on the server's cores when it starts (serving/core/threads.py).
+        self.threads = ModelThreads.from_settings(settings.model_threads, settings.core_tokens_dir,
+                                                  settings.omp_num_threads)
         self.router = ABRouter(settings.ab_weights, settings.default_purchase_model)
         self.shadow = ShadowScorer(settings.shadow_models, self.registry.get, self._score_shadow, settings.shadow_queue)
         self.log = PredictionLog.from_settings(settings, on_failure=self._log_failed) if settings.prediction_log else None
@@ -144,13 +125,14 @@ class Predictor:
         model = entry.model
         assert model is not None, "registry.get only returns loaded models"
         started = time.perf_counter()
-        bound_inference_threads()
-        try:
-            proba = model.predict_proba(frame)
-        except Exception:
-            metrics.PREDICTION_FAILURES.labels(model.name, model.version, endpoint).inc(len(frame))
-            raise
+        with self.threads.call(len(frame)) as threads:
+            try:
+                proba = model.predict_proba(frame)
+            except Exception:
+                metrics.PREDICTION_FAILURES.labels(model.name, model.version, endpoint).inc(len(frame))
+                raise
         metrics.INFERENCE.labels(model.name, model.version).observe(time.perf_counter() - started)
+        metrics.MODEL_THREADS.labels(endpoint).observe(threads)
         classes = model.classify(proba)
         ids = new_ids(len(frame))
         metrics.BATCH_ROWS.labels(endpoint).observe(len(frame))
@@ -184,9 +166,9 @@ class Predictor:
     def _score_shadow(self, entry: ModelEntry, frame: pd.DataFrame, context: dict) -> tuple[np.ndarray, np.ndarray]:
         """A shadow model's predictions for the primary's records: logged (shadow: true), never answered."""
         assert entry.model is not None
-        bound_inference_threads()
         started = time.perf_counter()
-        proba = entry.model.predict_proba(frame)
+        with self.threads.call(len(frame), background=True):
+            proba = entry.model.predict_proba(frame)
         # Timed like a served call (the same frames as the primary's): a rollout's shadow step compares the two.
         metrics.INFERENCE.labels(entry.model.name, entry.model.version).observe(time.perf_counter() - started)
         classes = entry.model.classify(proba)
@@ -198,3 +180,4 @@ class Predictor:
         self.shadow.close()  # shadow lines still queued reach the log before it closes
         if self.log is not None:
             self.log.close()
+        self.threads.budget.close()

@@ -79,7 +79,7 @@ class FeedbackResponse(BaseModel):
 
 @lru_cache(maxsize=1)
 def outcome_store() -> OutcomeStore:
-    return OutcomeStore(_settings.outcome_log_path, _settings.prediction_log_max_bytes)
+    return OutcomeStore.from_settings(_settings)
 
 
 def _request_schema() -> dict:

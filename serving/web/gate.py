@@ -24,10 +24,12 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
+from serving.codecs.errors import CodecError
 from serving.codecs.media import JSON, body_type, media_type_of
 from serving.errors import ServingError
 from serving.seam import ADMITTED
@@ -206,8 +208,9 @@ class _Answers:
 
 
 class DoorRoute(APIRoute):
-    """The mounted app's routes: a `ServingError` raised by a handler is answered in the route's declared shape,
-    any other failure with its documented 500 (the route class of every router the service includes)."""
+    """The mounted app's routes: a `ServingError` raised by a handler (or a query parameter FastAPI refused) is
+    answered in the route's declared shape, any other failure with its documented 500 (the route class of every
+    router the service includes)."""
 
     def get_route_handler(self) -> Any:
         handler = super().get_route_handler()
@@ -218,6 +221,10 @@ class DoorRoute(APIRoute):
                 return await handler(request)
             except ServingError as exc:
                 return answer(exc, policy.errors, policy.name, request_id(request))
+            except RequestValidationError as exc:  # a query or path parameter, named as FastAPI names it
+                errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+                invalid = CodecError(errors, errors[0]["type"] if errors else "invalid_parameter")
+                return answer(invalid, policy.errors, policy.name, request_id(request))
             except Exception:  # noqa: BLE001 - the route's documented 500, nothing internal in it
                 return unexpected(policy.errors, policy.name, request_id(request))
 

@@ -19,8 +19,10 @@ from pydantic import ValidationError
 from serving.codecs.errors import CodecError
 from serving.codecs.media import JSON
 from serving.codecs.records import RecordsValidator, error_reason, fastapi_errors, validator_for
+from serving.core.explanations import Explanations, over_limit
 from serving.core.predictor import Predictor
 from serving.core.registry import ModelEntry, ModelUnavailable
+from serving.errors import ServingError
 from serving.web.errors import TEXT
 from serving.web.gate import Call
 from serving.web.policy import Lane, Policy, Scope, run_in
@@ -102,6 +104,9 @@ def _plan(index: int, item: ModelPredictRequest, body: V1PredictRequest, predict
                 plan.serial_numbers = model.bound[BOUND_KEY].astype(str).tolist()
         else:
             raise ValueError(f"model {item.model_name!r} has no bound dataset: send `inputs` with the item or request")
+        too_many = item.explain and over_limit(len(plan.frame), model, predictor.settings.max_explain_records)
+        if too_many:
+            raise ValueError(f"predictions[{index}].explain: {too_many}")
     except ValueError as exc:
         plan.fail("BadRequest", str(exc))
     return plan
@@ -120,7 +125,7 @@ def _shared_frame(validator: RecordsValidator, inputs: list, cache: dict[int, pd
     return result
 
 
-async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPrediction:
+async def _run(plan: Planned, predictor: Predictor, request_id: str, explanations: Explanations | None) -> ModelPrediction:
     if plan.answer is not None:
         return plan.answer
     assert plan.entry is not None and plan.frame is not None
@@ -135,6 +140,18 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
         logger.exception("model %s raised", plan.entry.requested)
         plan.fail("InternalError", f"model {plan.item.model_name!r} raised {type(exc).__name__}; see the server log")
         return plan.answer  # type: ignore[return-value]
+    explained, not_explained = None, None
+    if plan.item.explain and explanations is not None:
+        # In the explanation lane, never the bulk lane. The prediction is made and logged: it stands whatever
+        # becomes of its explanation, and `error_message` says why there is none.
+        try:
+            explained = (await run_in(Lane.EXPLAIN, explanations.explain, plan.entry.model, plan.frame)).records()
+        except ServingError as exc:  # the explanation lane is full, or this call waited too long for it
+            not_explained = f"explain: {exc.detail} The prediction stands, without explanations."
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("explaining %s failed", plan.entry.requested)
+            not_explained = (f"explain: explaining with model {plan.item.model_name!r} raised {type(exc).__name__}; "
+                             "see the server log. The prediction stands, without explanations.")
     return ModelPrediction(
         status="Success",
         model_name=plan.entry.name,  # the concrete model, also when the item named an alias (task@stage)
@@ -143,6 +160,8 @@ async def _run(plan: Planned, predictor: Predictor, request_id: str) -> ModelPre
         prediction_ids=scored.ids,
         serial_numbers=plan.serial_numbers,
         duration_ms=_ms(plan.started),
+        error_message=not_explained,
+        explanations=explained,
     )
 
 
@@ -163,16 +182,24 @@ def combine(spec: Ensemble, answers: list[ModelPrediction]) -> EnsemblePredictio
     return result
 
 
-async def predict_many(body: V1PredictRequest, predictor: Predictor, request_id: str) -> V1PredictResponse:
+async def predict_many(body: V1PredictRequest, predictor: Predictor, request_id: str,
+                       explanations: Explanations | None = None) -> V1PredictResponse:
     started = time.perf_counter()
     shared: dict[int, pd.DataFrame | ValueError] = {}
     # Validating the items' inputs (thousands of records, maybe) runs in the route's lane too, off the event loop.
     plans = await run_in(
         V1_PREDICT.lane, lambda: [_plan(i, item, body, predictor, shared) for i, item in enumerate(body.predictions)]
     )
-    answers = list(await asyncio.gather(*(_run(plan, predictor, request_id) for plan in plans)))
+    answers = list(await asyncio.gather(*(_run(plan, predictor, request_id, explanations) for plan in plans)))
     ensemble = None
     if body.ensemble is not None:
         spec = Ensemble() if body.ensemble == "mean" else body.ensemble
         ensemble = combine(spec, answers)  # type: ignore[arg-type]
     return V1PredictResponse(duration_ms=_ms(started), predictions=answers, ensemble=ensemble)
+
+
+def dump(response: V1PredictResponse) -> dict:
+    """The answer as JSON, `explanations` only on the items that asked for them: the seed's item shape is unchanged
+    otherwise, and BentoML's own client cannot decode a null list of objects."""
+    unasked = {i: {"explanations"} for i, item in enumerate(response.predictions) if item.explanations is None}
+    return response.model_dump(mode="json", exclude={"predictions": unasked} if unasked else None)

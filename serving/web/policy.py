@@ -22,6 +22,8 @@ from starlette.routing import compile_path
 
 from serving.seam import served_routes
 from serving.web.errors import DETAIL, ErrorShape
+from serving.web.lanes import NicedLane
+from settings import get_settings
 
 logger = logging.getLogger("bentoml.service")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,9 +50,13 @@ class Lane(Enum):
     BATCH = "BentoML batch"  # admitted on the loop (one record, ~20 us), scored in BentoML's adaptive batches
     BULK = "bulk"  # the one bulk thread: big bodies, parsed, validated and scored there
     THREADS = "thread pool"  # blocking work that is not scoring (admin: store reads, model loads)
+    # Explanations: one thread of their own at a lower priority (EXPLAIN_NICE), so they take only the CPU the
+    # prediction lanes leave; at most EXPLAIN_QUEUE calls wait for it, each at most EXPLAIN_QUEUE_SECONDS (else 503).
+    EXPLAIN = "explanation"
 
 
 _BULK: anyio.CapacityLimiter | None = None
+_EXPLAIN: NicedLane | None = None
 
 
 def bulk_lane() -> anyio.CapacityLimiter:
@@ -60,10 +66,21 @@ def bulk_lane() -> anyio.CapacityLimiter:
     return _BULK
 
 
+def explain_lane() -> NicedLane:
+    global _EXPLAIN
+    if _EXPLAIN is None:
+        settings = get_settings()
+        _EXPLAIN = NicedLane("explain", settings.explain_nice, settings.explain_queue, settings.explain_queue_seconds)
+    return _EXPLAIN
+
+
 async def run_in(lane: Lane, func: Callable[..., T], *args: Any) -> T:
-    """`func(*args)` in `lane`: inline on the event loop, on the bulk thread, or on the thread pool."""
+    """`func(*args)` in `lane`: inline on the event loop, on the bulk thread, on the thread pool, or on the
+    explanation thread (a `LaneFull` 503 when its queue is full or the call waited too long to start)."""
     if lane is Lane.BULK:
         return await anyio.to_thread.run_sync(func, *args, limiter=bulk_lane())
+    if lane is Lane.EXPLAIN:
+        return await explain_lane().run(func, *args)
     if lane is Lane.THREADS:
         return await anyio.to_thread.run_sync(func, *args)
     return func(*args)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serving.core.registry import MODEL_PATTERN, NAME_PATTERN
+from serving.web.explain_schemas import Contributions
 from settings import get_settings
 from training.schema import PredictRequest
 
@@ -63,6 +64,8 @@ class ModelPredictRequest(BaseModel):
         max_length=_settings.max_records,
         description="Records for this model. Without them the request's shared `inputs`, else the model's bound dataset.",
     )
+    explain: bool = Field(False, strict=True, description="Also answer each input's contribution to each probability "
+                          "(`explanations`, as POST /v1/explain; at most MAX_EXPLAIN_RECORDS records).")
 
 
 class Ensemble(BaseModel):
@@ -117,6 +120,9 @@ class ModelPrediction(BaseModel):
     )
     duration_ms: int = Field(ge=0)
     error_message: str | None = None
+    explanations: list[Contributions] | None = Field(
+        None, description="With `explain`: each record's contributions to its probability, aligned with `prediction`."
+    )
 
 
 class EnsemblePrediction(BaseModel):

@@ -1,5 +1,5 @@
 """What a server start checks and prepares before BentoML starts anything: the port, the settings (and what they
-name in the model store), and a Prometheus multiprocess folder of its own.
+name in the model store), a Prometheus multiprocess folder of its own, and the folder of its core tokens.
 
 `bentoml serve` imports service.py (which calls `prepare_serve()`) before it starts its servers, and BentoML
 1.4's `serve_http` then empties its Prometheus multiprocess folder (serving/seam.py; by default
@@ -7,22 +7,36 @@ name in the model store), and a Prometheus multiprocess folder of its own.
 start then fails on a busy port. Pointing that provider at a fresh folder per server process means no start,
 failed or not, touches another server's metrics. The workers inherit the folder through the
 `PROMETHEUS_MULTIPROC_DIR` that BentoML passes them, so nothing else changes.
+
+The core tokens (serving/core/threads.py) are files in a folder of this server's own, which the workers find in
+`CORE_TOKENS_DIR`: BentoML's workers get the environment of the `bentoml serve` process.
 """
 
 from __future__ import annotations
 
-import atexit
-import errno
-import shutil
-import socket
-import sys
-import tempfile
+import os
 
-from pydantic import ValidationError
+# libgomp reads its wait policy once, when it loads (with scikit-learn, which the imports below bring in): a
+# thread waiting at a barrier then sleeps instead of spinning, so a model call's second OpenMP thread costs no CPU
+# where it cannot run (serving/core/threads.py). Here, because service.py imports this module first, in the
+# `bentoml serve` process and in each worker. An explicit OMP_WAIT_POLICY or GOMP_SPINCOUNT is respected.
+if "GOMP_SPINCOUNT" not in os.environ:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from serving.seam import serve_address, use_metrics_folder
-from settings import Settings, get_settings, settings_error
-from training.store import may_serve, parse_ref
+import atexit  # noqa: E402
+import errno  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+from pydantic import ValidationError  # noqa: E402
+
+from serving.seam import serve_address, use_metrics_folder  # noqa: E402
+from settings import Settings, get_settings, settings_error  # noqa: E402
+from training.store import may_serve, parse_ref  # noqa: E402
+
+CORE_TOKENS_DIR = "CORE_TOKENS_DIR"  # settings.core_tokens_dir in the workers
 
 
 class StartRefused(SystemExit):
@@ -103,15 +117,29 @@ def own_metrics_folder() -> str:
     return folder
 
 
+def own_core_tokens() -> str:
+    """A folder for this server's core tokens, shared by its workers, removed when the server process exits; or
+    the folder CORE_TOKENS_DIR names already (servers on one host that share their cores), kept."""
+    given = get_settings().core_tokens_dir
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        return str(given)
+    folder = tempfile.mkdtemp(prefix="purchase-serving-cores-")
+    os.environ[CORE_TOKENS_DIR] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def prepare_serve() -> None:
     """In the `bentoml serve` process only: refuse a busy port or contradicting settings in one line, and give
-    this server its own metrics folder. A no-op anywhere else (workers, `bentoml build`, imports in tests)."""
+    this server its own metrics folder and core tokens. A no-op anywhere else (workers, `bentoml build`, imports in tests)."""
     address = serve_address()
     if address is None:
         return
     check_port(*address)
     check_settings()
     own_metrics_folder()
+    own_core_tokens()
 
 
 # Runs when service.py imports this module, which it does first: before anything reads the settings and before

@@ -44,6 +44,8 @@ def test_integer_fields_take_whole_floats_only():
         lambda r: r[0].update(minutes_watched="inf"),
         lambda r: r[1].pop("student_country"),
         lambda r: r[1].update(coupon="X"),
+        lambda r: r[1].update(coupon=r[1].pop("student_country")),  # as many fields as the columns, one renamed
+        lambda r: r.__setitem__(1, list(r[1].values())),  # a record that is not an object
         lambda r: r[0].update(student_country=""),
         lambda r: r[2].update(practice_exams_passed=99),
         lambda r: r.clear(),

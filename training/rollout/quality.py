@@ -67,10 +67,15 @@ def replay_gate(report, slo: Slo) -> GateView:
 
 
 def served(log: str, outcomes: str, since: float) -> pd.DataFrame:
-    """The primary predictions served since `since`, each with its outcome (NaN while none has arrived)."""
-    from monitoring.quality.join import join
+    """The primary predictions served since `since`: model_name, model_version, probability, and outcome (NaN while
+    none has arrived)."""
+    from monitoring.quality.join import NO_OUTCOME, join
 
-    return join(log, outcomes, datetime.fromtimestamp(since, timezone.utc)).predictions
+    joined = join(log, outcomes, datetime.fromtimestamp(since, timezone.utc))
+    cells = joined.cells.reindex(joined.cell)
+    return pd.DataFrame({"model_name": cells["model_name"].to_numpy(), "model_version": cells["model_version"].to_numpy(),
+                         "probability": joined.probability,
+                         "outcome": np.where(joined.outcome == NO_OUTCOME, np.nan, joined.outcome.astype(np.float64))})
 
 
 def arm(frame: pd.DataFrame, tag: str) -> pd.DataFrame:

@@ -1,0 +1,76 @@
+"""The direct predict_proba (training/inference.py) answers exactly like the pipeline it replaces, and steps aside
+for any pipeline it does not know or cannot match."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from training import inference
+from training.data import generate_purchase
+from training.features import build_features
+from training.inference import direct_predict_proba
+
+
+def frame(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    data = pd.DataFrame({"country": rng.choice(["a", "b", "c", "d"], rows), "x": rng.normal(size=rows),
+                         "y": rng.integers(0, 5, rows).astype(np.float64)})
+    return data, ((data["x"] > 0) ^ (data["country"] == "b")).to_numpy().astype(int)
+
+
+def boosted(handle_unknown: str = "use_encoded_value") -> Pipeline:
+    encoder = (OrdinalEncoder(handle_unknown=handle_unknown, unknown_value=np.nan) if handle_unknown != "error"
+               else OrdinalEncoder())
+    encode = ColumnTransformer([("categorical", encoder, ["country"])], remainder="passthrough",
+                               verbose_feature_names_out=False)
+    data, y = frame(400, 0)
+    model = HistGradientBoostingClassifier(max_iter=20, categorical_features=[0], random_state=0)
+    return Pipeline([("encode", encode), ("model", model)]).fit(data, y)
+
+
+def test_the_direct_path_answers_bit_for_bit_like_the_pipeline_unseen_categories_included():
+    pipeline = boosted()
+    sample, _ = frame(200, 1)
+    direct = direct_predict_proba(pipeline, sample)
+    assert direct is not None
+    new, _ = frame(300, 2)
+    new.loc[::7, "country"] = "never seen"
+    assert np.array_equal(direct(new), pipeline.predict_proba(new))
+    assert np.array_equal(direct(new.iloc[:1]), pipeline.predict_proba(new.iloc[:1]))
+
+
+def test_pipelines_it_does_not_know_are_called_as_they_are():
+    sample, y = frame(200, 1)
+    scaled = Pipeline([("encode", ColumnTransformer([("categorical", OneHotEncoder(handle_unknown="ignore"), ["country"]),
+                                                     ("numeric", StandardScaler(), ["x", "y"])])),
+                       ("model", LogisticRegression())]).fit(sample, y)
+    assert direct_predict_proba(scaled, sample) is None
+    assert direct_predict_proba(boosted("error"), sample) is None  # the pipeline raises on an unknown category
+    assert direct_predict_proba(HistGradientBoostingClassifier(max_iter=5).fit(sample[["x", "y"]], y), sample) is None
+
+
+def test_a_direct_path_that_answers_otherwise_is_not_used(monkeypatch):
+    pipeline = boosted()
+    sample, _ = frame(200, 1)
+    wrong = [lambda f: f[["x"]].to_numpy(), lambda f: f[["x", "y"]].to_numpy()]  # the country's codes replaced
+    monkeypatch.setattr(inference, "_blocks", lambda transformer: wrong)
+    assert direct_predict_proba(pipeline, sample) is None
+
+
+@pytest.mark.usefixtures("trained_store")
+def test_the_stored_boosted_model_scores_through_the_direct_path():
+    from training.store import load_model
+
+    model = load_model("purchase_gbm")
+    assert model.direct is not None
+    raw = generate_purchase(2_000, seed=5).drop(columns="purchased")
+    raw.loc[::9, "student_country"] = "Atlantis"
+    features = build_features(model.task, raw)
+    assert np.array_equal(model.predict_proba(raw), model.estimator.predict_proba(features)[:, 1])
