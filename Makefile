@@ -9,7 +9,8 @@ HOST ?= 127.0.0.1
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 
-.PHONY: install serve train test test-fast bench drift dashboard score simulate build clean sample promote quality
+.PHONY: install serve train test test-fast bench drift dashboard score simulate build clean sample promote quality \
+	rollout-start rollout-status rollout-abort rollout-history replay
 
 # --compile-bytecode: uv writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set (this workplace) every
 # start would compile Evidently, pandas and BentoML from source again: 2.7 s of the drift job's 11 s at 1M rows.
@@ -100,6 +101,24 @@ STAGE ?= production
 promote: install
 	@test "$(origin MODEL)" != file || { echo "usage: make promote MODEL=purchase_lr[:VERSION] STAGE=production [PROMOTE_ARGS=...]"; exit 2; }
 	$(BIN)/python -m training.promote $(MODEL) --stage $(STAGE) $(PROMOTE_ARGS)
+
+# Guarded rollouts (docs/rollout.md): make rollout-start [TASK=purchase] [ROLLOUT_ARGS='--steps shadow,10,50']
+TASK ?= purchase
+rollout-start: install
+	$(BIN)/python -m training.rollout start --task $(TASK) $(ROLLOUT_ARGS)
+
+rollout-status: install
+	$(BIN)/python -m training.rollout status $(ROLLOUT_ARGS)
+
+rollout-abort: install
+	$(BIN)/python -m training.rollout abort --task $(TASK) $(ROLLOUT_ARGS)
+
+rollout-history: install
+	$(BIN)/python -m training.rollout history --task $(TASK) $(ROLLOUT_ARGS)
+
+# The candidate scored on logged production traffic: make replay [TASK=purchase] [REPLAY_ARGS='--since 24h']
+replay: install
+	$(BIN)/python -m monitoring.replay --task $(TASK) $(REPLAY_ARGS)
 
 soak: install
 	$(BIN)/python -m bench.soak --seconds $(or $(SECONDS),300) --concurrency 32

@@ -22,8 +22,9 @@ from serving.core.explanations import Explanations
 from serving.core.metrics import DriftGauges
 from serving.core.predictor import Predictor
 from serving.core.quality_gauges import QualityGauges
+from serving.core.rollout_gauges import RolloutGauges
 from serving.seam import AdmittedInput, BatchedInput, BatchedOutput, document, schema_of, signature_once
-from serving.web import admin, explain, feedback, purchase, v2
+from serving.web import admin, explain, feedback, purchase, rollouts, v2
 from serving.web.errors import DETAIL, documented, json_response
 from serving.web.gate import DoorRoute, Gate
 from serving.web.multimodel import V1_PREDICT, V1Input, dump, predict_many
@@ -74,8 +75,12 @@ models = APIRouter(route_class=DoorRoute)
 @models.get("/v1/models", response_model=ModelsResponse, tags=["Service APIs"])
 @declare(MODELS)
 async def list_models() -> dict:
-    """Every configured model: version, labels, metrics, input schema, bound dataset, load status and error."""
-    return {"models": bentoml.get_current_service().predictor.registry.describe()}
+    """Every configured model: version, labels, metrics, input schema, bound dataset, load status and error; and the
+    stage book's traffic plan revision this worker follows, with the references it asks for that do not load."""
+    predictor = bentoml.get_current_service().predictor
+    follower = predictor.follower
+    return {"models": predictor.registry.describe(),
+            "traffic": {"revision": follower.plan.revision, "errors": dict(follower.plan_errors)}}
 
 
 # /docs.json (BentoML's) describes these routes too; the app's own documents would only repeat it.
@@ -83,6 +88,7 @@ models_app = FastAPI(title="served models", openapi_url=None, docs_url=None, red
 models_app.include_router(models)
 models_app.include_router(admin.router)
 models_app.include_router(feedback.router)  # POST /v1/feedback
+models_app.include_router(rollouts.router)  # GET /v1/rollouts, the rollout gate URL (serving/web/rollouts.py)
 models_app.include_router(v2.router)  # the Open Inference Protocol (KServe V2): serving/web/v2.py
 models_app.include_router(explain.router)  # POST /v1/explain, GET /v1/predictions/{id}/explanation: serving/web/explain.py
 
@@ -110,6 +116,8 @@ class PurchaseService:
         self.drift_gauges.start()
         self.quality_gauges = QualityGauges(settings.quality_state_path)
         self.quality_gauges.start()
+        self.rollout_gauges = RolloutGauges()
+        self.rollout_gauges.start()
 
     def __is_ready__(self) -> bool:
         """/readyz: the one readiness answer, also /v2/health/ready's (serving/core/readiness.py)."""
@@ -119,6 +127,7 @@ class PurchaseService:
     def shutdown(self) -> None:
         self.drift_gauges.stop()
         self.quality_gauges.stop()
+        self.rollout_gauges.stop()
         self.predictor.close()
 
     @bentoml.api(

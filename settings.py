@@ -187,6 +187,43 @@ class Settings(BaseSettings):
         "serving_ab_verdict gauges (default STATE_DIR/quality/latest.json; reports go beside it).",
     )
 
+    # --- guarded rollouts (issue 22): the controller's servers, clock and SLOs (training/rollout/)
+    rollout_servers: Annotated[list[str], NoDecode] = Field(
+        default=["http://127.0.0.1:3000"],
+        description="ROLLOUT_SERVERS: comma-separated base URLs of the servers a rollout's controller reads "
+        "(/metrics, /v1/models); every server sharing the model store follows the plan either way.",
+    )
+    rollout_tick_seconds: float = Field(
+        default=5.0, gt=0, description="ROLLOUT_TICK_SECONDS: how often a rollout's controller looks and decides."
+    )
+    rollout_apply_seconds: float = Field(
+        default=120.0, gt=0,
+        description="ROLLOUT_APPLY_SECONDS: how long the servers may take to follow a step before the rollout rolls back.",
+    )
+    rollout_quality_seconds: float = Field(
+        default=30.0, ge=0,
+        description="ROLLOUT_QUALITY_SECONDS: the quality gate (log and outcomes joined) runs at most this often.",
+    )
+    rollout_max_error_rate: float = Field(
+        default=0.01, ge=0, le=1,
+        description="ROLLOUT_MAX_ERROR_RATE: SLO: the candidate's share of rows whose model call raised.",
+    )
+    rollout_max_p99_seconds: float = Field(
+        default=0.5, gt=0, description="ROLLOUT_MAX_P99_SECONDS: SLO: the p99 of the candidate's model call."
+    )
+    rollout_max_p99_ratio: float = Field(
+        default=3.0, ge=1, description="ROLLOUT_MAX_P99_RATIO: the candidate's model-call p99 at most this times control's."
+    )
+    rollout_max_psi: float = Field(
+        default=0.25, gt=0,
+        description="ROLLOUT_MAX_PSI: the most the candidate's predicted probabilities may shift from control's (PSI).",
+    )
+    rollout_min_evidence: int = Field(
+        default=50, ge=1,
+        description="ROLLOUT_MIN_EVIDENCE: candidate rows (error rate, drift, estimate) or model calls (latency) a gate "
+        "needs; rows with an outcome per arm before the quality gate judges realized metrics instead of the estimate.",
+    )
+
     @model_validator(mode="after")
     def _under_state_dir(self) -> Settings:
         # These defaults live under STATE_DIR, never under the working directory; a value that is set is used as given.
@@ -195,7 +232,7 @@ class Settings(BaseSettings):
                 setattr(self, name, self.state_dir / getattr(self, name))
         return self
 
-    @field_validator("served_models", "shadow_models", "api_tokens", "feedback_tokens", mode="before")
+    @field_validator("served_models", "shadow_models", "api_tokens", "feedback_tokens", "rollout_servers", mode="before")
     @classmethod
     def _split_tags(cls, value: object) -> object:
         if isinstance(value, str):

@@ -111,9 +111,12 @@ def book_changed(home: Path) -> float:
 
 
 def private_store(source: Path, target: Path) -> Path:
-    """A copy of a model store sharing the model files (hard links) but with its own stage book and history."""
+    """A copy of a model store sharing the model files (hard links) but with its own stage book, history, rollouts
+    and `latest` pointers (a model saved into the copy rewrites its name's `latest` file in place: a hard link would
+    point the source store at a version it does not have)."""
     def copy(src: str, dst: str) -> None:
-        if Path(src).name.startswith(".lifecycle"):
+        name = Path(src).name
+        if name.startswith((".lifecycle", ".rollout")) or name == "latest":
             shutil.copy2(src, dst)
         else:
             os.link(src, dst)

@@ -81,7 +81,7 @@ def score_breakdown(model: StoredModel, frame: pd.DataFrame, log_path, repeats: 
             with THREADS.call(len(frame)):
                 proba = model.predict_proba(frame)
             t1 = time.perf_counter()
-            metrics.INFERENCE.labels(model.name).observe(t1 - t0)
+            metrics.INFERENCE.labels(model.name, model.version).observe(t1 - t0)
             classes = model.classify(proba)
             metrics.BATCH_ROWS.labels("/bench").observe(len(frame))
             metrics.observe_predictions(model, "/bench", proba, classes)

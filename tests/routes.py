@@ -13,7 +13,7 @@ EXPECTED = {
     "/v1/feedback": Scope.FEEDBACK,
     "/v1/admin/reload": Scope.ADMIN, "/v1/admin/models/{name}/load": Scope.ADMIN,
     "/v1/admin/models/{name}/unload": Scope.ADMIN, "/v1/admin/history": Scope.ADMIN,
-    "/v1/models": Scope.PUBLIC, "/v2": Scope.PUBLIC, "/v2/health/live": Scope.PUBLIC, "/v2/health/ready": Scope.PUBLIC,
+    "/v1/models": Scope.PUBLIC, "/v1/rollouts": Scope.PUBLIC, "/v1/rollouts/{task}/gate": Scope.PUBLIC, "/v2": Scope.PUBLIC, "/v2/health/live": Scope.PUBLIC, "/v2/health/ready": Scope.PUBLIC,
     "/v2/models/{name}": Scope.PUBLIC, "/v2/models/{name}/versions/{version}": Scope.PUBLIC,
     "/v2/models/{name}/ready": Scope.PUBLIC, "/v2/models/{name}/versions/{version}/ready": Scope.PUBLIC,
     "/v2/models/{name}/config": Scope.PUBLIC, "/v2/models/{name}/versions/{version}/config": Scope.PUBLIC,
@@ -34,7 +34,7 @@ def concrete(path: str, version: str) -> str:
     """A path to call for a route: the admin routes name a model that does not exist (nothing is loaded or
     unloaded), the others the served purchase_gbm; a prediction id that no log holds."""
     model = "matrix_no_such_model" if "/admin/" in path else "purchase_gbm"
-    return (path.replace("{name}", model).replace("{version}", version).replace("{path:path}", "favicon.ico")
+    return (path.replace("{task}", "purchase").replace("{name}", model).replace("{version}", version).replace("{path:path}", "favicon.ico")
             .replace("{prediction_id}", "01a00000-0000-7000-8000-000000000000"))
 
 

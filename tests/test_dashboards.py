@@ -49,6 +49,15 @@ SERVING_METRICS = {
     "serving_drift_reason",  # {model, reason}
     "serving_prediction_log_bytes",
     "serving_prediction_log_segments_deleted_total",  # {reason}
+    "serving_prediction_failures_total",  # {model, version, endpoint} (issue 22)
+    "serving_shadow_probability_bucket",  # {model, version}
+    "serving_traffic_revision",
+    "serving_ab_arm_weight",  # {arm}
+    "serving_rollout_active",  # {task}
+    "serving_rollout_step",  # {task}
+    "serving_rollout_candidate_weight",  # {task}
+    "serving_rollout_gate",  # {task, gate}
+    "serving_rollout_verdict",  # {task}
     # the quality job's state (serving/quality_gauges.py)
     "serving_model_quality",  # {model, version, metric}
     "serving_ab_verdict",  # {endpoint, a, b, metric}
@@ -77,6 +86,13 @@ REQUIRED_ON_DASHBOARD = {
     "serving_drift_feature_drifted",
     "serving_drift_last_run_timestamp_seconds",
     "serving_prediction_log_write_failures_total",
+    # Rollouts (issue 22): step and weight, each gate's state, the verdict, candidate against control per version.
+    "serving_rollout_step",
+    "serving_rollout_candidate_weight",
+    "serving_rollout_gate",
+    "serving_rollout_verdict",
+    "serving_prediction_failures_total",
+    "serving_traffic_revision",
     # issue 23: panels for the quality and estimate gauges
     *QUALITY_METRICS,
 }

@@ -154,5 +154,9 @@ def test_dashboard_metrics_exist_on_a_live_service(loop_server, tmp_path):
     exported = {line.split("{")[0].split(" ")[0] for line in loop_server.get("/metrics").text.splitlines()
                 if line and not line.startswith("#")}
     # An A/B verdict needs two variants on one endpoint: tests/test_loop.py sees it on its A/B server's /metrics.
-    missing = {name for name in queried if name not in exported} - {"serving_ab_verdict"}
+    # The rollout row's series exist once a rollout, a split or a failing model does: tests/test_rollout.py and
+    # tests/test_fleet.py see them on their servers' /metrics.
+    later = {"serving_ab_verdict", "serving_ab_arm_weight", "serving_prediction_failures_total",
+             *(name for name in queried if name.startswith("serving_rollout_"))}
+    missing = {name for name in queried if name not in exported} - later
     assert queried and not missing, missing

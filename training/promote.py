@@ -58,14 +58,27 @@ def rollback(task: str, stage: str, reason: str | None = None) -> stages.Move:
     return stages.move(task, previous, stage, reason=reason or "rollback", action="rollback")
 
 
+def describe(m: stages.Move) -> str:
+    """One audit record's change: a stage move, a retired version, or the task's traffic."""
+    if m.action == "traffic":
+        if m.traffic is None:
+            return f"{m.task} traffic -> the servers' AB_WEIGHTS and SHADOW_MODELS"
+        weights = ",".join(f"{ref}={w:g}" for ref, w in sorted(m.traffic["weights"].items())) or "no split"
+        return f"{m.task} traffic -> weights {weights}; shadow {','.join(m.traffic['shadow']) or 'none'}"
+    if m.action in ("load", "unload"):
+        return f"{m.action} {m.reference}"
+    if m.to_version is None:
+        return f"{m.task}@{m.stage}  {m.from_version} -> {m.demoted_to}"
+    demoted = f" ({m.from_version} -> {m.demoted_to})" if m.demoted_to else ""
+    return f"{m.task}@{m.stage}  {m.from_version or '-'} -> {m.to_version}{demoted}"
+
+
 def print_history(task: str) -> None:
     moves = stages.history(task)
     if not moves:
         print(f"no promotions recorded for task {task!r}")
     for m in moves:
-        demoted = f" ({m.from_version} -> {m.demoted_to})" if m.demoted_to else ""
-        print(f"{m.ts}  {m.user}  {m.action}  {m.task}@{m.stage}  {m.from_version or '-'} -> {m.to_version}"
-              f"{demoted}  {m.reason or ''}".rstrip())
+        print(f"{m.ts}  {m.user}  {m.action}  {describe(m)}  {m.reason or ''}".rstrip())
     for stage, tag in sorted(stages.stages_of(task).items()):
         print(f"now: {task}@{stage} = {tag}")
 

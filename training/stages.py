@@ -13,6 +13,9 @@ exclusive, so it is not kept in the book.
 
 A task the book has never seen (a store trained before the book existed) starts from the `stage` labels the
 training run wrote: the newest version carrying each label holds that stage.
+
+The book's other half, each task's traffic (canary weights, shadow models) and the references every server loads
+or unloads, is training/traffic.py: its own file, changed under the same lock and audited in the same history.
 """
 
 from __future__ import annotations
@@ -48,17 +51,45 @@ def store_dir() -> Path:
 
 @dataclass(frozen=True)
 class Move:
-    """One audit record: `to_version` took `stage` of `task` from `from_version` (None when the stage was empty)."""
+    """One audit record: `to_version` took `stage` of `task` from `from_version` (None when the stage was empty).
+
+    Traffic changes (training/traffic.py) are audited here too: `traffic` holds the new weights and shadow models
+    (None when the task's traffic went back to the servers' own settings), `reference` a loaded or unloaded model."""
 
     ts: str
     user: str
-    action: str  # "promote" or "rollback"
-    task: str
-    stage: str
-    from_version: str | None
-    to_version: str
-    demoted_to: str | None
-    reason: str | None
+    action: str  # "promote", "rollback", "retire", "traffic", "load" or "unload"
+    task: str | None
+    stage: str | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    demoted_to: str | None = None
+    reason: str | None = None
+    traffic: dict | None = None
+    reference: str | None = None
+
+
+def record(action: str, task: str | None, **fields) -> Move:
+    """An audit record stamped now, by the user the environment names (LOGNAME, USER, LNAME or USERNAME)."""
+    return Move(datetime.now(timezone.utc).isoformat(timespec="seconds"), getpass.getuser(), action, task, **fields)
+
+
+def append_history(move_: Move) -> None:
+    """Append one audit record durably (fsync); call under `locked()`."""
+    with open(store_dir() / HISTORY_FILE, "ab") as handle:
+        handle.write(orjson.dumps(asdict(move_)) + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_atomically(path: Path, data: dict) -> None:
+    """Replace `path` with `data` as JSON: a temporary file, fsync, rename (readers see the old or the new whole)."""
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 @contextmanager
@@ -94,13 +125,7 @@ def _read_book() -> dict[str, dict[str, str]]:
 
 
 def _write_book(book: dict[str, dict[str, str]]) -> None:
-    path = store_dir() / STAGES_FILE
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(orjson.dumps(book, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomically(store_dir() / STAGES_FILE, book)
 
 
 def stages_of(task: str) -> dict[str, str]:
@@ -139,23 +164,26 @@ def move(task: str, tag: str, stage: str, *, demote_to: str = ARCHIVED, reason: 
                 stages = {s: t for s, t in stages.items() if t != previous}
                 stages[demote_to] = previous
         book[task] = stages
-        record = Move(
-            ts=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            user=getpass.getuser(),  # LOGNAME, USER, LNAME or USERNAME, as the environment says
-            action=action,
-            task=task,
-            stage=stage,
-            from_version=previous,
-            to_version=tag,
-            demoted_to=demoted,
-            reason=reason,
-        )
+        moved = record(action, task, stage=stage, from_version=previous, to_version=tag, demoted_to=demoted,
+                       reason=reason)
         _write_book(book)
-        with open(store_dir() / HISTORY_FILE, "ab") as handle:
-            handle.write(orjson.dumps(asdict(record)) + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-    return record
+        append_history(moved)
+    return moved
+
+
+def retire(task: str, tag: str, *, reason: str, action: str = "retire") -> Move | None:
+    """Take every stage `tag` holds from it (it is archived), and record it; None when it held none."""
+    with locked():
+        book = _read_book()
+        stages = dict(book[task]) if task in book else _from_labels(task)
+        held = sorted(stage for stage, holder_ in stages.items() if holder_ == tag)
+        if not held:
+            return None
+        book[task] = {stage: holder_ for stage, holder_ in stages.items() if holder_ != tag}
+        moved = record(action, task, stage=",".join(held), from_version=tag, demoted_to=ARCHIVED, reason=reason)
+        _write_book(book)
+        append_history(moved)
+    return moved
 
 
 def history(task: str | None = None) -> list[Move]:
@@ -180,4 +208,12 @@ def previous_holder(task: str, stage: str) -> str | None:
     for record in reversed(history(task)):
         if record.stage == stage and record.to_version == current and record.from_version != current:
             return record.from_version
+    return None
+
+
+def why_held(task: str, stage: str, tag: str) -> str | None:
+    """How `tag` came to hold `stage`: the last audit record that gave it ("rollback by alice: ..."), for log lines."""
+    for moved in reversed(history(task)):
+        if moved.stage == stage and moved.to_version == tag:
+            return f"{moved.action} by {moved.user}" + (f": {moved.reason}" if moved.reason else "")
     return None

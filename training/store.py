@@ -265,3 +265,14 @@ def may_serve(reference: str, served: list[str]) -> bool:
         except LookupError:
             return True  # an alias nobody holds yet may come to name it
     return ref.name in held
+
+
+def task_of(reference: str) -> str | None:
+    """The task a reference serves: an alias's own, a tag's from its metadata; None when the store cannot say."""
+    ref = parse_ref(reference)
+    if ref.is_alias:
+        return ref.task
+    try:
+        return load_metadata(ref.text)[1].get("task")
+    except LookupError:
+        return None

@@ -2,7 +2,11 @@
 
     python -m training.train                     # the four default models on synthetic data
     python -m training.train --if-missing        # only when the store lacks one of them (what `make serve` runs)
-    python -m training.train --task purchase --data students.csv
+    python -m training.train --task purchase --data students.csv    # a candidate; production unchanged
+    python -m training.train --task purchase --data students.csv --promote   # production now, audited
+
+Training proposes (training/propose.py): on a store whose task has a production model, the run's best new
+version becomes the candidate, and one line per task compares it with production on the same held-out rows.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from training.calibration import check_calibration
 from training.evaluate import best_threshold, evaluate
 from training.features import build_features
 from training.schema import DRIVE_STATS, PURCHASE, TASKS, Task, input_schema
-from training.promote import promote
+from training.propose import NewVersion, propose
 from training.store import PREDICTION, has_model, save_model
 from training.validation import DataError
 
@@ -151,14 +155,25 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def fit_variant(variant: Variant, data: pd.DataFrame, seed: int, source: str, bound: pd.DataFrame | None) -> dict:
+@dataclass(frozen=True)
+class Split:
+    raw_train: pd.DataFrame
+    raw_test: pd.DataFrame
+    y_train: np.ndarray
+    y_test: np.ndarray
+
+
+def split(task: Task, data: pd.DataFrame, seed: int) -> Split:
+    """The training and held-out rows; every variant of a task in a run shares them."""
+    y = data[task.label].to_numpy()
+    return Split(*train_test_split(data[task.columns], y, test_size=TEST_SHARE, random_state=seed, stratify=y))
+
+
+def fit_variant(variant: Variant, rows: Split, data: pd.DataFrame, seed: int, source: str,
+                bound: pd.DataFrame | None) -> dict:
     """Fit on the training split, evaluate on the held-out split, save to the store; return the metrics row."""
     task = variant.task
-    raw = data[task.columns]
-    y = data[task.label].to_numpy()
-    raw_train, raw_test, y_train, y_test = train_test_split(
-        raw, y, test_size=TEST_SHARE, random_state=seed, stratify=y
-    )
+    raw_train, raw_test, y_train, y_test = rows.raw_train, rows.raw_test, rows.y_train, rows.y_test
     pipeline = variant.build(task, seed)
     if task.name == "drive_stats":
         # Rare positives: choose the threshold on a validation part of the training split, never on the test split.
@@ -222,23 +237,29 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
 
 
-def train(names: list[str], seed: int, data_path: str | None = None) -> list[dict]:
-    datasets: dict[str, tuple[pd.DataFrame, str]] = {}
-    rows = []
+def train(names: list[str], seed: int, data_path: str | None = None, promote_best: bool = False
+          ) -> tuple[list[dict], list[str]]:
+    """Fit, evaluate and save each model; then each task's new versions take their stages (training/propose.py).
+    Returns the metrics rows and one line per task saying which stage its new versions took."""
+    datasets: dict[str, tuple[pd.DataFrame, str, Split]] = {}
+    rows, proposed = [], []
+    new: dict[str, list[NewVersion]] = {}
     progress = tqdm(names, desc="training", unit="model", file=sys.stderr)
     for name in progress:
         variant = VARIANTS[name]
         progress.set_postfix_str(name)
         if variant.task.name not in datasets:
-            datasets[variant.task.name] = task_data(variant.task, seed, data_path)
-        data, source = datasets[variant.task.name]
+            data, source = task_data(variant.task, seed, data_path)
+            datasets[variant.task.name] = (data, source, split(variant.task, data, seed))
+        data, source, rows_split = datasets[variant.task.name]
         bound = latest_fleet_day(get_settings().fleet_size, seed) if variant.task.name == "drive_stats" else None
-        row = fit_variant(variant, data, seed, source, bound)
-        # The new version takes its variant's stage through the audited promotion (allowed to change the schema:
-        # the training data decides it).
-        promote(row["tag"], variant.stage, reason="trained", allow_schema_change=True)
+        row = fit_variant(variant, rows_split, data, seed, source, bound)
+        new.setdefault(variant.task.name, []).append(NewVersion(row["tag"], variant.stage, row))
         rows.append(row)
-    return rows
+    for task, versions in new.items():
+        held_out = datasets[task][2]
+        proposed.append(propose(task, versions, held_out.raw_test, held_out.y_test, promote_best=promote_best))
+    return rows, proposed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="a CSV or Parquet file of labelled records instead of synthetic data")
     parser.add_argument("--seed", type=int, default=get_settings().seed)
     parser.add_argument("--if-missing", action="store_true", help="train only models the store does not have")
+    parser.add_argument("--promote", action="store_true",
+                        help="give production to the run's best new version now (audited) instead of proposing it")
     args = parser.parse_args(argv)
 
     names = args.models or [n for n, v in VARIANTS.items() if args.task in ("all", v.task.name)]
@@ -259,11 +282,13 @@ def main(argv: list[str] | None = None) -> int:
             print("model store already holds: " + ", ".join(VARIANTS))
             return 0
     try:
-        rows = train(names, args.seed, args.data)
+        rows, proposed = train(names, args.seed, args.data, promote_best=args.promote)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print_table(rows)
+    for line in proposed:
+        print(line)
     return 0
 
 

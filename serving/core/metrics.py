@@ -31,15 +31,22 @@ ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 
 PREDICTIONS = Counter(
     "serving_predictions", "Predictions made", ["model", "version", "endpoint", "predicted_class"]
 )
+# Per version as well as per model: a rollout compares two versions of one model (training/rollout/gates.py).
 PROBABILITY = Histogram(
-    "serving_prediction_probability", "Predicted probability of the positive class", ["model"], buckets=PROBABILITY_BUCKETS
+    "serving_prediction_probability", "Predicted probability of the positive class", ["model", "version"],
+    buckets=PROBABILITY_BUCKETS,
 )
 BATCH_ROWS = Histogram("serving_batch_rows", "Records per request (or per adaptive batch)", ["endpoint"], buckets=ROW_BUCKETS)
 INFERENCE = Histogram(
     "serving_inference_seconds",
     "Features and model call per batch",
-    ["model"],
+    ["model", "version"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+# Rows whose model call raised (endpoint "shadow" for shadow scoring): a version's error rate is these over these
+# plus its serving_predictions_total (or serving_shadow_predictions_total).
+PREDICTION_FAILURES = Counter(
+    "serving_prediction_failures", "Rows whose model call raised", ["model", "version", "endpoint"]
 )
 MODEL_THREADS = Histogram(
     "serving_model_call_threads", "OpenMP threads per model call (serving/core/threads.py)", ["endpoint"],
@@ -48,6 +55,11 @@ MODEL_THREADS = Histogram(
 VALIDATION_FAILURES = Counter("serving_validation_failures", "Rejected requests or items", ["endpoint", "reason"])
 MODEL_LOADED = Gauge(
     "serving_model_loaded", "1 if the configured model loaded, 0 if it failed", ["model", "version"], multiprocess_mode="min"
+)
+# The lowest stage book traffic revision any worker of this server follows now: a rollout's controller waits for
+# every server to reach the revision it wrote before it starts a step's clock (training/rollout/evidence.py).
+TRAFFIC_REVISION = Gauge(
+    "serving_traffic_revision", "Traffic plan revision (training/traffic.py) the workers follow", multiprocess_mode="min"
 )
 MODEL_LOAD_SECONDS = Gauge("serving_model_load_seconds", "Time to load the model", ["model", "version"], multiprocess_mode="max")
 FEATURE_DECILE = Counter(
@@ -142,18 +154,16 @@ def observe_predictions(model: StoredModel, endpoint: str, proba: np.ndarray, cl
     for predicted_class in (0, 1):
         if counts[predicted_class]:
             PREDICTIONS.labels(model.name, model.version, endpoint, str(predicted_class)).inc(int(counts[predicted_class]))
-    observe_many(PROBABILITY.labels(model.name), proba)
+    observe_many(PROBABILITY.labels(model.name, model.version), proba)
 
 
-class DriftGauges:
-    """Exports the drift job's latest summary (a JSON file it writes) as gauges; polls the file's mtime."""
+class Poller:
+    """Calls `refresh` at start and then every `interval_s` seconds on a daemon thread, until `stop`."""
 
-    def __init__(self, path: Path, interval_s: float = 5.0):
-        self.path = Path(path)
+    def __init__(self, name: str, interval_s: float = 5.0):
         self.interval_s = interval_s
-        self._mtime: float | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="drift-gauges", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self.refresh()
@@ -165,6 +175,18 @@ class DriftGauges:
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.refresh()
+
+    def refresh(self) -> None:
+        raise NotImplementedError
+
+
+class DriftGauges(Poller):
+    """Exports the drift job's latest summary (a JSON file it writes) as gauges; polls the file's mtime."""
+
+    def __init__(self, path: Path, interval_s: float = 5.0):
+        super().__init__("drift-gauges", interval_s)
+        self.path = Path(path)
+        self._mtime: float | None = None
 
     def refresh(self) -> None:
         try:

@@ -23,6 +23,8 @@ from serving.core.routing import ABRouter
 from serving.core.shadow import ShadowScorer
 from serving.core.threads import ModelThreads
 from settings import Settings
+from training import traffic
+from training.store import task_of
 
 logger = logging.getLogger(__name__)
 SHADOWED_ENDPOINTS = ("/predict", "/batch_predict")
@@ -37,25 +39,44 @@ class Scored:
 class Predictor:
     def __init__(self, settings: Settings):
         self.settings = settings
+        # The task whose traffic the purchase routes carry: the stage book's plan for it replaces AB_WEIGHTS and
+        # SHADOW_MODELS (training/traffic.py).
+        self.door_task = task_of(settings.default_purchase_model)
         # Shadow models are served too (they follow the store like any alias), but only ever scored in the background.
-        self.registry = Registry([*settings.served_models, *settings.shadow_models])
+        configured = [*settings.served_models, *settings.shadow_models]
+        try:
+            plan = traffic.read()
+        except Exception:  # noqa: BLE001 - an unreadable plan must not stop the start: the follower retries it
+            logger.exception("cannot read the stage book's traffic plan; serving SERVED_MODELS until it reads")
+            plan = traffic.Plan()
+        self.registry = Registry(Follower.initial(configured, plan))
         # Each model call's OpenMP threads: what is free on the server's cores when it starts (serving/core/threads.py).
         self.threads = ModelThreads.from_settings(settings.model_threads, settings.core_tokens_dir,
                                                   settings.omp_num_threads)
         self.router = ABRouter(settings.ab_weights, settings.default_purchase_model)
-        self.router.follow(self._why_not_served)
+        self.shadow = ShadowScorer(settings.shadow_models, self.registry.get, self._score_shadow, settings.shadow_queue)
         self.log = PredictionLog.from_settings(settings, on_failure=self._log_failed) if settings.prediction_log else None
         self.signals: dict[str, metrics.FeatureSignals] = {}
         for entry in self.registry.entries:
             self._track(entry, None)
-        self.follower = Follower(self.registry, settings.model_refresh_seconds, on_change=self._track,
-                                 on_refreshed=lambda: self.router.follow(self._why_not_served))
+        self.follower = Follower(self.registry, settings.model_refresh_seconds, configured, on_change=self._track,
+                                 on_refreshed=self._follow_plan)
+        self.follower.refresh()  # the plan's own references and weights before the first request
         self.follower.start()
-        self.shadow = (
-            ShadowScorer(settings.shadow_models, self.registry.get, self._score_shadow, settings.shadow_queue)
-            if settings.shadow_models
-            else None
-        )
+
+    def _follow_plan(self, plan: traffic.Plan) -> None:
+        """Route the purchase traffic as the plan says for the door's task, else by AB_WEIGHTS and SHADOW_MODELS."""
+        planned = plan.tasks.get(self.door_task) if self.door_task else None
+        if planned is None:
+            why = f"AB_WEIGHTS and SHADOW_MODELS: the stage book routes no traffic of task {self.door_task}"
+            weights, shadows = self.settings.ab_weights, self.settings.shadow_models
+        else:
+            why = f"stage book revision {plan.revision}" + (f": {planned.reason}" if planned.reason else "")
+            weights, shadows = planned.weights, list(planned.shadow)
+        self.router.set_weights(weights, why)
+        self.router.follow(self._why_not_served)
+        self.shadow.follow(shadows, why)
+        metrics.TRAFFIC_REVISION.set(plan.revision)
 
     def _track(self, entry: ModelEntry, replaced: ModelEntry | None) -> None:
         """Metrics and live feature signals follow each entry loaded at start or swapped in."""
@@ -105,8 +126,12 @@ class Predictor:
         assert model is not None, "registry.get only returns loaded models"
         started = time.perf_counter()
         with self.threads.call(len(frame)) as threads:
-            proba = model.predict_proba(frame)
-        metrics.INFERENCE.labels(model.name).observe(time.perf_counter() - started)
+            try:
+                proba = model.predict_proba(frame)
+            except Exception:
+                metrics.PREDICTION_FAILURES.labels(model.name, model.version, endpoint).inc(len(frame))
+                raise
+        metrics.INFERENCE.labels(model.name, model.version).observe(time.perf_counter() - started)
         metrics.MODEL_THREADS.labels(endpoint).observe(threads)
         classes = model.classify(proba)
         ids = new_ids(len(frame))
@@ -118,7 +143,7 @@ class Predictor:
         context = {"prediction_id": ids, "row_keys": row_keys or {}, "request_id": request_id,
                    "routing_key": routing_key, "endpoint": endpoint, "ts": now()}
         self._log(entry, frame, proba, classes, context, shadow=False, shared_inputs=shared_inputs)
-        if self.shadow is not None and endpoint in SHADOWED_ENDPOINTS:
+        if self.shadow.shadows and endpoint in SHADOWED_ENDPOINTS:
             # The primary's prediction ids go into `context` and reach the shadow lines unchanged.
             self.shadow.submit(frame, entry, {**context, "primary_proba": proba, "primary_class": classes})
         return Scored(proba, classes, ids)
@@ -141,16 +166,18 @@ class Predictor:
     def _score_shadow(self, entry: ModelEntry, frame: pd.DataFrame, context: dict) -> tuple[np.ndarray, np.ndarray]:
         """A shadow model's predictions for the primary's records: logged (shadow: true), never answered."""
         assert entry.model is not None
+        started = time.perf_counter()
         with self.threads.call(len(frame), background=True):
             proba = entry.model.predict_proba(frame)
+        # Timed like a served call (the same frames as the primary's): a rollout's shadow step compares the two.
+        metrics.INFERENCE.labels(entry.model.name, entry.model.version).observe(time.perf_counter() - started)
         classes = entry.model.classify(proba)
         self._log(entry, frame, proba, classes, context, shadow=True)
         return proba, classes
 
     def close(self) -> None:
         self.follower.stop()
-        if self.shadow is not None:
-            self.shadow.close()  # shadow lines still queued reach the log before it closes
+        self.shadow.close()  # shadow lines still queued reach the log before it closes
         if self.log is not None:
             self.log.close()
         self.threads.budget.close()

@@ -189,6 +189,9 @@ class Registry:
         candidates = [e for e in self.entries if e.name == name or e.requested == name]
         if not candidates and "@" in name:
             candidates = self._holders(name)
+        elif not candidates and ":" in name:  # a concrete tag (a traffic plan's arm): any slot holding that version
+            base, _, exact = name.partition(":")
+            candidates = [e for e in self.entries if e.name == base and e.version == exact]
         if not candidates:
             raise ModelNotServed(f"model {name!r} is not served; served models: {', '.join(self.names())}")
         if version in (None, "latest"):

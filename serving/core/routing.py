@@ -5,6 +5,9 @@ after a promotion and a rollback) is taken out of the split, with a warning in t
 `serving_ab_arm_weight` gauge at 0; the other arms share its traffic by their own weights. It comes back, with
 an info line, when a model answers to it again (the follower re-checks after every refresh). An arm nothing in
 SERVED_MODELS could ever answer (a typo) stops the start instead (serving/web/startup.py).
+
+The weights are AB_WEIGHTS until the stage book's traffic plan names the task's (training/traffic.py); then the
+plan's, changed on the follower's refresh with a line in the server log giving the old and the new weights.
 """
 
 from __future__ import annotations
@@ -24,17 +27,36 @@ ARM_WEIGHT = Gauge(
 )
 
 
+def describe(weights: dict[str, float]) -> str:
+    total = sum(weights.values())
+    return ",".join(f"{name}={weight / total:.4g}" for name, weight in sorted(weights.items())) or "no split"
+
+
 class ABRouter:
     def __init__(self, weights: dict[str, float], default: str):
-        self.weights = {name: weight for name, weight in weights.items() if weight > 0}
+        self.weights = {name: weights[name] for name in sorted(weights) if weights[name] > 0}
         self.default = default
         self.out: dict[str, str] = {}  # arm -> why it is out of the split
         self.arms: list[tuple[float, str]] = []
         self._split()
 
+    def set_weights(self, weights: dict[str, float], why: str) -> bool:
+        """Route by `weights` from now on (the arms' served state is re-checked by the next `follow`); says whether
+        they changed. Arms are kept in name order, so a sticky caller moves only where its arm's share shrank."""
+        weights = {name: weights[name] for name in sorted(weights) if weights[name] > 0}
+        if weights == self.weights:
+            return False
+        logger.info("A/B weights: %s -> %s (%s)", describe(self.weights), describe(weights), why)
+        for name in self.weights.keys() - weights.keys():
+            ARM_WEIGHT.labels(name).set(0.0)
+        self.weights = weights
+        self.out = {name: why_out for name, why_out in self.out.items() if name in weights}
+        self._split()
+        return True
+
     def _split(self) -> None:
         served = {name: weight for name, weight in self.weights.items() if name not in self.out}
-        total = sum(served.values())
+        total = sum(served.values()) or 1.0
         arms, cumulative = [], 0.0
         for name, weight in served.items():
             cumulative += weight / total

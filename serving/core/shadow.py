@@ -5,6 +5,9 @@ client never sees a shadow prediction.
 One worker thread and a bounded queue (SHADOW_QUEUE batches): when the queue is full the batch is skipped and
 counted (`serving_shadow_skipped_total`), so shadow scoring can never slow or block the primary. The thread is a
 plain `ThreadPoolExecutor` with a semaphore bounding what it has been given.
+
+The shadow references are SHADOW_MODELS until the stage book's traffic plan names the task's (training/traffic.py);
+`follow` then replaces them, with a line in the server log.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ import pandas as pd
 import numpy as np
 from prometheus_client import Counter, Histogram
 
+from serving.core.metrics import PREDICTION_FAILURES, PROBABILITY_BUCKETS
 from serving.core.registry import ModelEntry
+from serving.seam import observe_many
 
 logger = logging.getLogger(__name__)
+events = logging.getLogger("bentoml.service")  # BentoML's server log shows this logger's info lines
 
 SHADOWED = Counter("serving_shadow_predictions", "Records scored by a shadow model", ["model", "version"])
 SKIPPED = Counter("serving_shadow_skipped", "Records not shadow-scored because the shadow queue was full", ["model"])
@@ -32,6 +38,12 @@ DIFFERENCE = Histogram(
     buckets=(-0.5, -0.2, -0.1, -0.05, -0.02, 0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
 )
 FAILED = Counter("serving_shadow_failures", "Shadow batches that failed (logged, never seen by clients)", ["model"])
+# The shadow's own predicted probabilities: a rollout's shadow step compares them with the primary's
+# serving_prediction_probability on the same traffic (training/rollout/gates.py).
+PROBABILITY = Histogram(
+    "serving_shadow_probability", "Predicted probability of the positive class by a shadow model", ["model", "version"],
+    buckets=PROBABILITY_BUCKETS,
+)
 
 # (entry, frame, the primary's log fields) -> (probabilities, classes): the predictor's scoring and logging.
 ScoreFn = Callable[[ModelEntry, pd.DataFrame, dict], tuple[np.ndarray, np.ndarray]]
@@ -39,11 +51,20 @@ ScoreFn = Callable[[ModelEntry, pd.DataFrame, dict], tuple[np.ndarray, np.ndarra
 
 class ShadowScorer:
     def __init__(self, shadows: list[str], lookup: Callable[[str], ModelEntry], score: ScoreFn, queue: int):
-        self.shadows = shadows
+        self.shadows = list(shadows)
         self.lookup = lookup
         self.score = score
         self._room = threading.BoundedSemaphore(queue)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+
+    def follow(self, shadows: list[str], why: str) -> bool:
+        """Shadow-score with `shadows` from now on (one assignment); says whether they changed."""
+        shadows = list(dict.fromkeys(shadows))
+        if shadows == self.shadows:
+            return False
+        events.info("shadow models: %s -> %s (%s)", ",".join(self.shadows) or "none", ",".join(shadows) or "none", why)
+        self.shadows = shadows
+        return True
 
     def submit(self, frame: pd.DataFrame, primary: ModelEntry, context: dict) -> None:
         """Queue `frame` (already validated for the primary) for every shadow model; never blocks."""
@@ -58,8 +79,13 @@ class ShadowScorer:
             entry = self.lookup(shadow)
             if entry.tag == primary.tag:
                 return  # the shadow alias points at the primary's own version: nothing to compare
-            proba, classes = self.score(entry, frame[entry.columns], context)
+            try:
+                proba, classes = self.score(entry, frame[entry.columns], context)
+            except Exception:
+                PREDICTION_FAILURES.labels(entry.name, str(entry.version), "shadow").inc(len(frame))
+                raise
             SHADOWED.labels(entry.name, str(entry.version)).inc(len(frame))
+            observe_many(PROBABILITY.labels(entry.name, str(entry.version)), proba)
             # Live comparison on /metrics (agreement rate = agreements / predictions); the full one is
             # `python -m monitoring.shadow` over the log.
             AGREED.labels(primary.name, entry.name).inc(int(np.sum(classes == context["primary_class"])))

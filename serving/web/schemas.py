@@ -152,5 +152,12 @@ class ServedModel(BaseModel):
     swap_error: str | None = Field(default=None, description="The last version that failed to replace this one.")
 
 
+class TrafficFollowed(BaseModel):
+    revision: int = Field(description="The stage book's traffic plan revision this worker follows (training/traffic.py).")
+    errors: dict[str, str] = Field(default_factory=dict,
+                                   description="References the plan asks for that this worker cannot serve, and why.")
+
+
 class ModelsResponse(BaseModel):
     models: list[ServedModel]
+    traffic: TrafficFollowed | None = None

@@ -34,6 +34,12 @@ def test_every_route_of_the_real_table_has_a_declared_policy(server):
         assert door.policy.scope is EXPECTED[route.path], route.path
 
 
+def test_every_operation_in_the_openapi_document_has_its_own_id(server):
+    document = server.get("/docs.json").json()
+    ids = [op["operationId"] for item in document["paths"].values() for op in item.values() if "operationId" in op]
+    assert ids and sorted(i for i in set(ids) if ids.count(i) > 1) == []
+
+
 def test_a_route_without_a_policy_is_refused_and_named(server, caplog):
     from starlette.routing import Route
 
