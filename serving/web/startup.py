@@ -16,17 +16,12 @@ from __future__ import annotations
 
 import os
 
-# libgomp reads its wait policy once, when it loads (with scikit-learn, which the imports below bring in): a thread
-# waiting at a barrier spins GOMP_SPINCOUNT times, then sleeps. Its default (300,000 spins, about 3 ms) burns the core
-# of a thread whose team-mate lost its CPU (a 10,000-row call took 1.4 s instead of 50 ms under load); sleeping at
-# once (OMP_WAIT_POLICY=passive) wastes nothing but wakes late at each of the model's 250 barriers. 10,000 spins
-# (about 0.1 ms) waits out a barrier that is about to end and sleeps otherwise (`python -m bench.openmp_policies`,
-# 10,000 rows, 2 threads: idle 17.4 ms against passive's 21.7 and the default's 17.9; beside two CPU hogs 47 ms
-# against passive's 60 and 100,000 spins' 261; docs/performance.md). Here, because service.py imports this module
-# first, in the `bentoml serve` process and in each worker. An explicit OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept.
-SPIN_COUNT = "10000"
-if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+# libgomp reads its wait policy once, when it loads (with scikit-learn, which the imports below bring in): a
+# thread waiting at a barrier then sleeps instead of spinning, so a model call's second OpenMP thread costs no CPU
+# where it cannot run (serving/core/threads.py). Here, because service.py imports this module first, in the
+# `bentoml serve` process and in each worker. An explicit OMP_WAIT_POLICY or GOMP_SPINCOUNT is respected.
+if "GOMP_SPINCOUNT" not in os.environ:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import atexit  # noqa: E402
 import errno  # noqa: E402
