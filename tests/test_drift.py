@@ -17,6 +17,8 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -375,6 +377,32 @@ def project_copy(source: Path, target_root: Path, name: str) -> str:
     return new_id
 
 
+@contextmanager
+def dashboard(workspace: Path, log_path: Path) -> Iterator[str]:
+    """`make dashboard` on a free port over `workspace`: its URL once it listens; stopped with its process group."""
+    port = free_port()
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        ["make", "-s", "dashboard", f"DASHBOARD_PORT={port}", f"DASHBOARD_WORKSPACE={workspace}"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180  # Evidently's import is slow on a busy machine
+        while True:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "evidently ui did not listen on DASHBOARD_PORT"
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
 @pytest.fixture(scope="module")
 def dashboard_url(drift_runs, tmp_path_factory):
     """`make dashboard` on another port, serving the workspace the two runs wrote, plus a copy of it as it was after
@@ -383,28 +411,8 @@ def dashboard_url(drift_runs, tmp_path_factory):
     shutil.copytree(drift_runs["workspace"], workspace)
     one_run = project_copy(drift_runs["one_run"], workspace, f"{MODEL} after one run")
     two_runs = read_json(drift_runs["summaries"]["normal"])["project_id"]
-    port = free_port()
-    log = open(workspace.parent / "ui.log", "w")
-    process = subprocess.Popen(
-        ["make", "-s", "dashboard", f"DASHBOARD_PORT={port}", f"DASHBOARD_WORKSPACE={workspace}"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180  # Evidently's import is slow on a busy machine
-        while True:
-            assert process.poll() is None, (workspace.parent / "ui.log").read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "evidently ui did not listen on DASHBOARD_PORT"
-                time.sleep(0.5)
+    with dashboard(workspace, workspace.parent / "ui.log") as url:
         yield {"url": url, "two_runs": two_runs, "one_run": one_run}
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,16 @@ the test's temporary folder (never committed)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import time
 
 import numpy as np
 import pytest
 
 from monitoring.outcomes import Outcome, OutcomeStore
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli
 from tests.test_drift import (  # noqa: F401  (browser: the drift tests' chromium fixture)
-    CARDS_JS, assert_ticks_are_numbers_in_order, browser, free_port, line_ys, project_copy, y_at)
+    CARDS_JS, assert_ticks_are_numbers_in_order, browser, dashboard, line_ys, project_copy, y_at)
 from tests.test_estimate import write_log
 from training.data import generate_purchase
 from training.schema import PURCHASE
@@ -63,26 +59,8 @@ def ui(workspaces):
     folder, gbm = workspaces
     project = next(p.parent for p in (folder / "workspace").glob("*/metadata.json"))
     one_run = project_copy(folder / "one_run", folder / "workspace", "purchase_gbm quality after one run")
-    port = free_port()
-    log = open(folder / "ui.log", "w")
-    process = subprocess.Popen(["make", "-s", "dashboard", f"DASHBOARD_PORT={port}",
-                                f"DASHBOARD_WORKSPACE={folder / 'workspace'}"], cwd=ROOT, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (folder / "ui.log").read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "evidently ui did not listen on DASHBOARD_PORT"
-                time.sleep(0.5)
-        yield {"url": f"http://127.0.0.1:{port}", "two_runs": project.name, "one_run": one_run}
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
+    with dashboard(folder / "workspace", folder / "ui.log") as url:
+        yield {"url": url, "two_runs": project.name, "one_run": one_run}
 
 
 def _load(browser, url: str, screenshot, charts: int = 5) -> tuple[dict[str, dict], dict[str, list[float]]]:
