@@ -7,9 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 
-# Leaf frames of a thread that waits (anyio's idle worker threads, the drift gauges' timer): not work.
+# Leaf frames of a thread that waits (anyio's idle worker threads, the drift gauges' timer, the thread that reaps
+# the log's maintenance process in waitpid): not work.
 IDLE_LEAVES = ("Condition.wait (threading.py)", "Event.wait (threading.py)", "Queue.get (queue.py)",
-               "Thread.join (threading.py)", "select (selectors.py)",
+               "Thread.join (threading.py)", "select (selectors.py)", "Popen._try_wait (subprocess.py)",
                "_worker (concurrent/futures/thread.py)")  # an executor thread waiting in SimpleQueue.get (C)
 
 
