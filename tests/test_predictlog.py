@@ -493,7 +493,8 @@ def test_the_maintenance_process_compacts_while_the_writer_writes_and_stops_with
     log = PredictionLog(path, max_bytes=20_000, maintenance=Maintenance(retention=None, process=True,
                                                                         finish_on_close=False))
     child = psutil.Process(log._maintainer.process.pid)
-    assert "monitoring.maintenance" in " ".join(child.cmdline())
+    # Right after the fork its command line may still be empty (the exec has not happened yet).
+    assert _wait_for(lambda: "monitoring.maintenance" in " ".join(child.cmdline()), timeout=30)
     for number in range(20):
         log.append(rows_of(30, f"b{number}"))
     sealed = [f for f in log_files(path) if is_stream(f)][:-1]
