@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -275,6 +276,31 @@ def test_load_and_unload_change_what_is_served(lserver):
     missing = lserver.post("/v1/admin/models/no_such_model/load", headers=ADMIN)
     assert missing.status_code == 409 and "no_such_model" in missing.json()["detail"]
     assert lserver.post("/v1/admin/models/bad name!/load", headers=ADMIN).status_code == 422
+
+
+def test_an_admin_load_holds_against_refreshes_racing_it(lserver):
+    """A refresh that read the stage book before an admin load recorded itself unloaded the model again (the book
+    still listed the earlier unload) until the next refresh: CI caught it once. Refreshes back to back hit that
+    window; each answer is checked at once, and again after refreshes have run."""
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.is_set():
+            lserver.post("/v1/admin/reload", headers=ADMIN)
+
+    racing = threading.Thread(target=refresh, daemon=True)
+    racing.start()
+    try:
+        for cycle in range(12):
+            for action, served in (("load", True), ("unload", False)):
+                assert lserver.post(f"/v1/admin/models/purchase_lr:latest/{action}", headers=ADMIN).status_code == 200
+                for _ in range(2):
+                    requested = [m["requested"] for m in lserver.get("/v1/models").json()["models"]]
+                    assert ("purchase_lr:latest" in requested) is served, (cycle, action)
+                    time.sleep(0.3)  # refreshes ran after the call
+    finally:
+        stop.set()
+        racing.join()
 
 
 def test_prediction_routes_need_an_api_token(lserver):

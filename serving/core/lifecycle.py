@@ -103,12 +103,13 @@ class Follower:
 
     def refresh(self) -> list[Change]:
         """Follow the plan and swap every served alias whose stage moved; returns what changed."""
-        try:
-            plan = traffic.read()
-        except Exception as exc:  # noqa: BLE001 - a plan that does not read keeps the last one; aliases still follow
-            events.error("cannot read the stage book's traffic plan (keeping revision %d): %s", self.plan.revision, exc)
-            plan = self.plan
+        # The plan is read under the lock: read before an admin load recorded itself, it would unload that model again.
         with self._lock:
+            try:
+                plan = traffic.read()
+            except Exception as exc:  # noqa: BLE001 - a plan that does not read keeps the last one; aliases still follow
+                events.error("cannot read the stage book's traffic plan (keeping revision %d): %s", self.plan.revision, exc)
+                plan = self.plan
             changes = self._sync(plan)
             for alias in list(self.registry.resolved):
                 self.registry.refresh_alias(alias)
@@ -209,34 +210,40 @@ class Follower:
             self.on_change(new, entry)
         return Change(entry.requested, "swapped", entry.version, new.version)
 
-    def load(self, requested: str) -> Change:
-        """Serve `requested` (name, name:version or task@stage): load it now, or reload a slot that failed."""
+    def load(self, requested: str, reason: str = "admin API") -> Change:
+        """Serve `requested` (name, name:version or task@stage): load it now, or reload a slot that failed, and record
+        it in the stage book's load list for every other worker. Both under the lock, so that no refresh in between
+        applies the book as it was before (an earlier unload of the same model would undo this load)."""
         parse_ref(requested)  # ValueError for a malformed reference
         try:
-            return self._load(requested)
+            with self._lock:
+                change = self._load(requested)
+                if change.action != "failed":
+                    traffic.set_served(requested, True, reason=reason)
+                return change
         finally:
             self._refreshed()
 
     def _load(self, requested: str) -> Change:
-        with self._lock:
-            existing = next((e for e in self.registry.entries if e.requested == requested), None)
-            if existing is not None and existing.status == "loaded":
-                change = self._follow(existing)
-                return change or Change(requested, "loaded", existing.version, existing.version)
-            new = load_entry(requested)
-            if new.status != "loaded":
-                return Change(requested, "failed", None, None, new.error)
-            if existing is not None:
-                self.registry.replace(existing, new)
-            else:
-                self.registry.add(new)
-            events.info("loaded %s (%s): admin API", requested, new.tag)
-            if self.on_change is not None:
-                self.on_change(new, existing)
-            return Change(requested, "loaded", None, new.version)
+        existing = next((e for e in self.registry.entries if e.requested == requested), None)
+        if existing is not None and existing.status == "loaded":
+            change = self._follow(existing)
+            return change or Change(requested, "loaded", existing.version, existing.version)
+        new = load_entry(requested)
+        if new.status != "loaded":
+            return Change(requested, "failed", None, None, new.error)
+        if existing is not None:
+            self.registry.replace(existing, new)
+        else:
+            self.registry.add(new)
+        events.info("loaded %s (%s): admin API", requested, new.tag)
+        if self.on_change is not None:
+            self.on_change(new, existing)
+        return Change(requested, "loaded", None, new.version)
 
-    def unload(self, name: str) -> Change:
-        """Stop serving the slot configured as `name`, or serving the model called `name`; ModelNotServed if none."""
+    def unload(self, name: str, reason: str = "admin API") -> Change:
+        """Stop serving the slot configured as `name`, or serving the model called `name` (ModelNotServed if none), and
+        record the slot's reference in the stage book's unload list, under the lock as `load` does."""
         with self._lock:
             entry = next((e for e in self.registry.entries if name in (e.requested, e.name)), None)
             if entry is None:
@@ -244,5 +251,6 @@ class Follower:
             self.registry.remove(entry)
             self.added.discard(entry.requested)
             events.info("unloaded %s (%s): admin API", entry.requested, entry.tag or entry.status)
+            traffic.set_served(entry.requested, False, reason=reason)
         self._refreshed()
         return Change(entry.requested, "unloaded", entry.version, None)

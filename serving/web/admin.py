@@ -20,7 +20,7 @@ from serving.errors import ServingError
 from serving.web.errors import DETAIL, documented
 from serving.web.gate import DoorRoute
 from serving.web.policy import Lane, Policy, Scope, declare, run_in
-from training import stages, traffic
+from training import stages
 
 ADMIN = Policy("/v1/admin", Scope.ADMIN, Lane.THREADS, DETAIL.failing("The admin call failed; the error is in the server log."))
 RESPONSES = documented(ADMIN.errors, {401: "No valid bearer token.", 403: "The token does not grant the admin scope.",
@@ -34,10 +34,6 @@ FLEET = "recorded in the stage book: every worker of every server on this model 
 
 def _follower() -> Follower:
     return bentoml.get_current_service().predictor.follower
-
-
-def _record(reference: str, serve: bool) -> None:
-    traffic.set_served(reference, serve, reason="admin API")
 
 
 @router.post("/reload")
@@ -59,7 +55,6 @@ async def load(name: str) -> dict:
         raise ServingError(str(exc), "bad_reference", 422) from None
     if change.action == "failed":
         raise ServingError(f"{name} did not load: {change.error}", "load_failed", 409)
-    await run_in(ADMIN.lane, _record, name, True)
     return {**asdict(change), "fleet": FLEET}
 
 
@@ -67,8 +62,7 @@ async def load(name: str) -> dict:
 @declare(ADMIN)
 async def unload(name: str) -> dict:
     """Stop serving `name` (as configured, or by model name) in every worker."""
-    change = await run_in(ADMIN.lane, _follower().unload, name)  # ModelNotServed: 404
-    await run_in(ADMIN.lane, _record, change.requested, False)  # the slot's own reference: every worker has it
+    change = await run_in(ADMIN.lane, _follower().unload, name)  # ModelNotServed: 404; records the slot's reference
     return {**asdict(change), "fleet": FLEET}
 
 
