@@ -81,11 +81,16 @@ def scenario_workers(cfg, servers, loads: Loads, frame: pd.DataFrame, log: Calla
         return {"skipped": "no WORKERS=2 server in this mode"}
     bodies = [orjson.dumps(r) for r in frame.iloc[:512].to_dict("records")]
     c = cfg.focus_concurrency
-    targets = [loads.target(name, servers[server].url + "/predict", bodies)
-               for name, server in (("workers1", "service"), ("workers2", "workers2"))]
+    # The ceiling (a constant answer) at one and two workers: what BentoML's own path gains here from a second
+    # worker while the load tool shares the cores, beside what the service gains.
+    pairs = [("workers1", "service"), ("workers2", "workers2"), ("ceiling1", "ceiling"), ("ceiling2", "ceiling2")]
+    pairs = [(name, server) for name, server in pairs if server in servers]
+    ceiling_bodies = [orjson.dumps({"records": [r]}) for r in frame.iloc[:512].to_dict("records")]  # its input spec
+    targets = [loads.target(name, servers[server].url + "/predict",
+                            ceiling_bodies if server.startswith("ceiling") else bodies) for name, server in pairs]
     loads.warm(targets, c, cfg.warm_seconds)
     loads.alternate(targets, c, cfg.load_rounds, cfg.load_seconds, cfg.load_requests)
-    rows = loads.rows(["workers1", "workers2"])
+    rows = loads.rows([name for name, _ in pairs])
     for row in rows:
         log(f"  c={c} {row['server']:9} {row['tool']:8} {row['throughput']:6.0f} req/s  p50 {row['p50_ms']:6.1f} ms  "
             f"p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}")

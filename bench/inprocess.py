@@ -30,8 +30,8 @@ def raw_pipeline(model: StoredModel, validator: RecordsValidator, body: bytes) -
     t0 = time.perf_counter()
     frame = validator.batch_body(body)
     t1 = time.perf_counter()
-    with THREADS.call(len(frame)):
-        proba = model.predict_proba(frame)
+    with THREADS.call(len(frame)) as threads:
+        proba = THREADS.run(model.predict_proba, frame, threads)
     classes = model.classify(proba)
     t2 = time.perf_counter()
     payload = {
@@ -52,8 +52,8 @@ def dataframe_pipeline(model: StoredModel, frame: pd.DataFrame) -> dict[str, flo
     """The model's own work on rows already in a DataFrame: features + predict_proba + classes (issue 11's
     "raw pipeline on a DataFrame", the floor of any columnar door)."""
     t0 = time.perf_counter()
-    with THREADS.call(len(frame)):
-        proba = model.predict_proba(frame)
+    with THREADS.call(len(frame)) as threads:
+        proba = THREADS.run(model.predict_proba, frame, threads)
     classes = model.classify(proba)
     t1 = time.perf_counter()
     assert len(classes) == len(frame)
@@ -78,8 +78,8 @@ def score_breakdown(model: StoredModel, frame: pd.DataFrame, log_path, repeats: 
     try:
         for _ in range(repeats):
             t0 = time.perf_counter()
-            with THREADS.call(len(frame)):
-                proba = model.predict_proba(frame)
+            with THREADS.call(len(frame)) as threads:
+                proba = THREADS.run(model.predict_proba, frame, threads)
             t1 = time.perf_counter()
             metrics.INFERENCE.labels(model.name, model.version).observe(t1 - t0)
             classes = model.classify(proba)
@@ -104,6 +104,6 @@ def score_breakdown(model: StoredModel, frame: pd.DataFrame, log_path, repeats: 
 
 def predict_time(model: StoredModel, frame: pd.DataFrame) -> float:
     started = time.perf_counter()
-    with THREADS.call(len(frame)):
-        model.predict_proba(frame)
+    with THREADS.call(len(frame)) as threads:
+        THREADS.run(model.predict_proba, frame, threads)
     return time.perf_counter() - started

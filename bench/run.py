@@ -168,9 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    from bench.report import write_report
+    from bench.report import target_lines, write_report
+    from bench.targets import busy_machine
 
-    write_report(results, cfg, args.out)
+    judged = write_report(results, cfg, args.out)
+    print("\n".join(target_lines(judged, results["meta"]["mode"] == "quick", busy_machine(results))))
     print(f"wrote {args.out}/results.md in {results['meta']['seconds']} s")
     return 0
 

@@ -152,14 +152,15 @@ def start_reference(workdir: Path, env: dict[str, str]) -> Running:
     return _when_up("reference", ReferenceApp(workdir, env), started)
 
 
-def start_ceiling(workdir: Path, env: dict[str, str], root: Path | None = None) -> Running:
-    """bench/ceiling_service.py: the service's BentoML settings, a constant answer, no model. The module is served
-    as a copy on PYTHONPATH, so that with `root` (another checkout) it reads that checkout's service.py."""
+def start_ceiling(workdir: Path, env: dict[str, str], root: Path | None = None, name: str = "ceiling") -> Running:
+    """bench/ceiling_service.py: the service's BentoML settings (WORKERS among them, from `env`), a constant answer,
+    no model. The module is served as a copy on PYTHONPATH, so that with `root` (another checkout) it reads that
+    checkout's service.py."""
     source = workdir / "ceiling_source"
     source.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "bench" / "ceiling_service.py", source / "bench_ceiling.py")
     path = os.pathsep.join(p for p in (str(source), os.environ.get("PYTHONPATH", "")) if p)
-    return start_bento("ceiling", workdir, {**env, "PYTHONPATH": path}, target="bench_ceiling:Ceiling", root=root)
+    return start_bento(name, workdir, {**env, "PYTHONPATH": path}, target="bench_ceiling:Ceiling", root=root)
 
 
 def start_mlserver(model, workdir: Path, parallel_workers: int | None = 0) -> Running:

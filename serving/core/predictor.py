@@ -127,7 +127,7 @@ class Predictor:
         started = time.perf_counter()
         with self.threads.call(len(frame)) as threads:
             try:
-                proba = model.predict_proba(frame)
+                proba = self.threads.run(model.predict_proba, frame, threads)
             except Exception:
                 metrics.PREDICTION_FAILURES.labels(model.name, model.version, endpoint).inc(len(frame))
                 raise
@@ -180,4 +180,4 @@ class Predictor:
         self.shadow.close()  # shadow lines still queued reach the log before it closes
         if self.log is not None:
             self.log.close()
-        self.threads.budget.close()
+        self.threads.close()

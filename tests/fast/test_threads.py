@@ -1,6 +1,7 @@
-"""The OpenMP threads of a model call follow the load (serving/core/threads.py): a big call takes the cores that are
-free when it starts, a small one one thread; the budget is shared between processes through flocks, which a killed
-process gives back; libgomp's waiting threads sleep in a server process."""
+"""The threads of a model call follow the load (serving/core/threads.py): a big call takes the cores that are free
+when it starts, a small one one thread; a call of n threads is n slices of rows on n Python threads of one OpenMP
+thread each; the budget is shared between processes through flocks, which a killed process gives back; libgomp's
+waiting threads sleep in a server process."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from threadpoolctl import threadpool_info
 
@@ -43,7 +47,7 @@ def test_small_batches_want_one_thread_and_big_ones_every_core():
 def test_a_call_takes_what_is_free_when_it_starts_and_gives_it_back():
     threads = ModelThreads(CoreBudget(2))
     with threads.call(BIG) as alone:
-        assert alone == 2 and openmp_threads() == [2] * len(openmp_threads())
+        assert alone == 2 and set(openmp_threads()) == {1}  # two slices of one OpenMP thread each (`run`)
         assert threads.budget.free() == 0
     assert threads.budget.free() == 2
     with threads.call(1) as single:  # a single record holds one token meanwhile
@@ -61,7 +65,7 @@ def test_a_call_takes_what_is_free_when_it_starts_and_gives_it_back():
 
 def _big_call(threads: ModelThreads) -> int:
     with threads.call(BIG) as n:
-        assert set(openmp_threads()) == {n}  # the setting is per calling thread
+        assert set(openmp_threads()) == {1}
         return n
 
 
@@ -76,6 +80,62 @@ def test_an_explicit_omp_num_threads_is_respected():
     with threads.call(BIG) as n:
         assert n == 3
     assert threads.budget.free() == threads.budget.cores  # no tokens taken
+
+
+class Recorder:
+    """A stand-in for a model's predict_proba that records which thread scored which rows, at how many OpenMP
+    threads; `fail_at` raises for the slice starting at that row."""
+
+    def __init__(self, fail_at: int | None = None):
+        self.calls: list[tuple[str, int, int, list[int]]] = []
+        self.fail_at = fail_at
+        self.ended: list[int] = []  # first rows of the slices that returned
+        self._lock = threading.Lock()
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        with self._lock:
+            self.calls.append((threading.current_thread().name, int(frame.index[0]), len(frame), openmp_threads()))
+        if self.fail_at == frame.index[0]:
+            raise ValueError("this slice fails")
+        time.sleep(0.2)  # long enough that a slice still running when the call returns would show
+        self.ended.append(int(frame.index[0]))
+        return frame["x"].to_numpy() * 2.0
+
+
+def test_a_call_of_n_threads_is_n_slices_of_rows_on_one_openmp_thread_each():
+    threads = ModelThreads(CoreBudget(3))
+    frame = pd.DataFrame({"x": np.arange(BIG, dtype=float)})
+    predict = Recorder()
+    with threads.call(BIG) as n:
+        out = threads.run(predict, frame, n)
+    assert n == 3 and np.array_equal(out, frame["x"].to_numpy() * 2.0), "the slices come back in their order"
+    assert sorted((start, rows) for _, start, rows, _ in predict.calls) == [(0, 3333), (3333, 3333), (6666, 3334)]
+    assert len({name for name, *_ in predict.calls}) == 3, "each slice on its own thread"
+    assert all(set(omp) == {1} for *_, omp in predict.calls), "one OpenMP thread per slice"
+    assert threading.current_thread().name in {name for name, *_ in predict.calls}, "the calling thread takes a slice"
+    single = Recorder()
+    with threads.call(1) as n:
+        assert np.array_equal(threads.run(single, frame.iloc[:1], n), [0.0]) and len(single.calls) == 1
+    threads.close()
+
+
+def test_a_failing_slice_fails_the_call_after_every_slice_ended():
+    threads = ModelThreads(CoreBudget(2))
+    frame = pd.DataFrame({"x": np.arange(BIG, dtype=float)})
+    predict = Recorder(fail_at=0)  # the calling thread's own slice fails; the other is still sleeping
+    with pytest.raises(ValueError, match="this slice fails"), threads.call(BIG) as n:
+        threads.run(predict, frame, n)
+    assert predict.ended == [5000], "the other slice ended before the call failed"
+    assert threads.budget.free() == 2
+    threads.close()
+
+
+def test_an_explicit_omp_num_threads_keeps_one_call_one_team():
+    threads = ModelThreads.from_settings(None, None, "2")
+    predict = Recorder()
+    with threads.call(BIG) as n:
+        threads.run(predict, pd.DataFrame({"x": np.arange(BIG, dtype=float)}), n)
+    assert n == 2 and [(start, rows) for _, start, rows, _ in predict.calls] == [(0, BIG)]
 
 
 HOLDER = """
