@@ -31,7 +31,7 @@ def raw_pipeline(model: StoredModel, validator: RecordsValidator, body: bytes) -
     frame = validator.batch_body(body)
     t1 = time.perf_counter()
     with THREADS.call(len(frame)) as threads:
-        proba = THREADS.run(model.predict_proba, frame, threads)
+        proba = THREADS.run(model, frame, threads)
     classes = model.classify(proba)
     t2 = time.perf_counter()
     payload = {
@@ -53,7 +53,7 @@ def dataframe_pipeline(model: StoredModel, frame: pd.DataFrame) -> dict[str, flo
     "raw pipeline on a DataFrame", the floor of any columnar door)."""
     t0 = time.perf_counter()
     with THREADS.call(len(frame)) as threads:
-        proba = THREADS.run(model.predict_proba, frame, threads)
+        proba = THREADS.run(model, frame, threads)
     classes = model.classify(proba)
     t1 = time.perf_counter()
     assert len(classes) == len(frame)
@@ -79,7 +79,7 @@ def score_breakdown(model: StoredModel, frame: pd.DataFrame, log_path, repeats: 
         for _ in range(repeats):
             t0 = time.perf_counter()
             with THREADS.call(len(frame)) as threads:
-                proba = THREADS.run(model.predict_proba, frame, threads)
+                proba = THREADS.run(model, frame, threads)
             t1 = time.perf_counter()
             metrics.INFERENCE.labels(model.name, model.version).observe(t1 - t0)
             classes = model.classify(proba)
@@ -105,5 +105,5 @@ def score_breakdown(model: StoredModel, frame: pd.DataFrame, log_path, repeats: 
 def predict_time(model: StoredModel, frame: pd.DataFrame) -> float:
     started = time.perf_counter()
     with THREADS.call(len(frame)) as threads:
-        THREADS.run(model.predict_proba, frame, threads)
+        THREADS.run(model, frame, threads)
     return time.perf_counter() - started

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import platform
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -22,7 +21,7 @@ import sklearn
 import settings  # noqa: F401  (sets the do-not-track variables before bentoml is used)
 from training.calibration import Calibrator
 from training.features import build_features
-from training.inference import direct_predict_proba
+from training.inference import Steps, direct_predict_proba
 
 MODEL_FILE = "model.joblib"
 REFERENCE_FILE = "reference.parquet"
@@ -88,7 +87,7 @@ class StoredModel:
     path: str
     estimator: Any = field(repr=False)
     # The estimator's predict_proba without scikit-learn's per-call machinery, when it answers alike (training/inference.py).
-    direct: Callable[[pd.DataFrame], np.ndarray] | None = field(default=None, repr=False)
+    direct: Steps | None = field(default=None, repr=False)
 
     @property
     def tag(self) -> str:
@@ -110,8 +109,20 @@ class StoredModel:
         """Probability of the positive class for validated raw inputs."""
         if raw.empty:
             return np.empty(0)
-        predict_proba = self.direct or self.estimator.predict_proba
-        return predict_proba(build_features(self.task, raw))[:, 1]
+        return self.score(self.prepare(raw))
+
+    def prepare(self, raw: pd.DataFrame) -> np.ndarray | pd.DataFrame:
+        """Validated raw inputs as the model's input, for `score` to take in row slices (an array on the direct path,
+        else the features frame)."""
+        features = build_features(self.task, raw)
+        return self.direct.prepare(features) if self.direct is not None else features
+
+    def score(self, rows: np.ndarray | pd.DataFrame, threads: int | None = None) -> np.ndarray:
+        """Probability of the positive class for rows of `prepare`'s result. `threads`: OpenMP threads of this call
+        on the direct path (None: the calling thread's setting, which the estimator's own path always uses)."""
+        if self.direct is not None:
+            return self.direct.score(rows, threads)[:, 1]
+        return self.estimator.predict_proba(rows)[:, 1]
 
     def classify(self, proba: np.ndarray) -> np.ndarray:
         return (proba >= self.threshold).astype(np.int64)
@@ -161,7 +172,7 @@ def load_model(tag: str, *, estimator: bool = True) -> StoredModel:
     return stored
 
 
-def _direct(model: StoredModel) -> Callable[[pd.DataFrame], np.ndarray] | None:
+def _direct(model: StoredModel) -> Steps | None:
     """The direct predict_proba, checked on the model's reference sample (None without one)."""
     try:
         sample = model.reference()[list(model.input_schema["columns"])].iloc[:CHECK_ROWS]

@@ -127,7 +127,7 @@ class Predictor:
         started = time.perf_counter()
         with self.threads.call(len(frame)) as threads:
             try:
-                proba = self.threads.run(model.predict_proba, frame, threads)
+                proba = self.threads.run(model, frame, threads)
             except Exception:
                 metrics.PREDICTION_FAILURES.labels(model.name, model.version, endpoint).inc(len(frame))
                 raise

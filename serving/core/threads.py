@@ -17,10 +17,11 @@ the load:
    tokens are `flock`s on files in a folder the server's workers share (made by `bentoml serve`,
    serving/web/startup.py), so with `WORKERS>1` a big call in one worker sees the other workers' calls, and the
    kernel frees a killed worker's tokens.
-3. **A call of n threads is n slices of rows** (`ModelThreads.run`), each predicted by a Python thread with one
-   OpenMP thread: the slices never meet at the 250 barriers an OpenMP team does, where a sleeping team-mate must be
-   woken each time. 10,000 rows on an idle machine: 19.6 ms as two slices, 22.4 ms as one team of two passive
-   threads, 29.4 ms on one thread (docs/performance.md). The model's trees release the GIL while they walk.
+3. **A call of n threads is n slices of rows** (`ModelThreads.run`): the inputs are prepared once (features and
+   encoders, under the GIL), then each slice is scored by its own Python thread with one OpenMP thread. The slices
+   never meet at the 250 barriers an OpenMP team does, where a sleeping team-mate must be woken each time, and the
+   trees release the GIL while they walk. 10,000 rows on an idle machine: 17.5 ms as two slices, 22.4 ms as one
+   team of two passive threads, 29.4 ms on one thread (docs/performance.md).
 
 An explicit `OMP_NUM_THREADS` in the environment is respected instead: every call then gets that many threads.
 """
@@ -30,10 +31,11 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
 import joblib
 import numpy as np
@@ -113,6 +115,18 @@ class CoreBudget:
             self._held.clear()
 
 
+class Scorer(Protocol):
+    """A model as a call uses it (training.store.StoredModel): inputs prepared once, then scored in row slices."""
+
+    def prepare(self, raw: pd.DataFrame) -> Any: ...
+
+    def score(self, rows: Any, threads: int | None = None) -> np.ndarray: ...
+
+
+def _rows(prepared: Any, start: int, end: int) -> Any:
+    return prepared.iloc[start:end] if isinstance(prepared, pd.DataFrame) else prepared[start:end]
+
+
 class ModelThreads:
     """Sets each model call's OpenMP threads from the budget (`call`), or leaves an explicit OMP_NUM_THREADS alone."""
 
@@ -161,27 +175,30 @@ class ModelThreads:
         finally:
             self.budget.give_back(tokens)
 
-    def run(self, predict: Callable[[pd.DataFrame], np.ndarray], frame: pd.DataFrame, threads: int) -> np.ndarray:
-        """`predict(frame)` inside `call`, with the `threads` it yielded: split into that many slices of rows, each
-        on its own Python thread with one OpenMP thread, this thread taking the first. An explicit OMP_NUM_THREADS
-        keeps one call on one team of that many."""
+    def run(self, model: Scorer, frame: pd.DataFrame, threads: int) -> np.ndarray:
+        """The model's probabilities for `frame`, inside `call`, with the `threads` it yielded: prepared once, then
+        scored in that many slices of rows, each on its own Python thread with one OpenMP thread, this thread taking
+        the first. An explicit OMP_NUM_THREADS keeps one call on one team of that many."""
+        if len(frame) == 0:
+            return np.empty(0)
+        prepared = model.prepare(frame)
         if threads <= 1 or self.fixed is not None or len(frame) < 2:
-            return predict(frame)
+            return model.score(prepared)
         if self._slices is None:
             self._slices = ThreadPoolExecutor(self.budget.cores - 1 or 1, thread_name_prefix="model-slice")
         bounds = np.linspace(0, len(frame), min(threads, len(frame)) + 1).astype(int)
-        others = [self._slices.submit(self._one_thread, predict, frame.iloc[start:end])
+        others = [self._slices.submit(self._one_thread, model, _rows(prepared, start, end))
                   for start, end in zip(bounds[1:-1], bounds[2:])]
         try:
-            first = predict(frame.iloc[: bounds[1]])
+            first = model.score(_rows(prepared, 0, bounds[1]), 1)
             return np.concatenate([first, *(other.result() for other in others)])
         finally:
             for other in others:  # a failed slice: the others still end before the call gives its cores back
                 other.exception()
 
-    def _one_thread(self, predict: Callable[[pd.DataFrame], np.ndarray], part: pd.DataFrame) -> np.ndarray:
-        self._apply(1)
-        return predict(part)
+    def _one_thread(self, model: Scorer, rows: Any) -> np.ndarray:
+        self._apply(1)  # the estimator's own path reads the thread's setting
+        return model.score(rows, 1)
 
     def close(self) -> None:
         if self._slices is not None:

@@ -46,6 +46,19 @@ def test_the_direct_path_answers_bit_for_bit_like_the_pipeline_unseen_categories
     assert np.array_equal(direct(new.iloc[:1]), pipeline.predict_proba(new.iloc[:1]))
 
 
+def test_slices_of_the_prepared_rows_score_like_the_whole():
+    """A big call prepares once and scores row slices on several threads (serving/core/threads.py)."""
+    pipeline = boosted()
+    sample, _ = frame(200, 1)
+    direct = direct_predict_proba(pipeline, sample)
+    assert direct is not None
+    new, _ = frame(1_001, 3)
+    prepared = direct.prepare(new)
+    sliced = np.concatenate([direct.score(prepared[:334], 1), direct.score(prepared[334:700], 1),
+                             direct.score(prepared[700:], 2)])
+    assert np.array_equal(sliced, pipeline.predict_proba(new))
+
+
 def test_pipelines_it_does_not_know_are_called_as_they_are():
     sample, y = frame(200, 1)
     scaled = Pipeline([("encode", ColumnTransformer([("categorical", OneHotEncoder(handle_unknown="ignore"), ["country"]),
@@ -73,4 +86,8 @@ def test_the_stored_boosted_model_scores_through_the_direct_path():
     raw = generate_purchase(2_000, seed=5).drop(columns="purchased")
     raw.loc[::9, "student_country"] = "Atlantis"
     features = build_features(model.task, raw)
-    assert np.array_equal(model.predict_proba(raw), model.estimator.predict_proba(features)[:, 1])
+    expected = model.estimator.predict_proba(features)[:, 1]
+    assert np.array_equal(model.predict_proba(raw), expected)
+    prepared = model.prepare(raw)
+    assert isinstance(prepared, np.ndarray), "the trees' own inputs: encoded and binned once"
+    assert np.array_equal(np.concatenate([model.score(prepared[:777], 1), model.score(prepared[777:], 1)]), expected)
