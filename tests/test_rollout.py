@@ -199,11 +199,15 @@ def test_a_raising_candidate_is_caught_by_replay_and_rolled_back_live_within_a_b
     finally:
         answers = hammer.stop()
     assert state["status"] == "rolled_back" and state["reason"].startswith("errors: "), state["reason"]
+    odd = [(a.status, a.detail) for a in answers
+           if a.status != 200 and not (a.status == 500 and "Prediction failed" in a.detail)]
+    assert odd == [], odd
     failed = sorted(a.started for a in answers if a.status != 200)
     assert failed, "the raising candidate never got traffic"
-    assert metric(server.get("/metrics").text, "serving_prediction_failures_total", model="purchase_gbm",
-                  version=versions["raising"].split(":")[1], endpoint="/predict") >= len(failed)
-    assert {a.status for a in answers if a.status != 200} == {500}
+    # Every 500 is a row of a failed call of the raising version (read in the server's log when this fails).
+    counted = metric(server.get("/metrics").text, "serving_prediction_failures_total", model="purchase_gbm",
+                     version=versions["raising"].split(":")[1], endpoint="/predict")
+    assert counted >= len(failed), (counted, len(failed), server.output.read_text()[-6000:])
     window = failed[-1] - failed[0]
     rate = len(answers) / (answers[-1].ended - answers[0].started)
     print(f"raising candidate: answered {len(failed)} of {len(answers)} requests with a 500 over {window:.2f} s "
