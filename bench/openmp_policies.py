@@ -4,7 +4,8 @@
 
 `purchase_gbm`'s `predict_proba` on 10,000 rows, in a fresh process per policy (libgomp reads its policy once, when
 it loads): one OpenMP thread, two, and two Python threads each predicting half the rows with one OpenMP thread
-(no barriers between them). Policies: libgomp's default (spin 300,000 times, then sleep), `OMP_WAIT_POLICY=passive`
+(no barriers between them), and the same slices after one preparation of the inputs (the service's
+`ModelThreads.run`). Policies: libgomp's default (spin 300,000 times, then sleep), `OMP_WAIT_POLICY=passive`
 (sleep at once: what the service sets), and `GOMP_SPINCOUNT` 10,000 and 100,000. For each: wall time (minimum and
 median) and the process's CPU time per call (median); on a busy machine the CPU column is the one to trust, and a
 thread count that costs more CPU than one thread is spinning.
@@ -44,8 +45,14 @@ def measure(rows: int, reps: int) -> dict[str, list[float]]:
         for future in [pool.submit(model.predict_proba, frame.iloc[h]) for h in halves]:
             future.result()
 
+    def prepared_once() -> None:  # what ModelThreads.run does (serving/core/threads.py)
+        rows = model.prepare(frame)
+        second = pool.submit(model.score, rows[halves[1][0]:], 1)
+        model.score(rows[: halves[1][0]], 1)
+        second.result()
+
     variants = {"1 thread": (1, lambda: model.predict_proba(frame)), "2 threads": (2, lambda: model.predict_proba(frame)),
-                "2 Python threads x 1": (1, chunked)}
+                "2 Python threads x 1": (1, chunked), "2 slices, prepared once": (1, prepared_once)}
     out: dict[str, list[float]] = {}
     for name, (threads, call) in variants.items():
         with threadpool_limits(threads, user_api="openmp"):

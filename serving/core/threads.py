@@ -20,8 +20,8 @@ the load:
 3. **A call of n threads is n slices of rows** (`ModelThreads.run`): the inputs are prepared once (features and
    encoders, under the GIL), then each slice is scored by its own Python thread with one OpenMP thread. The slices
    never meet at the 250 barriers an OpenMP team does, where a sleeping team-mate must be woken each time, and the
-   trees release the GIL while they walk. 10,000 rows on an idle machine: 17.5 ms as two slices, 22.4 ms as one
-   team of two passive threads, 29.4 ms on one thread (docs/performance.md).
+   trees release the GIL while they walk. 10,000 rows on an idle machine: 18.9 ms as two slices, 23.5 ms as one
+   team of two passive threads, 31.6 ms on one thread, for about the CPU of one (docs/performance.md).
 
 An explicit `OMP_NUM_THREADS` in the environment is respected instead: every call then gets that many threads.
 """
