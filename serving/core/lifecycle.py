@@ -8,7 +8,8 @@ Every MODEL_REFRESH_SECONDS (and at once on POST /v1/admin/reload) each worker r
   resolved, so it finishes on the version it started with; the old one is released when the last such request
   ends. One lock serializes loads, so at most two versions of a name are resident at once;
 - the plan's `load` list, and the references its weights and shadows name that no slot answers, are loaded; its
-  `unload` list is dropped (unless the plan routes traffic to it), and so are slots it no longer routes to;
+  `unload` list is dropped (unless the plan routes traffic to it), and so are slots it no longer routes to, after
+  routing has left them (a request never finds its routed model gone);
 - then `on_refreshed(plan)` hands the plan to the predictor, which applies its weights and shadows.
 
 A version that fails to load or warm is reported (its slot's `swap_error` in GET /v1/models, the
@@ -121,24 +122,27 @@ class Follower:
         self._refreshed()
         return changes
 
-    def _refreshed(self) -> None:
+    def _refreshed(self, plan: traffic.Plan | None = None) -> None:
         if self.on_refreshed is not None:
-            self.on_refreshed(self.plan)
+            self.on_refreshed(plan or self.plan)
 
     def _sync(self, plan: traffic.Plan) -> list[Change]:
         """Load what the plan asks for, drop what it unloads or no longer routes to."""
         routed = {ref for t in plan.tasks.values() for ref in (*t.weights, *t.shadow)}
         changes = []
-        for entry in list(self.registry.entries):
-            requested = entry.requested
-            dropped = requested in plan.unload and requested not in routed
-            unrouted = requested in self.added and requested not in routed and requested not in plan.load
-            if dropped or unrouted:
-                self.registry.remove(entry)
-                self.added.discard(requested)
-                why = "the stage book's unload list" if dropped else "the traffic plan no longer routes to it"
-                events.info("unloaded %s (%s): %s", requested, entry.tag or entry.status, why)
-                changes.append(Change(requested, "unloaded", entry.version, None))
+        idle = {entry.requested for entry in self.registry.entries} - routed
+        dropped = {ref for ref in idle if ref in plan.unload}
+        unrouted = {ref for ref in idle if ref in self.added and ref not in plan.load} - dropped
+        if dropped or unrouted:
+            # Routing leaves them first: a request routed by the old weights in between would find its model gone
+            # (a 503 in the middle of a rollback). Arms of the plan not loaded yet stay out until they are.
+            self._refreshed(plan)
+        for entry in [e for e in self.registry.entries if e.requested in dropped | unrouted]:
+            self.registry.remove(entry)
+            self.added.discard(entry.requested)
+            why = "the stage book's unload list" if entry.requested in dropped else "the plan no longer routes to it"
+            events.info("unloaded %s (%s): %s", entry.requested, entry.tag or entry.status, why)
+            changes.append(Change(entry.requested, "unloaded", entry.version, None))
         wanted = {*plan.load, *routed}
         self.plan_errors = {ref: error for ref, error in self.plan_errors.items() if ref in wanted}
         slots = {entry.requested for entry in self.registry.entries}

@@ -103,7 +103,14 @@ class Predictor:
 
     def purchase_model(self, routing_key: str | None) -> ModelEntry:
         """The purchase variant for this caller (A/B when configured). Raises ModelNotServed or ModelUnavailable."""
-        return self.registry.get(self.router.choose(routing_key))
+        arms = self.router.arms
+        try:
+            return self.registry.get(self.router.choose(routing_key))
+        except LookupError:
+            if self.router.arms is arms:
+                raise
+            # The follower moved the split between the choice and the lookup (a rollout's step): choose again.
+            return self.registry.get(self.router.choose(routing_key))
 
     def readiness(self) -> Readiness:
         return readiness(self.registry, self.router)
