@@ -14,8 +14,8 @@ unseen category added): anything else gets None, and the pipeline is called as i
 It runs in two steps (`Steps`): `prepare` the whole frame once (pandas and the encoders, which hold the GIL), then
 `score` row slices of the result (the trees, which release it while they walk). A big call scores its slices on
 several threads at once (serving/core/threads.py), and only the trees run in them: preparing each slice apart cost
-every slice the fixed work again, and the slices waited for each other's GIL (10,000 rows over two threads: 18.9 ms
-with each slice prepared apart, 17.5 ms prepared once; docs/performance.md). For a HistGradientBoosting model the
+every slice the fixed work again, and the slices waited for each other's GIL (10,000 rows over two threads: 20.4 ms
+with each slice prepared apart, 18.9 ms prepared once; docs/performance.md). For a HistGradientBoosting model the
 trees are called as its own `_raw_predict` calls them, with the thread count given per call; these are private
 methods of scikit-learn (pinned in pyproject.toml), which is why the path is checked on the sample at every load.
 """

@@ -15,7 +15,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from training import inference
 from training.data import generate_purchase
 from training.features import build_features
-from training.inference import direct_predict_proba
+from training.inference import Steps, direct_predict_proba
 
 
 def frame(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -35,11 +35,17 @@ def boosted(handle_unknown: str = "use_encoded_value") -> Pipeline:
     return Pipeline([("encode", encode), ("model", model)]).fit(data, y)
 
 
-def test_the_direct_path_answers_bit_for_bit_like_the_pipeline_unseen_categories_included():
+def boosted_and_direct() -> tuple[Pipeline, Steps]:
+    """The boosted pipeline and its direct path, checked on a sample as a model's load checks it."""
     pipeline = boosted()
     sample, _ = frame(200, 1)
     direct = direct_predict_proba(pipeline, sample)
     assert direct is not None
+    return pipeline, direct
+
+
+def test_the_direct_path_answers_bit_for_bit_like_the_pipeline_unseen_categories_included():
+    pipeline, direct = boosted_and_direct()
     new, _ = frame(300, 2)
     new.loc[::7, "country"] = "never seen"
     assert np.array_equal(direct(new), pipeline.predict_proba(new))
@@ -48,10 +54,7 @@ def test_the_direct_path_answers_bit_for_bit_like_the_pipeline_unseen_categories
 
 def test_slices_of_the_prepared_rows_score_like_the_whole():
     """A big call prepares once and scores row slices on several threads (serving/core/threads.py)."""
-    pipeline = boosted()
-    sample, _ = frame(200, 1)
-    direct = direct_predict_proba(pipeline, sample)
-    assert direct is not None
+    pipeline, direct = boosted_and_direct()
     new, _ = frame(1_001, 3)
     prepared = direct.prepare(new)
     sliced = np.concatenate([direct.score(prepared[:334], 1), direct.score(prepared[334:700], 1),
