@@ -103,13 +103,15 @@ class Predictor:
 
     def purchase_model(self, routing_key: str | None) -> ModelEntry:
         """The purchase variant for this caller (A/B when configured). Raises ModelNotServed or ModelUnavailable."""
-        arms = self.router.arms
         try:
             return self.registry.get(self.router.choose(routing_key))
         except LookupError:
-            if self.router.arms is arms:
+            # The registry moved before the routing did (a rollback swaps the candidate's alias out, and the
+            # follower re-routes after): take out the arms not served now and choose again, once.
+            arms = self.router.arms
+            self.router.follow(self._why_not_served)
+            if self.router.arms == arms:
                 raise
-            # The follower moved the split between the choice and the lookup (a rollout's step): choose again.
             return self.registry.get(self.router.choose(routing_key))
 
     def readiness(self) -> Readiness:
