@@ -3,9 +3,10 @@
     python -m bench.openmp_policies --reps 21
 
 `purchase_gbm`'s `predict_proba` on 10,000 rows, in a fresh process per policy (libgomp reads its policy once, when
-it loads): one OpenMP thread, two, and two Python threads each predicting half the rows with one OpenMP thread
-(no barriers between them), and the same slices after one preparation of the inputs (the service's
-`ModelThreads.run`). Policies: libgomp's default (spin 300,000 times, then sleep), `OMP_WAIT_POLICY=passive`
+it loads): the pipeline as scikit-learn runs it (its trees walked one OpenMP region per tree) on one OpenMP thread
+and on two, and the service's direct path (training/inference.py: the trees in one compiled walk,
+training/trees.py) on one thread and as two slices of rows after one preparation of the inputs (the service's
+`ModelThreads.run`). The policies matter only to scikit-learn's walk. Policies: libgomp's default (spin 300,000 times, then sleep), `OMP_WAIT_POLICY=passive`
 (sleep at once: what the service sets), and `GOMP_SPINCOUNT` 10,000 and 100,000. For each: wall time (minimum and
 median) and the process's CPU time per call (median); on a busy machine the CPU column is the one to trust, and a
 thread count that costs more CPU than one thread is spinning.
@@ -34,25 +35,27 @@ def measure(rows: int, reps: int) -> dict[str, list[float]]:
     from threadpoolctl import threadpool_limits
 
     from training.data import generate_purchase
+    from training.features import build_features
     from training.store import load_model
 
     frame = generate_purchase(rows, seed=7).drop(columns="purchased")
     model = load_model("purchase_gbm")
     halves = np.array_split(np.arange(rows), 2)
     pool = ThreadPoolExecutor(2, initializer=lambda: threadpool_limits(1, user_api="openmp"))
+    assert model.direct is not None, "purchase_gbm is scored through the direct path"
 
-    def chunked() -> None:
-        for future in [pool.submit(model.predict_proba, frame.iloc[h]) for h in halves]:
-            future.result()
+    def pipeline() -> None:  # scikit-learn's own path, features included as the service builds them
+        model.estimator.predict_proba(build_features(model.task, frame))
 
     def prepared_once() -> None:  # what ModelThreads.run does (serving/core/threads.py)
         rows = model.prepare(frame)
-        second = pool.submit(model.score, rows[halves[1][0]:], 1)
-        model.score(rows[: halves[1][0]], 1)
+        second = pool.submit(model.score, rows[halves[1][0]:])
+        model.score(rows[: halves[1][0]])
         second.result()
 
-    variants = {"1 thread": (1, lambda: model.predict_proba(frame)), "2 threads": (2, lambda: model.predict_proba(frame)),
-                "2 Python threads x 1": (1, chunked), "2 slices, prepared once": (1, prepared_once)}
+    variants = {"scikit-learn, 1 thread": (1, pipeline), "scikit-learn, 2 threads": (2, pipeline),
+                "compiled, 1 thread": (1, lambda: model.predict_proba(frame)),
+                "compiled, 2 slices prepared once": (1, prepared_once)}
     out: dict[str, list[float]] = {}
     for name, (threads, call) in variants.items():
         with threadpool_limits(threads, user_api="openmp"):

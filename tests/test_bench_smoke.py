@@ -328,7 +328,8 @@ def test_the_openmp_policies_script_measures_each_policy_in_its_own_process(trai
     rows = [line.split("|")[1:3] for line in result.stdout.splitlines() if line.startswith("| ") and "wait policy" not in line]
     seen = {(policy.strip(), threads.strip()) for policy, threads in rows}
     assert {policy for policy, _ in seen} >= {"default", "passive"}
-    assert {threads for _, threads in seen} == {"1 thread", "2 threads", "2 Python threads x 1", "2 slices, prepared once"}
+    assert {threads for _, threads in seen} == {"scikit-learn, 1 thread", "scikit-learn, 2 threads", "compiled, 1 thread",
+                                              "compiled, 2 slices prepared once"}
 
 
 @pytest.mark.slow

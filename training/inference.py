@@ -14,10 +14,10 @@ unseen category added): anything else gets None, and the pipeline is called as i
 It runs in two steps (`Steps`): `prepare` the whole frame once (pandas and the encoders, which hold the GIL), then
 `score` row slices of the result (the trees, which release it while they walk). A big call scores its slices on
 several threads at once (serving/core/threads.py), and only the trees run in them: preparing each slice apart cost
-every slice the fixed work again, and the slices waited for each other's GIL (10,000 rows over two threads: 20.4 ms
-with each slice prepared apart, 18.9 ms prepared once; docs/performance.md). For a HistGradientBoosting model the
-trees are called as its own `_raw_predict` calls them, with the thread count given per call; these are private
-methods of scikit-learn (pinned in pyproject.toml), which is why the path is checked on the sample at every load.
+every slice the fixed work again, and the slices waited for each other's GIL (docs/performance.md). For a
+HistGradientBoosting model the trees are walked by one compiled loop (training/trees.py) over the estimator's
+fitted nodes, then its loss's link; those are private attributes of scikit-learn (pinned in pyproject.toml), which
+is why the path is checked on the sample at every load.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
-from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 from threadpoolctl import threadpool_limits
 
 logger = logging.getLogger(__name__)
@@ -95,28 +94,28 @@ class Steps:
     """`predict_proba` as `score(prepare(features))`; `score` takes any row slice of what `prepare` returned."""
 
     prepare: Callable[[pd.DataFrame], np.ndarray]
-    score: Callable[[np.ndarray, int | None], np.ndarray]  # (rows, OpenMP threads or None: the current setting)
+    score: Callable[[np.ndarray], np.ndarray]
 
     def __call__(self, features: pd.DataFrame) -> np.ndarray:
-        return self.score(self.prepare(features), None)
+        return self.score(self.prepare(features))
 
 
 def _trees(final: Any) -> Steps | None:
-    """A HistGradientBoostingClassifier's own preprocessing, then its trees, as `_raw_predict` runs them."""
-    needed = ("_preprocessor", "_predict_iterations", "_predictors", "_baseline_prediction", "_loss",
-              "n_trees_per_iteration_")
+    """A HistGradientBoostingClassifier's own preprocessing, then its trees in one compiled walk (training/trees.py),
+    which runs on the calling thread whatever `threads` says: a call's threads are its row slices."""
+    needed = ("_preprocessor", "_predictors", "_baseline_prediction", "_bin_mapper", "_loss")
     if not isinstance(final, HistGradientBoostingClassifier) or not all(hasattr(final, a) for a in needed):
         return None
+    from training.trees import Forest  # numba loads only with a model that walks it
+
+    forest = Forest.of(final)
     preprocessor = final._preprocessor
 
     def prepare(encoded: np.ndarray) -> np.ndarray:
         return preprocessor.transform(encoded) if preprocessor is not None else encoded
 
-    def score(rows: np.ndarray, threads: int | None) -> np.ndarray:
-        raw = np.zeros((rows.shape[0], final.n_trees_per_iteration_), dtype=final._baseline_prediction.dtype, order="F")
-        raw += final._baseline_prediction
-        final._predict_iterations(rows, final._predictors, raw, False, _openmp_effective_n_threads(threads))
-        return final._loss.predict_proba(raw)
+    def score(rows: np.ndarray) -> np.ndarray:
+        return final._loss.predict_proba(forest.raw_predict(rows))
 
     return Steps(prepare, score)
 
@@ -139,7 +138,7 @@ def direct_predict_proba(pipeline: object, sample: pd.DataFrame) -> Steps | None
     if trees is not None:
         predict_proba = Steps(lambda features: trees.prepare(encode(features)), trees.score)
     else:  # the final estimator as it is: its OpenMP threads, if any, are the calling thread's setting
-        predict_proba = Steps(encode, lambda rows, threads: final.predict_proba(rows))
+        predict_proba = Steps(encode, final.predict_proba)
 
     check = sample.copy()
     categorical = [c for c in check.columns if check[c].dtype == object]

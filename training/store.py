@@ -117,11 +117,11 @@ class StoredModel:
         features = build_features(self.task, raw)
         return self.direct.prepare(features) if self.direct is not None else features
 
-    def score(self, rows: np.ndarray | pd.DataFrame, threads: int | None = None) -> np.ndarray:
-        """Probability of the positive class for rows of `prepare`'s result. `threads`: OpenMP threads of this call
-        on the direct path (None: the calling thread's setting, which the estimator's own path always uses)."""
+    def score(self, rows: np.ndarray | pd.DataFrame) -> np.ndarray:
+        """Probability of the positive class for rows of `prepare`'s result, on the calling thread (the estimator's
+        own path with the thread's OpenMP setting)."""
         if self.direct is not None:
-            return self.direct.score(rows, threads)[:, 1]
+            return self.direct.score(rows)[:, 1]
         return self.estimator.predict_proba(rows)[:, 1]
 
     def classify(self, proba: np.ndarray) -> np.ndarray:

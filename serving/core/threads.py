@@ -1,9 +1,9 @@
 """How many OpenMP threads a model call gets: the threads follow the load.
 
-HistGradientBoosting predicts with OpenMP, one parallel region per tree (250 for `purchase_gbm`). A lone
-10,000-row call on an idle 2-core machine takes about 27 ms with two threads and 48 ms with one; with more threads
-than free cores, the threads only wait for each other at every region's barrier. Two things make the count follow
-the load:
+scikit-learn's HistGradientBoosting predicts with OpenMP, one parallel region per tree; the direct path
+(training/inference.py) walks the same trees in one compiled loop per slice of rows. Either way a big call is
+faster with more threads, and with more threads than free cores the threads only wait for each other. Three things
+make the count follow the load:
 
 1. **Waiting threads sleep.** libgomp's default spins at a barrier before it sleeps: a thread whose team-mate lost
    its core burns its own core spinning (a 10,000-row call took 1.4 s instead of 50 ms here under load).
@@ -19,11 +19,13 @@ the load:
    kernel frees a killed worker's tokens.
 3. **A call of n threads is n slices of rows** (`ModelThreads.run`): the inputs are prepared once (features and
    encoders, under the GIL), then each slice is scored by its own Python thread with one OpenMP thread. The slices
-   never meet at the 250 barriers an OpenMP team does, where a sleeping team-mate must be woken each time, and the
-   trees release the GIL while they walk. 10,000 rows on an idle machine: 18.9 ms as two slices, 23.5 ms as one
-   team of two passive threads, 31.6 ms on one thread, for about the CPU of one (docs/performance.md).
+   never meet at the barriers an OpenMP team does, where a sleeping team-mate must be woken each time, and the
+   trees release the GIL while they walk (on the direct path, training/trees.py, for the whole slice at once).
+   10,000 rows of `purchase_gbm` (docs/performance.md): 21.1 ms as two slices of the compiled walk, against 37.1
+   ms for scikit-learn's own walk as one team of two passive threads.
 
-An explicit `OMP_NUM_THREADS` in the environment is respected instead: every call then gets that many threads.
+An explicit `OMP_NUM_THREADS` in the environment is respected instead: every big call then gets that many slices,
+and the budget is not used.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class Scorer(Protocol):
 
     def prepare(self, raw: pd.DataFrame) -> Any: ...
 
-    def score(self, rows: Any, threads: int | None = None) -> np.ndarray: ...
+    def score(self, rows: Any) -> np.ndarray: ...
 
 
 def _rows(prepared: Any, start: int, end: int) -> Any:
@@ -164,7 +166,8 @@ class ModelThreads:
         """Around one model call of `rows` rows: yields its thread count. Background work (shadow models) takes at
         most one thread."""
         if self.fixed is not None:
-            yield self.fixed
+            self._apply(1)  # the fixed count is that many slices, as many as the rows can use
+            yield 1 if background else wanted_threads(rows, self.fixed)
             return
         wanted = 1 if background else wanted_threads(rows, self.budget.cores)
         tokens = self.budget.take(wanted)
@@ -178,19 +181,20 @@ class ModelThreads:
     def run(self, model: Scorer, frame: pd.DataFrame, threads: int) -> np.ndarray:
         """The model's probabilities for `frame`, inside `call`, with the `threads` it yielded: prepared once, then
         scored in that many slices of rows, each on its own Python thread with one OpenMP thread, this thread taking
-        the first. An explicit OMP_NUM_THREADS keeps one call on one team of that many."""
+        the first."""
         if len(frame) == 0:
             return np.empty(0)
         prepared = model.prepare(frame)
-        if threads <= 1 or self.fixed is not None or len(frame) < 2:
+        if threads <= 1 or len(frame) < 2:
             return model.score(prepared)
         if self._slices is None:
-            self._slices = ThreadPoolExecutor(self.budget.cores - 1 or 1, thread_name_prefix="model-slice")
+            self._slices = ThreadPoolExecutor(max(self.budget.cores, self.fixed or 0) - 1 or 1,
+                                              thread_name_prefix="model-slice")
         bounds = np.linspace(0, len(frame), min(threads, len(frame)) + 1).astype(int)
         others = [self._slices.submit(self._one_thread, model, _rows(prepared, start, end))
                   for start, end in zip(bounds[1:-1], bounds[2:])]
         try:
-            first = model.score(_rows(prepared, 0, bounds[1]), 1)
+            first = model.score(_rows(prepared, 0, bounds[1]))
             return np.concatenate([first, *(other.result() for other in others)])
         finally:
             for other in others:  # a failed slice: the others still end before the call gives its cores back
@@ -198,7 +202,7 @@ class ModelThreads:
 
     def _one_thread(self, model: Scorer, rows: Any) -> np.ndarray:
         self._apply(1)  # the estimator's own path reads the thread's setting
-        return model.score(rows, 1)
+        return model.score(rows)
 
     def close(self) -> None:
         if self._slices is not None:

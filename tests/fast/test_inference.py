@@ -57,9 +57,34 @@ def test_slices_of_the_prepared_rows_score_like_the_whole():
     pipeline, direct = boosted_and_direct()
     new, _ = frame(1_001, 3)
     prepared = direct.prepare(new)
-    sliced = np.concatenate([direct.score(prepared[:334], 1), direct.score(prepared[334:700], 1),
-                             direct.score(prepared[700:], 2)])
+    sliced = np.concatenate([direct.score(prepared[:334]), direct.score(prepared[334:700]),
+                             direct.score(prepared[700:])])
     assert np.array_equal(sliced, pipeline.predict_proba(new))
+
+
+def test_the_compiled_walk_adds_the_trees_like_scikit_learn_missing_values_and_unknown_categories_included():
+    """training/trees.py against the estimator's own raw predictions: several classes (a tree per class and
+    iteration), categorical splits, NaN in numeric and categorical columns, categories never fitted, negative codes."""
+    from training.trees import Forest
+
+    rng = np.random.default_rng(4)
+    rows = 3_000
+    X = np.column_stack([rng.integers(0, 12, rows).astype(np.float64), rng.normal(size=rows), rng.normal(size=rows)])
+    y = (X[:, 0] % 3 + (X[:, 1] > 0)).astype(int)
+    X[rng.random(rows) < 0.05, 1] = np.nan
+    X[rng.random(rows) < 0.05, 0] = np.nan
+    model = HistGradientBoostingClassifier(max_iter=15, categorical_features=[0], random_state=0).fit(X, y)
+    assert model.n_trees_per_iteration_ == 4
+    new = np.column_stack([rng.integers(-2, 20, 500).astype(np.float64), rng.normal(size=500), rng.normal(size=500)])
+    new[::11, 0], new[::13, 2] = np.nan, np.nan
+    prepared = model._preprocessor.transform(new)
+    assert np.array_equal(Forest.of(model).raw_predict(prepared), model._raw_predict(new))
+    # Codes the preprocessor never hands on (it makes unseen categories NaN), as scikit-learn's walk treats them.
+    codes = prepared.copy()
+    codes[::3, 0] = rng.choice([-1.0, 12.0, 15.0, 200.0], len(codes[::3]))
+    expected = np.zeros((len(codes), 4)) + model._baseline_prediction
+    model._predict_iterations(codes, model._predictors, expected, False, 1)
+    assert np.array_equal(Forest.of(model).raw_predict(codes), expected)
 
 
 def test_pipelines_it_does_not_know_are_called_as_they_are():
@@ -93,4 +118,4 @@ def test_the_stored_boosted_model_scores_through_the_direct_path():
     assert np.array_equal(model.predict_proba(raw), expected)
     prepared = model.prepare(raw)
     assert isinstance(prepared, np.ndarray), "the trees' own inputs: encoded and binned once"
-    assert np.array_equal(np.concatenate([model.score(prepared[:777], 1), model.score(prepared[777:], 1)]), expected)
+    assert np.array_equal(np.concatenate([model.score(prepared[:777]), model.score(prepared[777:])]), expected)

@@ -84,12 +84,11 @@ def test_an_explicit_omp_num_threads_is_respected():
 
 class Recorder:
     """A stand-in for a model (serving.core.threads.Scorer) that records how often its inputs were prepared, and
-    which thread scored which rows, at how many OpenMP threads and with which `threads` argument; `fail_at` raises for
-    the slice starting at that row."""
+    which thread scored which rows at how many OpenMP threads; `fail_at` raises for the slice starting at that row."""
 
     def __init__(self, fail_at: int | None = None):
         self.prepared = 0
-        self.calls: list[tuple[str, int, int, list[int], int | None]] = []
+        self.calls: list[tuple[str, int, int, list[int]]] = []
         self.fail_at = fail_at
         self.ended: list[int] = []  # first rows of the slices that returned
         self._lock = threading.Lock()
@@ -98,10 +97,9 @@ class Recorder:
         self.prepared += 1
         return raw
 
-    def score(self, rows: pd.DataFrame, threads: int | None = None) -> np.ndarray:
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
         with self._lock:
-            self.calls.append((threading.current_thread().name, int(rows.index[0]), len(rows), openmp_threads(),
-                               threads))
+            self.calls.append((threading.current_thread().name, int(rows.index[0]), len(rows), openmp_threads()))
         if self.fail_at == rows.index[0]:
             raise ValueError("this slice fails")
         time.sleep(0.2)  # long enough that a slice still running when the call returns would show
@@ -119,7 +117,7 @@ def test_a_call_of_n_threads_is_n_slices_of_rows_on_one_openmp_thread_each():
     assert predict.prepared == 1, "the inputs are prepared once for every slice"
     assert sorted((start, rows) for _, start, rows, *_ in predict.calls) == [(0, 3333), (3333, 3333), (6666, 3334)]
     assert len({name for name, *_ in predict.calls}) == 3, "each slice on its own thread"
-    assert all(set(omp) == {1} and asked == 1 for *_, omp, asked in predict.calls), "one OpenMP thread per slice"
+    assert all(set(omp) == {1} for *_, omp in predict.calls), "one OpenMP thread per slice"
     assert threading.current_thread().name in {name for name, *_ in predict.calls}, "the calling thread takes a slice"
     single = Recorder()
     with threads.call(1) as n:
@@ -138,12 +136,17 @@ def test_a_failing_slice_fails_the_call_after_every_slice_ended():
     threads.close()
 
 
-def test_an_explicit_omp_num_threads_keeps_one_call_one_team():
-    threads = ModelThreads.from_settings(None, None, "2")
+def test_an_explicit_omp_num_threads_is_that_many_slices_of_one_openmp_thread_each():
+    threads = ModelThreads.from_settings(1, None, "3")  # more than the budget's cores: the count set wins
     predict = Recorder()
     with threads.call(BIG) as n:
         threads.run(predict, pd.DataFrame({"x": np.arange(BIG, dtype=float)}), n)
-    assert n == 2 and [(start, rows, asked) for _, start, rows, _, asked in predict.calls] == [(0, BIG, None)]
+    assert n == 3 and sorted((start, rows) for _, start, rows, _ in predict.calls) == [(0, 3333), (3333, 3333),
+                                                                                        (6666, 3334)]
+    assert len({name for name, *_ in predict.calls}) == 3 and all(set(omp) == {1} for *_, omp in predict.calls)
+    with threads.call(BIG, background=True) as shadow, threads.call(1) as single:
+        assert shadow == 1 and single == 1
+    threads.close()
 
 
 HOLDER = """
