@@ -64,7 +64,8 @@ def test_slices_of_the_prepared_rows_score_like_the_whole():
 
 def test_the_compiled_walk_adds_the_trees_like_scikit_learn_missing_values_and_unknown_categories_included():
     """training/trees.py against the estimator's own raw predictions: several classes (a tree per class and
-    iteration), categorical splits, NaN in numeric and categorical columns, categories never fitted, negative codes."""
+    iteration), categorical splits, NaN in numeric and categorical columns, categories never fitted, negative codes;
+    and the estimator's own preprocessing, looked up, against its transformer."""
     from training.trees import Forest
 
     rng = np.random.default_rng(4)
@@ -78,6 +79,7 @@ def test_the_compiled_walk_adds_the_trees_like_scikit_learn_missing_values_and_u
     new = np.column_stack([rng.integers(-2, 20, 500).astype(np.float64), rng.normal(size=500), rng.normal(size=500)])
     new[::11, 0], new[::13, 2] = np.nan, np.nan
     prepared = model._preprocessor.transform(new)
+    assert np.array_equal(inference._estimator_inputs(model._preprocessor)(new), prepared, equal_nan=True)
     assert np.array_equal(Forest.of(model).raw_predict(prepared), model._raw_predict(new))
     # Codes the preprocessor never hands on (it makes unseen categories NaN), as scikit-learn's walk treats them.
     codes = prepared.copy()
