@@ -107,9 +107,13 @@ def _trees(final: Any) -> Steps | None:
     needed = ("_preprocessor", "_predictors", "_baseline_prediction", "_bin_mapper", "_loss")
     if not isinstance(final, HistGradientBoostingClassifier) or not all(hasattr(final, a) for a in needed):
         return None
-    from training.trees import Forest  # numba loads only with a model that walks it
+    try:
+        from training.trees import Forest  # numba loads only with a model that walks it
 
-    forest = Forest.of(final)
+        forest = Forest.of(final)
+    except Exception as exc:  # noqa: BLE001 - no compiled walk (numba cannot compile here, nodes laid out otherwise)
+        logger.info("compiled walk not used: %s", exc)
+        return None
     prepare = _estimator_inputs(final._preprocessor) or final._preprocessor.transform
 
     def score(rows: np.ndarray) -> np.ndarray:
