@@ -46,8 +46,21 @@ def _passthrough(columns: list[str]) -> Block:
     return lambda frame: frame[columns].to_numpy(dtype=np.float64)
 
 
+def _plain(encoder: OrdinalEncoder) -> bool:
+    """Unknown categories encoded as a value, and no infrequent categories grouped: codes are a lookup."""
+    return encoder.handle_unknown == "use_encoded_value" and not getattr(encoder, "infrequent_categories_", None)
+
+
+def _codes(index: pd.Index, values: np.ndarray, unknown: float, missing: float) -> np.ndarray:
+    """An OrdinalEncoder's codes for one column: the position in its fitted categories, else unknown or missing."""
+    codes = index.get_indexer(values).astype(np.float64)
+    codes[codes < 0] = unknown
+    codes[pd.isna(values)] = missing
+    return codes
+
+
 def _ordinal(encoder: OrdinalEncoder, columns: list[str]) -> Block | None:
-    if encoder.handle_unknown != "use_encoded_value" or getattr(encoder, "infrequent_categories_", None):
+    if not _plain(encoder):
         return None
     indexes = []
     for categories in encoder.categories_:
@@ -59,11 +72,7 @@ def _ordinal(encoder: OrdinalEncoder, columns: list[str]) -> Block | None:
     def encode(frame: pd.DataFrame) -> np.ndarray:
         out = np.empty((len(frame), len(columns)), dtype=np.float64)
         for i, (column, index) in enumerate(zip(columns, indexes)):
-            values = frame[column].to_numpy()
-            codes = index.get_indexer(values).astype(np.float64)
-            codes[codes < 0] = unknown
-            codes[pd.isna(values)] = missing
-            out[:, i] = codes
+            out[:, i] = _codes(index, frame[column].to_numpy(), unknown, missing)
         return out
 
     return encode
@@ -137,8 +146,7 @@ def _estimator_inputs(preprocessor: Any) -> Callable[[np.ndarray], np.ndarray] |
         if isinstance(fitted, str) and fitted == "drop":
             continue
         if isinstance(fitted, OrdinalEncoder):
-            if (fitted.handle_unknown != "use_encoded_value" or not np.isnan(fitted.unknown_value)
-                    or not np.isnan(fitted.encoded_missing_value) or getattr(fitted, "infrequent_categories_", None)):
+            if not _plain(fitted) or not np.isnan(fitted.unknown_value) or not np.isnan(fitted.encoded_missing_value):
                 return None
             indexes = []
             for categories in fitted.categories_:
@@ -162,9 +170,7 @@ def _estimator_inputs(preprocessor: Any) -> Callable[[np.ndarray], np.ndarray] |
                 if indexes is None:
                     out[:, at] = encoded[:, column]
                 else:  # unknown and missing values are both NaN (checked above)
-                    codes = indexes[j].get_indexer(encoded[:, column]).astype(np.float64)
-                    codes[codes < 0] = np.nan
-                    out[:, at] = codes
+                    out[:, at] = _codes(indexes[j], encoded[:, column], np.nan, np.nan)
                 at += 1
         return out
 
