@@ -6,10 +6,10 @@
 it loads): the pipeline as scikit-learn runs it (its trees walked one OpenMP region per tree) on one OpenMP thread
 and on two, and the service's direct path (training/inference.py: the trees in one compiled walk,
 training/trees.py) on one thread and as two slices of rows after one preparation of the inputs (the service's
-`ModelThreads.run`). The policies matter only to scikit-learn's walk. Policies: libgomp's default (spin 300,000 times, then sleep), `OMP_WAIT_POLICY=passive`
-(sleep at once: what the service sets), and `GOMP_SPINCOUNT` 10,000 and 100,000. For each: wall time (minimum and
-median) and the process's CPU time per call (median); on a busy machine the CPU column is the one to trust, and a
-thread count that costs more CPU than one thread is spinning.
+`ModelThreads.run`). The policies matter only to scikit-learn's walk. Policies: libgomp's default (spin 300,000
+times, then sleep), `OMP_WAIT_POLICY=passive` (sleep at once: what the service sets), and `GOMP_SPINCOUNT` 10,000
+and 100,000. For each: wall time (minimum and median) and the process's CPU time per call (median); on a busy
+machine the CPU column is the one to trust, and a thread count that costs more CPU than one thread is spinning.
 """
 
 from __future__ import annotations

@@ -90,12 +90,13 @@ class Forest:
         predictors = [tree for iteration in estimator._predictors for tree in iteration]
         nodes = np.concatenate([tree.nodes for tree in predictors])
         sizes = [len(tree.nodes) for tree in predictors]
-        first = np.repeat(np.cumsum([0, *sizes[:-1]]), sizes).astype(np.int64)
+        starts = np.cumsum([0, *sizes[:-1]]).astype(np.int64)  # each tree's first node in the flat columns
+        first = np.repeat(starts, sizes)
         bitsets = [tree.raw_left_cat_bitsets for tree in predictors]
         first_bitset = np.repeat(np.cumsum([0, *[len(b) for b in bitsets[:-1]]]), sizes).astype(np.int64)
         known_bitsets, known_row = estimator._bin_mapper.make_known_categories_bitsets()
         return cls(
-            roots=np.cumsum([0, *sizes[:-1]]).astype(np.int64).reshape(len(estimator._predictors), -1),
+            roots=starts.reshape(len(estimator._predictors), -1),
             feature=nodes["feature_idx"].astype(np.int64),
             threshold=nodes["num_threshold"].astype(np.float64),
             left=nodes["left"].astype(np.int64) + first,

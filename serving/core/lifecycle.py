@@ -133,11 +133,12 @@ class Follower:
         idle = {entry.requested for entry in self.registry.entries} - routed
         dropped = {ref for ref in idle if ref in plan.unload}
         unrouted = {ref for ref in idle if ref in self.added and ref not in plan.load} - dropped
-        if dropped or unrouted:
+        leaving = dropped | unrouted
+        if leaving:
             # Routing leaves them first: a request routed by the old weights in between would find its model gone
             # (a 503 in the middle of a rollback). Arms of the plan not loaded yet stay out until they are.
             self._refreshed(plan)
-        for entry in [e for e in self.registry.entries if e.requested in dropped | unrouted]:
+        for entry in [e for e in self.registry.entries if e.requested in leaving]:
             self.registry.remove(entry)
             self.added.discard(entry.requested)
             why = "the stage book's unload list" if entry.requested in dropped else "the plan no longer routes to it"

@@ -44,8 +44,10 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
-# Below this many rows per thread a second thread gains nothing: one tree's region over 2,000 rows is ~25 us of
-# work (10,000 rows take ~32 ms of CPU over 250 trees, docs/performance.md), about what waking a sleeping thread costs.
+# Below this many rows per thread a second thread gained nothing in scikit-learn's walk: one tree's region over 2,000
+# rows was ~25 us of work (10,000 rows took ~32 ms of CPU over 250 trees, docs/performance.md), about what waking a
+# sleeping thread costs. The compiled walk (training/trees.py) hands a slice over once per call, so a lower bound
+# may pay there; not measured yet.
 MIN_ROWS_PER_THREAD = 2_000
 TOKEN = "core-{}"
 
@@ -165,15 +167,14 @@ class ModelThreads:
     def call(self, rows: int, *, background: bool = False) -> Iterator[int]:
         """Around one model call of `rows` rows: yields its thread count. Background work (shadow models) takes at
         most one thread."""
-        if self.fixed is not None:
-            self._apply(1)  # the fixed count is that many slices, as many as the rows can use
+        self._apply(1)  # more threads are more slices (`run`), each on one OpenMP thread
+        if self.fixed is not None:  # that many slices, as many as the rows can use
             yield 1 if background else wanted_threads(rows, self.fixed)
             return
         wanted = 1 if background else wanted_threads(rows, self.budget.cores)
         tokens = self.budget.take(wanted)
         threads = max(1, len(tokens))
         try:
-            self._apply(1)  # more threads are more slices (`run`), each on one OpenMP thread
             yield threads
         finally:
             self.budget.give_back(tokens)

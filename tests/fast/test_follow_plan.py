@@ -63,8 +63,6 @@ def test_a_rollback_stops_routing_to_the_candidate_before_it_is_unloaded(followe
     assert [name for _, name in follower.router.arms] == [PRODUCTION]
 
 
-
-
 @pytest.mark.parametrize("default", [PRODUCTION, "purchase_gbm:missing"])
 def test_a_request_whose_arm_left_the_registry_before_the_routing_did_is_routed_again(default):
     """A rollback empties the candidate's alias slot a moment before the follower re-routes (CI saw the 503)."""
