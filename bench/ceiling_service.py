@@ -1,7 +1,8 @@
 """The framework's own ceiling: a batchable BentoML API that answers a constant, with the service's settings.
 
-It takes the purchase record schema (training.schema.PredictRequest, parsed by BentoML's own path) and the very
-`@bentoml.service` config and `/predict` batching parameters of service.py, and calls no model: whatever
+It takes the purchase record schema (training.schema.PredictRequest, parsed by BentoML's own path), the very
+`@bentoml.service` config and `/predict` batching parameters of service.py, and its connection policy
+(serving/web/keepalive.py, which decides how two workers share the load), and calls no model: whatever
 `/predict` loses against it is the cost of the service's own request path and model, not of BentoML.
 
     bentoml serve bench.ceiling_service:Ceiling --port 3002
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import bentoml
 
-from service import PurchaseService
+from service import PurchaseService, settings
+from serving.web.keepalive import KeepAliveLimit
 from training.schema import PredictRequest
 
 _PREDICT = next(api for api in PurchaseService.apis.values() if api.route == "/predict")
@@ -29,3 +31,6 @@ class Ceiling:
     )
     def predict(self, records: list[PredictRequest]) -> list[dict]:
         return [ANSWER] * len(records)
+
+
+Ceiling.add_asgi_middleware(KeepAliveLimit, limit=settings.keepalive_requests)

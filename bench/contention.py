@@ -8,14 +8,18 @@ client and by `hey` (bench/measure.py):
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import httpx
 import orjson
 import pandas as pd
 
 from bench.measure import IDENTITY, TOOLS, Loads, order
+
+WORKER_INDEX = re.compile(r'worker_index="(\d+)"')
 
 
 class BatchStream:
@@ -89,9 +93,40 @@ def scenario_workers(cfg, servers, loads: Loads, frame: pd.DataFrame, log: Calla
     targets = [loads.target(name, servers[server].url + "/predict",
                             ceiling_bodies if server.startswith("ceiling") else bodies) for name, server in pairs]
     loads.warm(targets, c, cfg.warm_seconds)
-    loads.alternate(targets, c, cfg.load_rounds, cfg.load_seconds, cfg.load_requests)
+    busiest: dict[tuple[str, str], list[float]] = {}
+
+    @contextmanager
+    def split(target, tool: str) -> Iterator[None]:
+        """The busiest worker's share of one round's /predict records, on a two-worker server (a worker that has
+        answered nothing yet has no line on /metrics: its share is 0)."""
+        if target.name not in ("workers2", "ceiling2"):
+            yield
+            return
+        base = target.url.removesuffix("/predict")
+        before = worker_records(base)
+        yield
+        done = {worker: count - before.get(worker, 0) for worker, count in worker_records(base).items()}
+        if sum(done.values()):
+            busiest.setdefault((target.name, tool), []).append(round(max(done.values()) / sum(done.values()), 3))
+
+    loads.alternate(targets, c, cfg.load_rounds, cfg.load_seconds, cfg.load_requests, around=split)
     rows = loads.rows([name for name, _ in pairs])
     for row in rows:
+        shares = busiest.get((row["server"], row["tool"]))
+        if shares:
+            row["busiest_worker_share"] = shares
         log(f"  c={c} {row['server']:9} {row['tool']:8} {row['throughput']:6.0f} req/s  p50 {row['p50_ms']:6.1f} ms  "
-            f"p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}")
+            f"p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}"
+            + (f"  busiest worker {', '.join(f'{s:.0%}' for s in shares)} of each round" if shares else ""))
     return {"concurrency": c, "rows": rows}
+
+
+def worker_records(base_url: str) -> dict[str, float]:
+    """/predict records batched so far by each worker (BentoML's adaptive batch sizes, summed per `worker_index`)."""
+    found: dict[str, float] = {}
+    for line in httpx.get(base_url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith("bentoml_service_adaptive_batch_size_sum{") and 'method_name="predict"' in line:
+            worker = WORKER_INDEX.search(line)
+            if worker:
+                found[worker.group(1)] = found.get(worker.group(1), 0) + float(line.rsplit(" ", 1)[1])
+    return found

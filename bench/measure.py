@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,13 +90,16 @@ class Loads:
             for tool in TOOLS:
                 self.run(target, tool, concurrency, seconds, concurrency * 8, key="")
 
-    def alternate(self, targets: list[LoadTarget], concurrency: int, rounds: int, seconds: float, requests: int) -> None:
-        """`rounds` rounds over the targets, each target loaded by both tools, orders reversed every other round."""
+    def alternate(self, targets: list[LoadTarget], concurrency: int, rounds: int, seconds: float, requests: int,
+                  around: Callable[[LoadTarget, str], AbstractContextManager] | None = None) -> None:
+        """`rounds` rounds over the targets, each target loaded by both tools, orders reversed every other round;
+        `around(target, tool)` wraps each round (to read the server before and after)."""
         by_name = {t.name: t for t in targets}
         for round_index in range(rounds):
             for name in order(list(by_name), round_index):
                 for tool in order(list(TOOLS), round_index):
-                    self.run(by_name[name], tool, concurrency, seconds, requests)
+                    with around(by_name[name], tool) if around else nullcontext():
+                        self.run(by_name[name], tool, concurrency, seconds, requests)
 
     def rows(self, names: list[str], **extra: dict) -> list[dict]:
         """One row per (name, tool) in `names` order: `pooled` figures plus the extra fields given per name."""

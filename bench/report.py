@@ -185,11 +185,18 @@ def contention_lines(results: dict) -> list[str]:
                       f"calls back to back ({m['batches']} answered" +
                       (f", non-200 {m['batch_statuses']}" if m["batch_statuses"] else "") +
                       "), for the bench client's rounds and hey's alike. Alternating rounds.", ""]
+        else:
+            lines += ["The busiest worker's share of each round's records (read from BentoML's per-worker adaptive "
+                      "batch sizes on /metrics) shows how the two workers shared the load tool's connections.", ""]
         first = {r["tool"]: r for r in m["rows"] if r["server"] == m["rows"][0]["server"]}
-        lines += _table(["variant", "tool", "req/s", "vs first", "p50 ms", "p99 ms", "p99 vs first", "errors"],
+        split = key == "workers"
+        lines += _table(["variant", "tool", "req/s", "vs first", "p50 ms", "p99 ms", "p99 vs first", "errors"]
+                        + (["busiest worker, per round"] if split else []),
                         [[LABELS.get(r["server"], r["server"]), TOOL_NAMES["load"][r["tool"]], r["throughput"],
                           f"{r['throughput'] / first[r['tool']]['throughput']:.2f}x", r["p50_ms"], r["p99_ms"],
-                          f"{r['p99_ms'] / first[r['tool']]['p99_ms']:.2f}x", r["errors"]] for r in m["rows"]])
+                          f"{r['p99_ms'] / first[r['tool']]['p99_ms']:.2f}x", r["errors"]]
+                         + ([", ".join(f"{s:.0%}" for s in r.get("busiest_worker_share", []))] if split else [])
+                         for r in m["rows"]])
     return lines + (["![contention](contention.png)", ""] if lines else [])
 
 
