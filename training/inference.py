@@ -22,6 +22,7 @@ is why the path is checked on the sample at every load.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ Block = Callable[[pd.DataFrame], np.ndarray]
 
 
 def _passthrough(columns: list[str]) -> Block:
-    return lambda frame: frame[columns].to_numpy(dtype=np.float64)
+    # Column by column: `frame[columns]` builds a new frame first, 112 us of a 16-row batch's 131.
+    return lambda frame: np.column_stack([frame[c].to_numpy(dtype=np.float64) for c in columns])
 
 
 def _plain(encoder: OrdinalEncoder) -> bool:
@@ -51,12 +53,28 @@ def _plain(encoder: OrdinalEncoder) -> bool:
     return encoder.handle_unknown == "use_encoded_value" and not getattr(encoder, "infrequent_categories_", None)
 
 
-def _codes(index: pd.Index, values: np.ndarray, unknown: float, missing: float) -> np.ndarray:
-    """An OrdinalEncoder's codes for one column: the position in its fitted categories, else unknown or missing."""
-    codes = index.get_indexer(values).astype(np.float64)
-    codes[codes < 0] = unknown
-    codes[pd.isna(values)] = missing
-    return codes
+# Up to this many values a dict finds the codes: pandas' `get_indexer` costs ~20 us whatever the size (1.3 us with
+# the dict for 16 values), and from about 1,000 values on it is the faster (in process, 2026-12-04).
+SMALL_LOOKUP = 256
+
+
+class Categories:
+    """One column's fitted categories, as a lookup of their positions."""
+
+    def __init__(self, categories: Any):
+        self.index = pd.Index(categories)
+        self.positions = {category: position for position, category in enumerate(self.index)}
+
+    def codes(self, values: np.ndarray, unknown: float, missing: float) -> np.ndarray:
+        """An OrdinalEncoder's codes for one column: the position in its fitted categories, else unknown or
+        missing."""
+        if len(values) <= SMALL_LOOKUP:
+            codes = np.fromiter(map(self.positions.get, values, itertools.repeat(-1)), np.float64, len(values))
+        else:
+            codes = self.index.get_indexer(values).astype(np.float64)
+        codes[codes < 0] = unknown
+        codes[pd.isna(values)] = missing
+        return codes
 
 
 def _ordinal(encoder: OrdinalEncoder, columns: list[str]) -> Block | None:
@@ -66,13 +84,13 @@ def _ordinal(encoder: OrdinalEncoder, columns: list[str]) -> Block | None:
     for categories in encoder.categories_:
         if pd.isna(categories).any():
             return None  # missing values as a category: the encoder's own rules
-        indexes.append(pd.Index(categories))
+        indexes.append(Categories(categories))
     unknown, missing = float(encoder.unknown_value), float(encoder.encoded_missing_value)
 
     def encode(frame: pd.DataFrame) -> np.ndarray:
         out = np.empty((len(frame), len(columns)), dtype=np.float64)
         for i, (column, index) in enumerate(zip(columns, indexes)):
-            out[:, i] = _codes(index, frame[column].to_numpy(), unknown, missing)
+            out[:, i] = index.codes(frame[column].to_numpy(), unknown, missing)
         return out
 
     return encode
@@ -140,7 +158,7 @@ def _estimator_inputs(preprocessor: Any) -> Callable[[np.ndarray], np.ndarray] |
         return lambda encoded: encoded
     if not isinstance(preprocessor, ColumnTransformer):
         return None
-    steps: list[tuple[np.ndarray, list[pd.Index] | None]] = []  # in output order: input columns, categories or None
+    steps: list[tuple[np.ndarray, list[Categories] | None]] = []  # in output order: input columns, categories or None
     for _, fitted, mask in preprocessor.transformers_:
         columns = np.flatnonzero(np.asarray(mask, dtype=bool)) if len(mask) else np.empty(0, dtype=int)
         if isinstance(fitted, str) and fitted == "drop":
@@ -154,7 +172,7 @@ def _estimator_inputs(preprocessor: Any) -> Callable[[np.ndarray], np.ndarray] |
                 if missing[:-1].any():
                     return None
                 # A missing value seen in fitting is the last category, and it is encoded as missing (NaN) anyway.
-                indexes.append(pd.Index(categories[:-1] if missing[-1:].any() else categories))
+                indexes.append(Categories(categories[:-1] if missing[-1:].any() else categories))
             steps.append((columns, indexes))
         elif isinstance(fitted, FunctionTransformer) and getattr(fitted.func, "func", None) is check_array:
             steps.append((columns, None))
@@ -170,7 +188,7 @@ def _estimator_inputs(preprocessor: Any) -> Callable[[np.ndarray], np.ndarray] |
                 if indexes is None:
                     out[:, at] = encoded[:, column]
                 else:  # unknown and missing values are both NaN (checked above)
-                    out[:, at] = _codes(indexes[j], encoded[:, column], np.nan, np.nan)
+                    out[:, at] = indexes[j].codes(encoded[:, column], np.nan, np.nan)
                 at += 1
         return out
 

@@ -44,12 +44,16 @@ def boosted_and_direct() -> tuple[Pipeline, Steps]:
     return pipeline, direct
 
 
-def test_the_direct_path_answers_bit_for_bit_like_the_pipeline_unseen_categories_included():
+@pytest.mark.parametrize("rows", [inference.SMALL_LOOKUP, inference.SMALL_LOOKUP + 1, 1_000])
+def test_the_direct_path_answers_bit_for_bit_like_the_pipeline_unseen_and_missing_categories_included(rows):
+    """Either side of SMALL_LOOKUP: the categories' codes come from a dict up to it and from pandas past it."""
     pipeline, direct = boosted_and_direct()
-    new, _ = frame(300, 2)
+    new, _ = frame(rows, 2)
     new.loc[::7, "country"] = "never seen"
+    new.loc[3::11, "country"] = None
     assert np.array_equal(direct(new), pipeline.predict_proba(new))
     assert np.array_equal(direct(new.iloc[:1]), pipeline.predict_proba(new.iloc[:1]))
+    assert np.array_equal(direct(new.iloc[3:4]), pipeline.predict_proba(new.iloc[3:4]))  # missing
 
 
 def test_slices_of_the_prepared_rows_score_like_the_whole():
@@ -118,6 +122,7 @@ def test_the_stored_boosted_model_scores_through_the_direct_path():
     features = build_features(model.task, raw)
     expected = model.estimator.predict_proba(features)[:, 1]
     assert np.array_equal(model.predict_proba(raw), expected)
+    assert np.array_equal(model.predict_proba(raw.iloc[:16]), expected[:16])  # /predict's batch size: dict lookups
     prepared = model.prepare(raw)
     assert isinstance(prepared, np.ndarray), "the trees' own inputs: encoded and binned once"
     assert np.array_equal(np.concatenate([model.score(prepared[:777]), model.score(prepared[777:])]), expected)
