@@ -27,7 +27,7 @@ from serving.seam import AdmittedInput, BatchedInput, BatchedOutput, document, s
 from serving.web import admin, explain, feedback, purchase, rollouts, v2
 from serving.web.errors import DETAIL, documented, json_response
 from serving.web.gate import DoorRoute, Gate
-from serving.web.keepalive import KeepAliveLimit
+from serving.web.keepalive import ConnectionAge
 from serving.web.multimodel import V1_PREDICT, V1Input, dump, predict_many
 from serving.web.policy import Policy, Scope, declare, run_in
 from serving.web.schemas import BatchPredictRequest as BatchPredictBody
@@ -161,8 +161,8 @@ class PurchaseService:
         return json_response(200, dump(result), v1.request_id)
 
 
-# Outermost first: every request counts towards its connection's limit, the gate's refusals too.
-PurchaseService.add_asgi_middleware(KeepAliveLimit, limit=settings.keepalive_requests)
+# Outermost first: the gate's refusals end an old connection too.
+PurchaseService.add_asgi_middleware(ConnectionAge, max_age=settings.max_connection_age_seconds)
 PurchaseService.add_asgi_middleware(Gate, service=PurchaseService, settings=settings)
 
 DESCRIPTION = """\

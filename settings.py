@@ -56,10 +56,11 @@ class Settings(BaseSettings):
     max_predict_items: int = Field(default=16, ge=1, description="MAX_PREDICT_ITEMS: most items in /v1/predict.")
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description="MAX_BODY_BYTES: larger bodies get 413.")
     workers: int = Field(default=1, ge=1, description="WORKERS: BentoML worker processes.")
-    keepalive_requests: int = Field(
-        default=100, ge=0,
-        description="KEEPALIVE_REQUESTS: responses on one keep-alive connection before the server closes it, so a "
-        "client that keeps its connections reconnects and the workers share it (serving/web/keepalive.py); 0 never.",
+    max_connection_age_seconds: float = Field(
+        default=1.0, ge=0,
+        description="MAX_CONNECTION_AGE_SECONDS: a keep-alive connection's first response after this age says "
+        "`Connection: close` and ends it, so a client that keeps its connections reconnects and the workers share it "
+        "(serving/web/keepalive.py); 0 never.",
     )
     model_threads: int | None = Field(
         default=None, ge=1,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bentoml
 
 from service import PurchaseService, settings
-from serving.web.keepalive import KeepAliveLimit
+from serving.web.keepalive import ConnectionAge
 from training.schema import PredictRequest
 
 _PREDICT = next(api for api in PurchaseService.apis.values() if api.route == "/predict")
@@ -33,4 +33,4 @@ class Ceiling:
         return [ANSWER] * len(records)
 
 
-Ceiling.add_asgi_middleware(KeepAliveLimit, limit=settings.keepalive_requests)
+Ceiling.add_asgi_middleware(ConnectionAge, max_age=settings.max_connection_age_seconds)
