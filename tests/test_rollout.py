@@ -30,9 +30,10 @@ from training.schema import PURCHASE
 
 RECORD = {name: field.examples[0] for name, field in PURCHASE.record.model_fields.items()}
 BUDGET = ["--min-seconds", "2", "--max-seconds", "60", "--min-rows", "40", "--max-rows", "1000000"]
-# How long a failing candidate may keep answering once it fails: one controller tick to see it, one server refresh
-# to follow the rollback (0.5 s each here), and room for a busy 2-core machine.
-FAILING_BOUND_SECONDS = 6.0
+# How long a failing candidate may keep answering once it fails: the servers following the step (each worker loads
+# the candidate; 1.6-5 s seen while both workers shared the load on 2 cores), one controller tick to see it, one
+# server refresh to follow the rollback (0.5 s each here), and room for a busy 2-core machine.
+FAILING_BOUND_SECONDS = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,11 @@ def server(home, versions, tmp_path_factory):
 
 @pytest.fixture
 def rollout(home, server, tmp_path):
-    env = env_of(home, ROLLOUT_SERVERS=server.url, ROLLOUT_TICK_SECONDS="0.5", ROLLOUT_QUALITY_SECONDS="1",
+    # The variants wrap the pipeline, so they miss the direct path (training/inference.py): a 40-row call costs
+    # them ~20 ms of CPU against production's ~4 ms, and with both workers busy on 2 cores their shadow calls' p99
+    # reached 3-9x production's. The latency gate is right to see it, but these tests are about the quality gates.
+    env = env_of(home, ROLLOUT_MAX_P99_RATIO="20",
+                 ROLLOUT_SERVERS=server.url, ROLLOUT_TICK_SECONDS="0.5", ROLLOUT_QUALITY_SECONDS="1",
                  ROLLOUT_MIN_EVIDENCE="20", ROLLOUT_APPLY_SECONDS="30", PREDICTION_LOG_PATH=str(server.log_path),
                  OUTCOME_LOG_PATH=server.env["OUTCOME_LOG_PATH"], STATE_DIR=str(tmp_path))
 
@@ -174,9 +179,13 @@ def test_a_better_candidate_reaches_production(home, versions, server, rollout):
     assert [e["step"] for e in advances] == ["shadow", "canary-20", "canary-50"]
     assert all(e["reason"].startswith("better: ") for e in advances[1:]), [e["reason"] for e in advances]
     assert server.get("/v1/rollouts/purchase/gate", params={"expect": "pass"}).json()["status"] == "promoted"
-    wait_for(lambda: metric(server.get("/metrics").text, "serving_rollout_verdict", task="purchase") == 1, 30,
-             "the verdict gauge")
-    assert metric(server.get("/metrics").text, "serving_rollout_gate", task="purchase", gate="quality") == 2
+
+    def gauges_say_promoted() -> bool:  # the gauges follow the saved state on a poller, so both are read at once
+        text = server.get("/metrics").text
+        return (metric(text, "serving_rollout_verdict", task="purchase") == 1
+                and metric(text, "serving_rollout_gate", task="purchase", gate="quality") == 2)
+
+    wait_for(gauges_say_promoted, 30, "the verdict gauge at pass and the quality gate's at better")
 
 
 def test_a_raising_candidate_is_caught_by_replay_and_rolled_back_live_within_a_bound(home, versions, server, rollout):
@@ -219,8 +228,9 @@ def test_a_raising_candidate_is_caught_by_replay_and_rolled_back_live_within_a_b
 def test_a_killed_controller_resumes_and_a_second_one_is_refused(home, versions, server, rollout):
     stage(home, versions["gbm"], versions["copy"])
     with Driver(server.url, outcomes=False):
-        # The canary step lasts its whole budget (no outcomes: "not yet significant"), long enough to kill it in.
-        rollout("start", "--task", "purchase", "--steps", "shadow,20", "--min-seconds", "1", "--max-seconds", "20",
+        # The canary step lasts its whole budget (no outcomes: "not yet significant"), long enough to kill it in
+        # after two refused CLI calls (each 4-10 s on a busy 2-core machine).
+        rollout("start", "--task", "purchase", "--steps", "shadow,20", "--min-seconds", "1", "--max-seconds", "45",
                 "--min-rows", "20", "--max-rows", "1000000", "--undecided", "advance")
         running = wait_for(lambda: (s := saved_state(home))["step"] == 1 and s["step_started"] and s, 60,
                            "the canary step's clock")

@@ -357,3 +357,18 @@ def test_the_quality_gate_estimates_before_outcomes_and_judges_realized_once_the
     realized = quality_gate(str(log), str(outcomes), start, CANDIDATE, CONTROL, 50, identity_calibration)
     assert realized.evidence["judged"] == "realized" and realized.summary.startswith("realized: "), realized
     assert realized.evidence["rows_with_outcome"] == {CANDIDATE: 600, CONTROL: 600}
+
+
+def test_a_new_step_holds_until_its_own_gates_speak_and_a_promotion_keeps_what_earned_it(own_store, capsys):
+    from training.rollout import state
+    from training.rollout.controller import Controller
+
+    better = tuple(gates(quality="better"))
+    state.create(rollout_state(step=1, gates=better, verdict=verdict_of(list(better))))
+    controller = Controller("purchase")
+    fifty = controller._advance(state.read("purchase"), "better: canary-10")
+    assert (fifty.current.name, fifty.gates, fifty.verdict) == ("canary-50", (), "hold")
+    assert state.read("purchase").verdict == "hold"
+    finishing = controller._advance(state.update("purchase", lambda s: dataclasses.replace(s, gates=better,
+                                                                                          verdict="pass")), "better")
+    assert (finishing.current.kind, finishing.gates, finishing.verdict) == ("production", better, "pass")
