@@ -68,8 +68,9 @@ def _worker_of(connection: http.client.HTTPConnection, workers: list[psutil.Proc
 
 
 class Pinned:
-    """Requests to one worker: a kept-alive connection stays with the worker that accepted it; when the server
-    closes an idle one (its keep-alive is 5 s), connections are opened until that worker accepts one again."""
+    """Requests to one worker: a kept-alive connection stays with the worker that accepted it. When the server ends
+    one (idle for its keep-alive of 5 s, or older than MAX_CONNECTION_AGE_SECONDS), connections are opened until that
+    worker accepts one again."""
 
     def __init__(self, server, pid: int, connection: http.client.HTTPConnection):
         self.server, self.pid, self.connection = server, pid, connection
@@ -101,6 +102,8 @@ class Pinned:
                     raise
                 self._reconnect()  # the request never reached the worker: the connection was closed before it
         text = response.read()
+        if response.will_close:  # `Connection: close` by age: http.client would reopen to either worker
+            self._reconnect()
         assert response.status == 200, text
         return json.loads(text)
 
@@ -139,7 +142,9 @@ def test_a_duplicate_sent_to_the_other_worker_is_still_a_duplicate(two_workers):
     assert (again["accepted"], again["duplicates"]) == (0, 50)
     corrected = second.post([{"prediction_id": ids[0], "outcome": 0}])
     assert (corrected["accepted"], corrected["corrections"], corrected["corrected"]) == (1, 1, [ids[0]])
+    time.sleep(1.2)  # past MAX_CONNECTION_AGE_SECONDS (default 1): the pinned connections are ended and found again
     assert first.post([{"prediction_id": ids[0], "outcome": 0}])["duplicates"] == 1  # the correction, seen back
+    assert second.post([{"prediction_id": ids[1], "outcome": 1}])["duplicates"] == 1
     assert (first.worker(), second.worker()) == (first.pid, second.pid) and first.pid != second.pid
     for connection in (first, second):
         connection.close()
