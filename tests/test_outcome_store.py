@@ -19,6 +19,7 @@ import pytest
 from monitoring.logreader import LogReader
 from monitoring.segments import family
 from serving.core.ids import new_ids
+from settings import Settings
 
 # A million outcomes: the first warm the workers up until each has rotated the log (every 8 MiB, about 55,000
 # outcomes) at least once, the rest are measured (the store's JSON-lines writer only appends and rotates; rotated
@@ -33,6 +34,7 @@ PEAK_MB = 64
 SEGMENT_BYTES = 8 << 20
 TOTAL_BATCHES = 100
 BATCH = 10_000
+MAX_AGE = Settings.model_fields["max_connection_age_seconds"].default  # the fixture keeps it
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,14 @@ def _worker_of(connection: http.client.HTTPConnection, workers: list[psutil.Proc
     raise AssertionError(f"no worker holds the connection from port {port}")
 
 
+def _connect(server, workers: list[psutil.Process]) -> tuple[int, http.client.HTTPConnection]:
+    """A new kept-alive connection and the pid of the worker that accepted it."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    connection.request("GET", "/livez")
+    connection.getresponse().read()
+    return _worker_of(connection, workers), connection
+
+
 class Pinned:
     """Requests to one worker: a kept-alive connection stays with the worker that accepted it. When the server ends
     one (idle for its keep-alive of 5 s, or older than MAX_CONNECTION_AGE_SECONDS), connections are opened until that
@@ -80,10 +90,8 @@ class Pinned:
         workers = _workers(self.server)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            connection = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=120)
-            connection.request("GET", "/livez")
-            connection.getresponse().read()
-            if _worker_of(connection, workers) == self.pid:
+            pid, connection = _connect(self.server, workers)
+            if pid == self.pid:
                 self.connection = connection
                 return
             connection.close()
@@ -120,10 +128,7 @@ def _one_connection_per_worker(server) -> list[Pinned]:
     pinned: dict[int, http.client.HTTPConnection] = {}
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
-        connection.request("GET", "/livez")
-        connection.getresponse().read()
-        pid = _worker_of(connection, workers)
+        pid, connection = _connect(server, workers)
         if pid in pinned:
             connection.close()
             time.sleep(0.1)
@@ -142,7 +147,7 @@ def test_a_duplicate_sent_to_the_other_worker_is_still_a_duplicate(two_workers):
     assert (again["accepted"], again["duplicates"]) == (0, 50)
     corrected = second.post([{"prediction_id": ids[0], "outcome": 0}])
     assert (corrected["accepted"], corrected["corrections"], corrected["corrected"]) == (1, 1, [ids[0]])
-    time.sleep(1.2)  # past MAX_CONNECTION_AGE_SECONDS (default 1): the pinned connections are ended and found again
+    time.sleep(MAX_AGE + 0.2)  # the pinned connections are ended by age and found again
     assert first.post([{"prediction_id": ids[0], "outcome": 0}])["duplicates"] == 1  # the correction, seen back
     assert second.post([{"prediction_id": ids[1], "outcome": 1}])["duplicates"] == 1
     assert (first.worker(), second.worker()) == (first.pid, second.pid) and first.pid != second.pid
